@@ -1,0 +1,46 @@
+//! The projector g and predictor q: Linear - BatchNorm - ReLU - Linear (paper, Section 3.3:
+//! Linear(4096) - BN - ReLU - Linear(256)).
+
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
+use burn::prelude::*;
+
+/// Sizes of an MLP head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlpConfig {
+    /// Input width.
+    pub input: usize,
+    /// Hidden width (paper: 4096).
+    pub hidden: usize,
+    /// Output width (paper: 256).
+    pub output: usize,
+}
+
+impl MlpConfig {
+    /// Builds the head on `device` (weights from the device's seeded RNG).
+    pub fn init(&self, device: &Device) -> Mlp {
+        Mlp {
+            fc1: LinearConfig::new(self.input, self.hidden).init(device),
+            bn: BatchNormConfig::new(self.hidden).init(device),
+            relu: Relu::new(),
+            fc2: LinearConfig::new(self.hidden, self.output).init(device),
+        }
+    }
+}
+
+/// Linear - BatchNorm - ReLU - Linear, mapping `[batch, input]` to `[batch, output]`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    fc1: Linear,
+    bn: BatchNorm,
+    relu: Relu,
+    fc2: Linear,
+}
+
+impl Mlp {
+    /// `[batch, input]` -> `[batch, output]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = self.fc1.forward(x);
+        let x = self.bn.forward(x);
+        self.fc2.forward(self.relu.forward(x))
+    }
+}

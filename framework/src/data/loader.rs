@@ -1,0 +1,265 @@
+//! The parallel data path: worker threads run a job per batch index (decode, two augmented
+//! views, collation) and the trainer receives the batches in order, a bounded number ahead.
+//!
+//! Determinism: each sample's random stream is seeded from `(seed, epoch, position)` alone
+//! ([`sample_seed`]), so the output does not depend on the number of workers or their timing,
+//! and a run resumed at batch `b` of an epoch sees exactly the batches it would have seen.
+
+use crate::augmentation::Augmentation;
+use crate::modality::Modality;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// SplitMix64 finalizer: a well-mixed 64-bit hash of `x`.
+pub fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The seed of the random stream of the sample at `position` in `epoch`'s order.
+pub fn sample_seed(seed: u64, epoch: usize, position: usize) -> u64 {
+    mix64(mix64(mix64(seed) ^ epoch as u64) ^ position as u64)
+}
+
+/// The seeded order of `n` samples in `epoch` (a permutation of `0..n`).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(mix64(seed ^ 0x5EED_0F0D_E000) ^ epoch as u64));
+    order
+}
+
+/// A worker thread died (a bug in an op or reader); the message says which batch.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("data worker failed while preparing batch {batch}: {message}")]
+pub struct WorkerError {
+    /// The batch index being prepared.
+    pub batch: usize,
+    /// The panic message.
+    pub message: String,
+}
+
+struct Gate {
+    consumed: Mutex<usize>,
+    cond: Condvar,
+    stop: AtomicBool,
+}
+
+/// Runs `job(i)` for every `i` in a range on worker threads and yields the results in order,
+/// at most `ahead` results ahead of the consumer.
+pub struct OrderedParallel<T> {
+    rx: Receiver<(usize, Result<T, String>)>,
+    pending: BTreeMap<usize, Result<T, String>>,
+    next: usize,
+    end: usize,
+    gate: Arc<Gate>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> OrderedParallel<T> {
+    /// Starts `workers` threads (at least 1) over `range`.
+    pub fn new(range: Range<usize>, workers: usize, ahead: usize, job: impl Fn(usize) -> T + Send + Sync + 'static) -> Self {
+        let workers = workers.max(1);
+        let ahead = ahead.max(1);
+        let (tx, rx) = sync_channel(ahead + workers);
+        let gate = Arc::new(Gate { consumed: Mutex::new(range.start), cond: Condvar::new(), stop: AtomicBool::new(false) });
+        let counter = Arc::new(AtomicUsize::new(range.start));
+        let job = Arc::new(job);
+        let end = range.end;
+        let handles = (0..workers)
+            .map(|w| {
+                let (tx, gate, counter, job) = (tx.clone(), gate.clone(), counter.clone(), job.clone());
+                std::thread::Builder::new()
+                    .name(format!("ssl-data-{w}"))
+                    .spawn(move || {
+                        loop {
+                            let i = counter.fetch_add(1, Ordering::SeqCst);
+                            if i >= end {
+                                return;
+                            }
+                            {
+                                let mut consumed = gate.consumed.lock().expect("gate lock");
+                                while i >= *consumed + ahead && !gate.stop.load(Ordering::SeqCst) {
+                                    consumed = gate.cond.wait(consumed).expect("gate wait");
+                                }
+                            }
+                            if gate.stop.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(i))).map_err(|e| {
+                                e.downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_else(|| "panic".into())
+                            });
+                            let failed = out.is_err();
+                            if tx.send((i, out)).is_err() || failed {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn data worker")
+            })
+            .collect();
+        Self { rx, pending: BTreeMap::new(), next: range.start, end, gate, handles }
+    }
+}
+
+impl<T> Iterator for OrderedParallel<T> {
+    type Item = Result<T, WorkerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        loop {
+            if let Some(out) = self.pending.remove(&self.next) {
+                let i = self.next;
+                self.next += 1;
+                *self.gate.consumed.lock().expect("gate lock") = self.next;
+                self.gate.cond.notify_all();
+                return Some(out.map_err(|message| WorkerError { batch: i, message }));
+            }
+            match self.rx.recv() {
+                Ok((i, out)) => {
+                    self.pending.insert(i, out);
+                }
+                Err(_) => {
+                    let batch = self.next;
+                    self.next = self.end;
+                    return Some(Err(WorkerError { batch, message: "workers stopped early".into() }));
+                }
+            }
+        }
+    }
+}
+
+impl<T> Drop for OrderedParallel<T> {
+    fn drop(&mut self) {
+        self.gate.stop.store(true, Ordering::SeqCst);
+        self.gate.cond.notify_all();
+        // Unblock workers waiting on a full channel.
+        while self.rx.try_recv().is_ok() {}
+        for h in self.handles.drain(..) {
+            while !h.is_finished() {
+                while self.rx.try_recv().is_ok() {}
+                std::thread::yield_now();
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+/// Two augmented views of the same samples, collated.
+pub struct TwoViews<B> {
+    /// View 1 of each sample.
+    pub view1: B,
+    /// View 2 of each sample (same samples, same order).
+    pub view2: B,
+}
+
+/// The number of worker threads for `requested` (0: the machine's cores).
+pub fn resolve_workers(requested: usize) -> usize {
+    if requested > 0 { requested } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }
+}
+
+/// The batches of one pre-training epoch from batch `start` on: the seeded order, full batches
+/// only (the last incomplete one is dropped), each sample through view-1 and view-2 pipelines.
+#[allow(clippy::too_many_arguments)]
+pub fn two_view_epoch<M: Modality>(
+    modality: Arc<M>,
+    items: Arc<Vec<M::Item>>,
+    views: Arc<(Vec<M::Op>, Vec<M::Op>)>,
+    seed: u64,
+    epoch: usize,
+    batch_size: usize,
+    start: usize,
+    workers: usize,
+    ahead: usize,
+) -> OrderedParallel<TwoViews<M::Batch>> {
+    let order = Arc::new(epoch_order(items.len(), seed, epoch));
+    let batches = items.len() / batch_size;
+    OrderedParallel::new(start.min(batches)..batches, workers, ahead, move |b| {
+        let mut v1 = Vec::with_capacity(batch_size);
+        let mut v2 = Vec::with_capacity(batch_size);
+        for pos in b * batch_size..(b + 1) * batch_size {
+            let item = &items[order[pos]];
+            let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
+            v1.push(views.0.apply(modality.to_sample(item), &mut rng));
+            v2.push(views.1.apply(modality.to_sample(item), &mut rng));
+        }
+        TwoViews { view1: modality.collate(v1), view2: modality.collate(v2) }
+    })
+}
+
+/// The batches of a whole split in its stored order through the deterministic `ops` (for
+/// feature extraction); the last batch may be smaller.
+pub fn eval_batches<M: Modality>(
+    modality: Arc<M>,
+    items: Arc<Vec<M::Item>>,
+    ops: Arc<Vec<M::Op>>,
+    batch_size: usize,
+    workers: usize,
+) -> OrderedParallel<M::Batch> {
+    let n = items.len();
+    let batches = n.div_ceil(batch_size);
+    OrderedParallel::new(0..batches, workers, 4, move |b| {
+        let mut rng = StdRng::seed_from_u64(0);
+        let samples = (b * batch_size..((b + 1) * batch_size).min(n)).map(|i| ops.apply(modality.to_sample(&items[i]), &mut rng)).collect();
+        modality.collate(samples)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_output_regardless_of_workers_and_timing() {
+        for workers in [1, 2, 5] {
+            let out: Vec<usize> = OrderedParallel::new(3..40, workers, 2, |i| {
+                std::thread::sleep(std::time::Duration::from_micros(((i * 7919) % 13) as u64 * 100));
+                i * i
+            })
+            .map(|r| r.unwrap())
+            .collect();
+            assert_eq!(out, (3..40).map(|i| i * i).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn early_drop_does_not_hang_and_panics_are_reported() {
+        let mut it = OrderedParallel::new(0..1000, 3, 2, |i| i);
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        drop(it);
+        let results: Vec<_> = OrderedParallel::new(0..10, 2, 2, |i| {
+            if i == 4 {
+                panic!("bad sample");
+            }
+            i
+        })
+        .collect();
+        let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error");
+        assert_eq!(err.batch, 4);
+        assert!(err.message.contains("bad sample"));
+    }
+
+    #[test]
+    fn orders_and_seeds_are_deterministic_and_distinct() {
+        assert_eq!(epoch_order(100, 1, 0), epoch_order(100, 1, 0));
+        assert_ne!(epoch_order(100, 1, 0), epoch_order(100, 1, 1));
+        assert_ne!(epoch_order(100, 1, 0), epoch_order(100, 2, 0));
+        let mut sorted = epoch_order(100, 1, 3);
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_ne!(sample_seed(0, 0, 1), sample_seed(0, 1, 0));
+    }
+}

@@ -1,0 +1,39 @@
+//! The `Encoder` plugin trait: the network f that BYOL trains.
+
+use burn::module::{Module, ModuleDisplay};
+use burn::tensor::Tensor;
+
+/// A burn module mapping a batch of a modality's input to representations `[batch, dim]`.
+///
+/// `dim` is known up front: the BYOL projector is built from it. The online encoder is what the
+/// evaluation probes read (DESIGN.md: "probes read the online encoder (f only)").
+///
+/// # Example
+/// ```
+/// use ssl_framework::burn::prelude::*;
+/// use ssl_framework::burn::nn::{Linear, LinearConfig};
+/// use ssl_framework::Encoder;
+///
+/// /// A linear encoder of flat feature vectors `[batch, 8]` -> `[batch, 4]`.
+/// #[derive(Module, Debug)]
+/// struct LinearEncoder { proj: Linear }
+///
+/// impl Encoder for LinearEncoder {
+///     type Input = Tensor<2>;
+///     fn forward(&self, x: Tensor<2>) -> Tensor<2> { self.proj.forward(x) }
+///     fn dim(&self) -> usize { 4 }
+/// }
+///
+/// let device = Device::flex();
+/// let enc = LinearEncoder { proj: LinearConfig::new(8, 4).init(&device) };
+/// let out = enc.forward(Tensor::zeros([3, 8], &device));
+/// assert_eq!(out.dims(), [3, enc.dim()]);
+/// ```
+pub trait Encoder: Module + ModuleDisplay + 'static {
+    /// A collated batch on one device, e.g. `Tensor<4>` `[batch, channels, height, width]`.
+    type Input: Clone + Send + 'static;
+    /// Representations `[batch, dim]`.
+    fn forward(&self, input: Self::Input) -> Tensor<2>;
+    /// The representation size (output width).
+    fn dim(&self) -> usize;
+}

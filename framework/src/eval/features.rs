@@ -1,0 +1,52 @@
+//! Feature extraction with a frozen encoder.
+
+use crate::data::loader::{WorkerError, eval_batches};
+use crate::encoder::Encoder;
+use crate::modality::Modality;
+use burn::prelude::*;
+use std::sync::Arc;
+
+/// Row-major features `[n, dim]` on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// `n * dim` values, row `i` at `data[i*dim..(i+1)*dim]`.
+    pub data: Vec<f32>,
+    /// Feature width.
+    pub dim: usize,
+}
+
+impl Features {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs `encoder` (a validation copy: plain device, BatchNorm in eval mode) over `items` through
+/// the deterministic `ops`, in batches of `batch_size` prepared on `workers` threads.
+///
+/// # Errors
+/// [`WorkerError`] when a data worker fails.
+pub fn extract_features<M: Modality>(
+    modality: &Arc<M>,
+    encoder: &M::Encoder,
+    items: Arc<Vec<M::Item>>,
+    ops: Arc<Vec<M::Op>>,
+    batch_size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<Features, WorkerError> {
+    let dim = encoder.dim();
+    let mut data = Vec::with_capacity(items.len() * dim);
+    for batch in eval_batches(modality.clone(), items, ops, batch_size, workers) {
+        let input = modality.to_input(batch?, device);
+        let out = encoder.forward(input);
+        let values = out.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 features");
+        data.extend_from_slice(&values);
+    }
+    Ok(Features { data, dim })
+}

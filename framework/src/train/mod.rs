@@ -1,0 +1,9 @@
+//! The training loop, checkpoints and resume, the metrics log, progress, and the run report.
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod run;
+
+pub use checkpoint::{CheckpointError, CheckpointState};
+pub use metrics::MetricsRecord;
+pub use run::{EvalData, RunOptions, RunReport, TrainError, evaluate_encoder, train_and_evaluate};

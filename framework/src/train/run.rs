@@ -1,0 +1,419 @@
+//! `train_and_evaluate`: BYOL pre-training of a modality's encoder, then evaluation beside a
+//! random-init baseline, with checkpoints, resume, a metrics log and `results.json`.
+
+use super::checkpoint::{self, CheckpointError, CheckpointState};
+use super::metrics::{MetricsRecord, MetricsWriter};
+use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, byol_loss, ema_update, tau_at};
+use crate::config::{ConfigError, ExperimentConfig};
+use crate::data::loader::{WorkerError, resolve_workers, two_view_epoch};
+use crate::data::{DataError, Datasets};
+use crate::eval::{ProbeConfig, ProbeResult, collapse_std, extract_features, knn_top1, linear_probe_top1};
+use crate::modality::Modality;
+use crate::optim::{build_optimizer, peak_lr, warmup_cosine_lr};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Unusable data.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A data worker failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The EMA could not match the networks.
+    #[error(transparent)]
+    Ema(#[from] EmaError),
+    /// A file of the run could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    #[error("non-finite loss {value} at optimizer step {step} (epoch {epoch}); the last good checkpoint is kept in {checkpoints}")]
+    NonFinite {
+        /// The step being computed.
+        step: usize,
+        /// Its epoch.
+        epoch: usize,
+        /// The loss value.
+        value: f32,
+        /// The checkpoint folder.
+        checkpoints: PathBuf,
+    },
+    /// `--resume` without a checkpoint, or a new run over an existing one.
+    #[error("{0}")]
+    Resume(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_path_buf(), source }
+}
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output folder: `config.toml`, `metrics.jsonl`, `checkpoints/`, `results.json`.
+    pub out_dir: PathBuf,
+    /// Dataset folder given to [`Modality::load`].
+    pub data_root: PathBuf,
+    /// A plain (non-autodiff) device; training runs on its autodiff twin.
+    pub device: Device,
+    /// Continue from the newest checkpoint in `out_dir`.
+    pub resume: bool,
+    /// Show a progress bar (else a line per log step on stderr).
+    pub progress: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The content of `results.json`.
+    pub results: serde_json::Value,
+    /// The probe results (also inside `results`).
+    pub probes: Vec<ProbeResult>,
+}
+
+/// Optimizer steps per epoch: full micro-batches per epoch divided by the accumulation.
+pub fn steps_per_epoch(train_len: usize, batch_size: usize, accumulation: usize) -> usize {
+    (train_len / batch_size) / accumulation
+}
+
+/// Pre-trains with BYOL, then evaluates (kNN and linear probe, trained and random-init
+/// encoders, every label set of the test split) and writes `results.json`.
+///
+/// # Errors
+/// [`TrainError`]: bad config or data, an I/O failure naming the file, a non-finite loss, a
+/// failed checkpoint, or a resume that does not match.
+pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, opts: &RunOptions) -> Result<RunReport, TrainError> {
+    let wall = Instant::now();
+    cfg.validate()?;
+    let config_json = cfg.to_json();
+    let out = &opts.out_dir;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let ckpt_root = out.join("checkpoints");
+    let existing = checkpoint::list_checkpoints(&ckpt_root);
+    let resume_from = match (opts.resume, existing.last()) {
+        (true, Some(step)) => Some(checkpoint::checkpoint_dir(&ckpt_root, *step)),
+        (true, None) => return Err(TrainError::Resume(format!("--resume: no checkpoint in {}", ckpt_root.display()))),
+        (false, Some(_)) => {
+            return Err(TrainError::Resume(format!(
+                "{} already holds a run's checkpoints: pass --resume to continue it, or choose another --out",
+                out.display()
+            )));
+        }
+        (false, None) => None,
+    };
+    crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io_err(out))?;
+
+    let modality = Arc::new(modality);
+    let datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
+    if datasets.skipped > 0 {
+        eprintln!("warning: skipped {} unreadable files in {}", datasets.skipped, opts.data_root.display());
+    }
+    let (bs, accum) = (cfg.train.batch_size, cfg.train.accumulation_steps);
+    let spe = steps_per_epoch(datasets.train.len(), bs, accum);
+    if spe == 0 {
+        return Err(DataError::Unusable(format!(
+            "the training split has {} samples, fewer than one optimizer step needs (train.batch_size {bs} x train.accumulation_steps {accum})",
+            datasets.train.len()
+        ))
+        .into());
+    }
+    let mut total_steps = spe * cfg.train.epochs;
+    if cfg.train.max_steps > 0 {
+        total_steps = total_steps.min(cfg.train.max_steps);
+    }
+    let global_batch = bs * accum;
+    let peak = peak_lr(cfg.optim.base_lr, global_batch, cfg.optim.scale_lr_by_batch);
+    let warmup = ((cfg.optim.warmup_epochs * spe as f64).round() as usize).min(total_steps);
+
+    let base = opts.device.clone();
+    let ad = base.clone().autodiff();
+    base.seed(cfg.seed);
+    ad.seed(cfg.seed);
+    let encoder = modality.init_encoder(&cfg.encoder, &cfg.data, &ad)?;
+    let mut online = OnlineNetwork::new(encoder, &cfg.byol, &ad);
+    let mut target = online.make_target();
+    let mut optim: ModuleOptimizer = build_optimizer(&cfg.optim);
+    let mut step = 0usize;
+    let mut prior_seconds = 0.0;
+    if let Some(dir) = &resume_from {
+        let state = checkpoint::read_state(dir)?;
+        if state.config != config_json {
+            return Err(TrainError::Resume(format!(
+                "--resume: the checkpoint {} was written with a different config; resume with the run's own {}",
+                dir.display(),
+                out.join("config.toml").display()
+            )));
+        }
+        online = online
+            .try_load_file(dir.join("online.bpk"))
+            .map_err(|e| CheckpointError::new(&dir.join("online.bpk"), format!("{e:?}")))?;
+        target = target
+            .try_load_file(dir.join("target.bpk"))
+            .map_err(|e| CheckpointError::new(&dir.join("target.bpk"), format!("{e:?}")))?;
+        optim = optim.load(dir.join("optimizer.bpk")).map_err(|e| CheckpointError::new(&dir.join("optimizer.bpk"), format!("{e:?}")))?;
+        step = state.step;
+        prior_seconds = state.train_seconds;
+        eprintln!("resuming from {} (step {step} of {total_steps})", dir.display());
+    }
+    let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"), step).map_err(io_err(out))?;
+
+    let views = Arc::new((cfg.augment.view1, cfg.augment.view2));
+    let eval_ops = Arc::new(cfg.augment.eval);
+    let workers = resolve_workers(cfg.train.num_workers);
+    let train_items = Arc::new(datasets.train.items);
+    let bar = progress_bar(opts.progress, total_steps, step);
+    let save = |online: &OnlineNetwork<M::Encoder>, target: &TargetNetwork<M::Encoder>, optim: &ModuleOptimizer, step: usize, secs: f64| {
+        let state = CheckpointState { step, total_steps, train_seconds: secs, config: config_json.clone() };
+        checkpoint::save_checkpoint(&ckpt_root, &state, cfg.train.keep_checkpoints, |dir| {
+            online.clone().save_file(dir.join("online.bpk")).map_err(|e| format!("online.bpk: {e:?}"))?;
+            target.clone().save_file(dir.join("target.bpk")).map_err(|e| format!("target.bpk: {e:?}"))?;
+            optim.save(dir.join("optimizer.bpk")).map_err(|e| format!("optimizer.bpk: {e:?}"))
+        })
+    };
+
+    let train_start = Instant::now();
+    let mut window = (Instant::now(), 0usize, 0f64); // (start, samples, data wait seconds)
+    let mut total_wait = 0f64;
+    let mut last_loss = f64::NAN;
+    let mut last_collapse = f64::NAN;
+    let start_step = step;
+    while step < total_steps {
+        let epoch = step / spe;
+        let first_micro = (step % spe) * accum;
+        let loader = two_view_epoch(
+            modality.clone(),
+            train_items.clone(),
+            views.clone(),
+            cfg.seed,
+            epoch,
+            bs,
+            first_micro,
+            workers,
+            cfg.train.prefetch_batches,
+        );
+        let mut accumulator = GradientsAccumulator::<OnlineNetwork<M::Encoder>>::new();
+        let mut micro = 0usize;
+        let mut loader = loader.take(spe * accum - first_micro);
+        loop {
+            let waited = Instant::now();
+            let Some(batch) = loader.next() else { break };
+            let batch = batch?;
+            let wait = waited.elapsed().as_secs_f64();
+            window.2 += wait;
+            total_wait += wait;
+            let x1 = modality.to_input(batch.view1, &ad);
+            let x2 = modality.to_input(batch.view2, &ad);
+            let o1 = online.forward(x1.clone());
+            let o2 = online.forward(x2.clone());
+            let z1 = target.forward(x1);
+            let z2 = target.forward(x2);
+            let log_now = (step + 1) % cfg.train.log_every == 0 || step + 1 == total_steps;
+            if log_now && micro + 1 == accum {
+                last_collapse = collapse_std(o1.projection.clone());
+            }
+            let loss = byol_loss(o1.prediction, o2.prediction, z1, z2);
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { step: step + 1, epoch, value, checkpoints: ckpt_root.clone() });
+            }
+            last_loss = value as f64;
+            let loss = if accum > 1 { loss.div_scalar(accum as f64) } else { loss };
+            let grads = GradientsParams::from_grads(loss.backward(), &online);
+            micro += 1;
+            window.1 += bs;
+            let grads = if accum > 1 {
+                accumulator.accumulate(&online, grads);
+                if micro < accum {
+                    continue;
+                }
+                accumulator.grads()
+            } else {
+                grads
+            };
+            micro = 0;
+            let lr = warmup_cosine_lr(peak, step, warmup, total_steps);
+            let tau = tau_at(cfg.byol.tau_base, step, total_steps);
+            online = optim.step(lr, online, grads);
+            target = ema_update(target, &online, tau)?;
+            step += 1;
+            bar.set_position(step as u64);
+            if log_now {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let record = MetricsRecord {
+                    step,
+                    epoch,
+                    loss: last_loss,
+                    lr,
+                    tau,
+                    collapse_std: last_collapse,
+                    images_per_sec: window.1 as f64 / secs,
+                    data_wait_fraction: (window.2 / secs).min(1.0),
+                };
+                metrics.write(&record).map_err(io_err(out))?;
+                let line = format!(
+                    "loss {:.4} | lr {:.4} | tau {:.5} | collapse {:.4} | {:.0} img/s",
+                    record.loss, record.lr, record.tau, record.collapse_std, record.images_per_sec
+                );
+                if bar.is_hidden() {
+                    eprintln!("step {step}/{total_steps} epoch {epoch} | {line}");
+                } else {
+                    bar.set_message(line);
+                }
+                window = (Instant::now(), 0, 0.0);
+            }
+            if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 && step < total_steps {
+                save(&online, &target, &optim, step, prior_seconds + train_start.elapsed().as_secs_f64())?;
+            }
+            if step >= total_steps {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let train_seconds = train_start.elapsed().as_secs_f64();
+    let steps_run = step - start_step;
+    let images_per_sec = (steps_run * global_batch) as f64 / train_seconds.max(1e-9);
+    let total_train_seconds = prior_seconds + train_seconds;
+    if existing.last() != Some(&step) {
+        save(&online, &target, &optim, step, total_train_seconds)?;
+    }
+
+    eprintln!("evaluating (kNN and linear probe, trained and random-init encoders)...");
+    let eval_data = EvalData {
+        train: train_items,
+        train_labels: datasets.train.label_sets,
+        test: Arc::new(datasets.test.items),
+        test_labels: datasets.test.label_sets,
+    };
+    let trained = online.encoder.valid();
+    let random_init = if cfg.eval.random_init_baseline {
+        base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
+        Some(modality.init_encoder(&cfg.encoder, &cfg.data, &base)?)
+    } else {
+        None
+    };
+    let probes = evaluate_encoder(&modality, &cfg.eval, cfg.seed, &trained, random_init.as_ref(), &eval_data, &eval_ops, workers, &base)?;
+
+    let results = serde_json::json!({
+        "modality": modality.name(),
+        "dataset": datasets.name,
+        "seed": cfg.seed,
+        "config": config_json,
+        "steps": step,
+        "total_steps": total_steps,
+        "epochs": (step as f64) / (spe as f64),
+        "global_batch": global_batch,
+        "peak_lr": peak,
+        "train_samples": eval_data.train.len(),
+        "test_samples": eval_data.test.len(),
+        "skipped_files": datasets.skipped,
+        "wall_seconds": wall.elapsed().as_secs_f64(),
+        "train_seconds": total_train_seconds,
+        "train_images_per_sec": images_per_sec,
+        "data_wait_fraction": if train_seconds > 0.0 { total_wait / train_seconds } else { 0.0 },
+        "final_loss": last_loss,
+        "final_collapse_std": last_collapse,
+        "probes": probes,
+    });
+    let text = serde_json::to_string_pretty(&results).expect("results serialize");
+    crate::fsutil::write_atomic(&out.join("results.json"), text.as_bytes()).map_err(io_err(out))?;
+    Ok(RunReport { results, probes })
+}
+
+fn progress_bar(enabled: bool, total: usize, at: usize) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps | {msg} | ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(at as u64);
+    bar
+}
+
+/// The splits an evaluation reads: shared items (for the worker threads) and label sets.
+pub struct EvalData<I> {
+    /// Items the probes are fitted on.
+    pub train: Arc<Vec<I>>,
+    /// Label sets of `train`.
+    pub train_labels: Vec<crate::data::LabelSet>,
+    /// Held-out items the probes are scored on.
+    pub test: Arc<Vec<I>>,
+    /// Label sets of `test`, in the same order as `train_labels`.
+    pub test_labels: Vec<crate::data::LabelSet>,
+}
+
+/// Evaluates `trained` (and `random_init`, when given) with kNN and a linear probe for every
+/// label set of the test split. Both encoders must be validation copies on the plain `device`;
+/// nothing here changes them.
+///
+/// # Errors
+/// [`TrainError::Worker`] when feature extraction fails.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_encoder<M: Modality>(
+    modality: &Arc<M>,
+    eval: &crate::config::EvalConfig,
+    seed: u64,
+    trained: &M::Encoder,
+    random_init: Option<&M::Encoder>,
+    data: &EvalData<M::Item>,
+    eval_ops: &Arc<Vec<M::Op>>,
+    workers: usize,
+    device: &Device,
+) -> Result<Vec<ProbeResult>, TrainError> {
+    let features = |enc: &M::Encoder| -> Result<_, TrainError> {
+        let tr = extract_features(modality, enc, data.train.clone(), eval_ops.clone(), eval.batch_size, workers, device)?;
+        let te = extract_features(modality, enc, data.test.clone(), eval_ops.clone(), eval.batch_size, workers, device)?;
+        Ok((tr, te))
+    };
+    let trained_f = features(trained)?;
+    let random_f = random_init.map(features).transpose()?;
+    let probe_cfg = ProbeConfig { epochs: eval.probe_epochs, lr: eval.probe_lr, weight_decay: eval.probe_weight_decay, batch_size: eval.probe_batch_size, seed };
+    let mut out = Vec::new();
+    for (train_ls, test_ls) in data.train_labels.iter().zip(&data.test_labels) {
+        let classes = train_ls.classes.len().max(test_ls.classes.len());
+        let knn = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
+            knn_top1(tr, &train_ls.labels, te, &test_ls.labels, classes, eval.knn_k, eval.knn_temperature, device)
+        };
+        let linear = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
+            linear_probe_top1(tr, &train_ls.labels, te, &test_ls.labels, classes, &probe_cfg, device)
+        };
+        out.push(ProbeResult {
+            probe: "knn".into(),
+            labels: train_ls.name.clone(),
+            classes,
+            trained_top1: knn(&trained_f),
+            random_init_top1: random_f.as_ref().map(knn),
+        });
+        out.push(ProbeResult {
+            probe: "linear".into(),
+            labels: train_ls.name.clone(),
+            classes,
+            trained_top1: linear(&trained_f),
+            random_init_top1: random_f.as_ref().map(linear),
+        });
+    }
+    Ok(out)
+}
