@@ -6,9 +6,11 @@ pub mod heads;
 pub mod loss;
 pub mod network;
 pub mod schedule;
+pub mod step;
 
 pub use ema::{EmaError, ema_update};
 pub use heads::{Mlp, MlpConfig};
 pub use loss::{byol_loss, regression_loss};
 pub use network::{OnlineNetwork, TargetNetwork};
 pub use schedule::tau_at;
+pub use step::forward_loss;

@@ -3,7 +3,7 @@
 
 use super::checkpoint::{self, CheckpointError, CheckpointState};
 use super::metrics::{MetricsRecord, MetricsWriter};
-use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, byol_loss, ema_update, tau_at};
+use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, ema_update, forward_loss, tau_at};
 use crate::config::{ConfigError, ExperimentConfig};
 use crate::data::loader::{WorkerError, resolve_workers, two_view_epoch};
 use crate::data::{DataError, Datasets};
@@ -222,15 +222,11 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
             total_wait += wait;
             let x1 = modality.to_input(batch.view1, &ad);
             let x2 = modality.to_input(batch.view2, &ad);
-            let o1 = online.forward(x1.clone());
-            let o2 = online.forward(x2.clone());
-            let z1 = target.forward(x1);
-            let z2 = target.forward(x2);
+            let (loss, projection) = forward_loss(&online, &target, x1, x2);
             let log_now = (step + 1) % cfg.train.log_every == 0 || step + 1 == total_steps;
             if log_now && micro + 1 == accum {
-                last_collapse = collapse_std(o1.projection.clone());
+                last_collapse = collapse_std(projection);
             }
-            let loss = byol_loss(o1.prediction, o2.prediction, z1, z2);
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step: step + 1, epoch, value, checkpoints: ckpt_root.clone() });

@@ -1,0 +1,180 @@
+//! # ssl-vision
+//!
+//! The vision modality of `ssl`: image readers (ImageFolder, CIFAR binary, IDX), the BYOL
+//! augmentations of the paper's Table 6, and encoders (small CNN, ResNet-18/34/50).
+
+pub mod augment;
+pub mod download;
+pub mod encoders;
+pub mod image;
+pub mod readers;
+
+use augment::VisionOp;
+use burn::prelude::*;
+use encoders::{ResNet, SmallCnn, Stem, VisionEncoder};
+use image::{Image, StoredImage};
+use readers::Format;
+use serde::{Deserialize, Serialize};
+use ssl_framework::config::{ConfigError, ConfigSection, check_positive};
+use ssl_framework::data::{DataError, Datasets};
+use ssl_framework::modality::Modality;
+use std::path::Path;
+
+/// The `[data]` section of a vision config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisionDataConfig {
+    /// Dataset name for reports, and which dataset to download when none is found
+    /// (`"cifar10"` is downloadable).
+    pub dataset: String,
+    /// On-disk layout (`auto`, `image-folder`, `cifar-binary`, `idx`).
+    pub format: Format,
+    /// Use a seeded subset of this many training images (0: all).
+    pub train_subset: usize,
+    /// Use a seeded subset of this many test images (0: all).
+    pub test_subset: usize,
+    /// Seed of the subsets (fixed, so runs with different seeds see the same data).
+    pub subset_seed: u64,
+    /// Side in pixels of the images the encoder sees (what the crops produce).
+    pub image_size: usize,
+}
+
+impl Default for VisionDataConfig {
+    fn default() -> Self {
+        Self { dataset: "cifar10".into(), format: Format::Auto, train_subset: 0, test_subset: 0, subset_seed: 0, image_size: 32 }
+    }
+}
+
+impl ConfigSection for VisionDataConfig {
+    fn validate(&self, p: &str) -> Result<(), ConfigError> {
+        check_positive(&format!("{p}.image_size"), self.image_size)
+    }
+}
+
+/// Encoder architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    /// [`SmallCnn`] with `channels` and `strides`.
+    SmallCnn,
+    /// ResNet-18.
+    Resnet18,
+    /// ResNet-34.
+    Resnet34,
+    /// ResNet-50.
+    Resnet50,
+}
+
+/// The `[encoder]` section of a vision config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisionEncoderConfig {
+    /// Architecture.
+    pub arch: Arch,
+    /// ResNet stem (`cifar` for 32x32 inputs, `imagenet` for 224x224).
+    pub stem: Stem,
+    /// ResNet base width (64 in the paper).
+    pub width: usize,
+    /// Small CNN: output channels of each block.
+    pub channels: Vec<usize>,
+    /// Small CNN: stride of each block.
+    pub strides: Vec<usize>,
+}
+
+impl Default for VisionEncoderConfig {
+    fn default() -> Self {
+        Self { arch: Arch::SmallCnn, stem: Stem::Cifar, width: 64, channels: vec![32, 64, 128, 256], strides: vec![1, 2, 2, 2] }
+    }
+}
+
+impl ConfigSection for VisionEncoderConfig {
+    fn validate(&self, p: &str) -> Result<(), ConfigError> {
+        check_positive(&format!("{p}.width"), self.width)?;
+        if self.arch == Arch::SmallCnn {
+            if self.channels.is_empty() || self.channels.contains(&0) {
+                return Err(ConfigError::value(&format!("{p}.channels"), &self.channels, "a non-empty list of positive integers"));
+            }
+            if self.strides.len() != self.channels.len() || !self.strides.iter().all(|s| (1..=4).contains(s)) {
+                return Err(ConfigError::value(&format!("{p}.strides"), &self.strides, "one stride in [1, 4] per entry of encoder.channels"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A collated batch on the host: `[batch, 3, height, width]`, row-major.
+#[derive(Debug, Clone)]
+pub struct VisionBatch {
+    /// The values.
+    pub data: Vec<f32>,
+    /// `[batch, 3, height, width]`.
+    pub shape: [usize; 4],
+}
+
+/// Images: ImageFolder / CIFAR / IDX data, BYOL's Table-6 augmentations, CNN encoders.
+#[derive(Debug, Clone, Default)]
+pub struct VisionModality;
+
+impl Modality for VisionModality {
+    type Item = StoredImage;
+    type Sample = Image;
+    type Op = VisionOp;
+    type DataConfig = VisionDataConfig;
+    type EncoderConfig = VisionEncoderConfig;
+    type Encoder = VisionEncoder;
+    type Batch = VisionBatch;
+
+    fn name(&self) -> &'static str {
+        "vision"
+    }
+
+    fn load(&self, cfg: &VisionDataConfig, root: &Path) -> Result<Datasets<StoredImage>, DataError> {
+        let mut d = readers::load(root, cfg.format)?;
+        if cfg.train_subset > 0 {
+            d.train = d.train.subset(cfg.train_subset, cfg.subset_seed);
+        }
+        if cfg.test_subset > 0 {
+            d.test = d.test.subset(cfg.test_subset, cfg.subset_seed.wrapping_add(1));
+        }
+        d.name = cfg.dataset.clone();
+        Ok(d)
+    }
+
+    fn to_sample(&self, item: &StoredImage) -> Image {
+        Image::from_stored(item)
+    }
+
+    fn collate(&self, samples: Vec<Image>) -> VisionBatch {
+        let (w, h) = samples.first().map(|s| (s.width, s.height)).unwrap_or((0, 0));
+        let plane = w * h;
+        let mut data = vec![0f32; samples.len() * 3 * plane];
+        for (i, s) in samples.iter().enumerate() {
+            assert!(
+                s.width == w && s.height == h,
+                "images of different sizes in one batch ({}x{} and {w}x{h}): end the pipeline with RandomResizedCrop, or Resize + CenterCrop",
+                s.width,
+                s.height
+            );
+            let out = &mut data[i * 3 * plane..(i + 1) * 3 * plane];
+            for (p, px) in s.data.chunks_exact(3).enumerate() {
+                out[p] = px[0];
+                out[plane + p] = px[1];
+                out[2 * plane + p] = px[2];
+            }
+        }
+        VisionBatch { data, shape: [samples.len(), 3, h, w] }
+    }
+
+    fn to_input(&self, batch: VisionBatch, device: &Device) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(batch.data, batch.shape), device)
+    }
+
+    fn init_encoder(&self, cfg: &VisionEncoderConfig, _data: &VisionDataConfig, device: &Device) -> Result<VisionEncoder, ConfigError> {
+        Ok(match cfg.arch {
+            Arch::SmallCnn => VisionEncoder::SmallCnn(SmallCnn::new(3, &cfg.channels, &cfg.strides, device)),
+            Arch::Resnet18 => VisionEncoder::ResNet(ResNet::new(18, cfg.stem, cfg.width, device)),
+            Arch::Resnet34 => VisionEncoder::ResNet(ResNet::new(34, cfg.stem, cfg.width, device)),
+            Arch::Resnet50 => VisionEncoder::ResNet(ResNet::new(50, cfg.stem, cfg.width, device)),
+        })
+    }
+}

@@ -1,0 +1,45 @@
+//! Image encoders: a small CNN for CPU-scale runs and ResNet-18/34/50 (He et al. 2016) with an
+//! ImageNet stem (7x7/2 conv + 3x3/2 max-pool) or a CIFAR stem (3x3/1 conv, no pool).
+
+mod resnet;
+mod small_cnn;
+
+pub use resnet::{ResNet, Stem};
+pub use small_cnn::SmallCnn;
+
+use burn::prelude::*;
+use ssl_framework::Encoder;
+
+/// `[batch, channels, height, width]` -> `[batch, channels]` by averaging over space.
+pub(crate) fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [b, c, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([b, c])
+}
+
+/// The vision encoder f: one of the supported architectures.
+#[derive(Module, Debug)]
+pub enum VisionEncoder {
+    /// The small CNN.
+    SmallCnn(SmallCnn),
+    /// A ResNet.
+    ResNet(ResNet),
+}
+
+impl Encoder for VisionEncoder {
+    /// `[batch, 3, height, width]`, normalized.
+    type Input = Tensor<4>;
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            VisionEncoder::SmallCnn(m) => m.forward(x),
+            VisionEncoder::ResNet(m) => m.forward(x),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        match self {
+            VisionEncoder::SmallCnn(m) => m.dim(),
+            VisionEncoder::ResNet(m) => m.dim(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Image dataset readers: ImageFolder (`root/{train,test|val}/<class>/*.{jpg,png}`), the
+//! official CIFAR-10/100 binary format, and IDX (MNIST, Fashion-MNIST; gzipped or not).
+//! Unreadable image files are skipped and counted (a warning names each of the first few);
+//! a malformed binary file fails with its path.
+
+pub mod cifar_binary;
+pub mod idx;
+pub mod image_folder;
+
+use crate::image::StoredImage;
+use serde::{Deserialize, Serialize};
+use ssl_framework::data::{DataError, Datasets};
+use std::path::Path;
+
+/// The on-disk layout of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Detect from the folder's content.
+    #[default]
+    Auto,
+    /// `root/{train,test|val}/<class>/*.{jpg,jpeg,png}`.
+    ImageFolder,
+    /// CIFAR-10 `data_batch_{1..5}.bin` + `test_batch.bin`, or CIFAR-100 `train.bin` + `test.bin`.
+    CifarBinary,
+    /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
+    Idx,
+}
+
+/// Detects the layout of `root` (also looking one folder down, e.g. `cifar-10-batches-bin/`).
+///
+/// # Errors
+/// [`DataError::NoData`] naming the folder when no known layout is found.
+pub fn detect(root: &Path) -> Result<(Format, std::path::PathBuf), DataError> {
+    let mut candidates = vec![root.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        let mut subs: Vec<_> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        subs.sort();
+        candidates.extend(subs);
+    } else {
+        return Err(DataError::NoData { path: root.to_path_buf(), reason: "folder does not exist or cannot be read".into() });
+    }
+    for dir in &candidates {
+        if dir.join("train").is_dir() && (dir.join("test").is_dir() || dir.join("val").is_dir()) {
+            return Ok((Format::ImageFolder, dir.clone()));
+        }
+        if cifar_binary::files(dir).is_some() {
+            return Ok((Format::CifarBinary, dir.clone()));
+        }
+        if idx::find(dir, "train", "images-idx3").is_some() {
+            return Ok((Format::Idx, dir.clone()));
+        }
+    }
+    Err(DataError::NoData {
+        path: root.to_path_buf(),
+        reason: "no image dataset found: expected train/ and test/ (or val/) class folders, CIFAR binary batches, or IDX files".into(),
+    })
+}
+
+/// Reads the train and test splits of `root` in `format`.
+///
+/// # Errors
+/// [`DataError`] naming the folder or file.
+pub fn load(root: &Path, format: Format) -> Result<Datasets<StoredImage>, DataError> {
+    let (format, dir) = match format {
+        Format::Auto => detect(root)?,
+        f => (f, root.to_path_buf()),
+    };
+    match format {
+        Format::ImageFolder => image_folder::load(&dir),
+        Format::CifarBinary => cifar_binary::load(&dir),
+        Format::Idx => idx::load(&dir),
+        Format::Auto => unreachable!("resolved above"),
+    }
+}

@@ -1,0 +1,160 @@
+//! `ssl bench`: throughput of one BYOL training step (small CNN, ResNet-18 CIFAR stem) and of the
+//! view-1/view-2 augmentation pipeline on CIFAR images. Workload definitions follow
+//! `../shared/bench/README.md`. Build with `--release`: debug timings mean nothing.
+
+use anyhow::{Context, Result, bail};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::prelude::*;
+use clap::Args;
+use ssl_framework::Augmentation;
+use ssl_framework::byol::{OnlineNetwork, ema_update, forward_loss};
+use ssl_framework::config::ByolConfig;
+use ssl_framework::data::loader::sample_seed;
+use ssl_framework::modality::Modality;
+use ssl_framework::rand::SeedableRng;
+use ssl_framework::rand::rngs::StdRng;
+use ssl_vision::encoders::{ResNet, SmallCnn, Stem, VisionEncoder};
+use ssl_vision::{VisionDataConfig, VisionModality};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Options of `ssl bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Batch of the step workloads (default: 128 for the small CNN, 64 for ResNet-18).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Timed steps per workload (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// CIFAR-10 for augment-cifar: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Images for augment-cifar.
+    #[arg(long, default_value_t = 2000)]
+    images: usize,
+    /// Write the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Row {
+    workload: String,
+    batch: usize,
+    threads: usize,
+    figure: f64,
+    unit: &'static str,
+}
+
+fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
+    let device = crate::cli::parse_device("cpu")?;
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let (encoder, byol) = match name {
+        "step-smallcnn" => (
+            VisionEncoder::SmallCnn(SmallCnn::new(3, &[32, 64, 128, 256], &[1, 2, 2, 2], &ad)),
+            ByolConfig { projector_hidden: 1024, projection_dim: 128, predictor_hidden: 1024, predictor: true, tau_base: 0.99 },
+        ),
+        "step-resnet18-cifar" => (
+            VisionEncoder::ResNet(ResNet::new(18, Stem::Cifar, 64, &ad)),
+            ByolConfig { projector_hidden: 4096, projection_dim: 256, predictor_hidden: 4096, predictor: true, tau_base: 0.99 },
+        ),
+        other => bail!("unknown workload {other}"),
+    };
+    let mut online = OnlineNetwork::new(encoder, &byol, &ad);
+    let mut target = online.make_target();
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+        .init();
+    let x1 = Tensor::<4>::random([batch, 3, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+    let x2 = Tensor::<4>::random([batch, 3, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+    let mut timed = 0.0;
+    for i in 0..steps + 2 {
+        let start = Instant::now();
+        let (loss, _) = forward_loss(&online, &target, x1.clone(), x2.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &online);
+        online = optim.step(0.05, online, grads);
+        target = ema_update(target, &online, 0.99)?;
+        ad.sync().ok();
+        if i >= 2 {
+            timed += start.elapsed().as_secs_f64();
+        }
+    }
+    Ok((steps * batch) as f64 / timed)
+}
+
+fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Result<f64> {
+    let modality = VisionModality;
+    let cfg = VisionDataConfig { train_subset: images, ..Default::default() };
+    let d = modality.load(&cfg, data).with_context(|| format!("--data {}", data.display()))?;
+    let exp = crate::cli::read_config::<VisionModality>(None, crate::cli::VISION_DEFAULT, &[])?;
+    let (v1, v2) = (&exp.augment.view1, &exp.augment.view2);
+    let items = &d.train.items;
+    let modality = &modality;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
+                    let mut rng = StdRng::seed_from_u64(sample_seed(0, 0, i));
+                    let a = v1.apply(modality.to_sample(item), &mut rng);
+                    let b = v2.apply(modality.to_sample(item), &mut rng);
+                    std::hint::black_box((a, b));
+                }
+            });
+        }
+    });
+    Ok(items.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs the selected workloads and prints one table.
+pub fn run(args: BenchArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build: figures are not meaningful, use `cargo run --release -- bench`");
+    }
+    let all = ["step-smallcnn", "step-resnet18-cifar", "augment-cifar"];
+    let selected: Vec<String> = if args.workloads.is_empty() { all.iter().map(|s| s.to_string()).collect() } else { args.workloads.clone() };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut rows = Vec::new();
+    for w in &selected {
+        match w.as_str() {
+            "step-smallcnn" | "step-resnet18-cifar" => {
+                let batch = args.batch.unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
+                eprintln!("{w}: batch {batch}, {} steps...", args.steps);
+                let figure = step_workload(w, batch, args.steps)?;
+                rows.push(Row { workload: w.clone(), batch, threads: cores, figure, unit: "images/s" });
+            }
+            "augment-cifar" => {
+                let data = crate::cli::resolve_vision_data(args.data.clone(), "cifar10")?;
+                for threads in [1, cores] {
+                    eprintln!("augment-cifar: {} images, {threads} thread(s)...", args.images);
+                    let figure = augment_workload(&data, args.images, threads)?;
+                    rows.push(Row { workload: w.clone(), batch: 1, threads, figure, unit: "image pairs/s" });
+                }
+            }
+            other => bail!("unknown workload `{other}` (expected one of {})", all.join(", ")),
+        }
+    }
+    let features = if cfg!(feature = "cuda") { "flex+simd+rayon, cuda" } else { "flex+simd+rayon" };
+    println!("ssl bench ({features}; {} build; {cores} cores)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!("{:<22} {:>6} {:>8} {:>12}  unit", "workload", "batch", "threads", "figure");
+    for r in &rows {
+        println!("{:<22} {:>6} {:>8} {:>12.1}  {}", r.workload, r.batch, r.threads, r.figure, r.unit);
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "features": features,
+            "release": !cfg!(debug_assertions),
+            "cores": cores,
+            "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit})).collect::<Vec<_>>(),
+        });
+        ssl_framework::fsutil::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes()).with_context(|| format!("--json {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! End to end: `ssl train --modality vision` on a small slice of the real CIFAR-10, resume from
+//! a checkpoint, and one-line errors for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ssl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ssl")).args(args).env_remove("SSL_DATA_DIR").output().expect("run ssl")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const QUICK: [&str; 14] = [
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.batch_size=50",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "train.keep_checkpoints=10",
+    "--set",
+    "eval.probe_epochs=3",
+    "--set",
+    "train.log_every=2",
+    "--set",
+    "byol.projector_hidden=256",
+];
+
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--modality", "vision", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"];
+    args.extend_from_slice(&QUICK);
+    args.extend_from_slice(extra);
+    ssl(&args)
+}
+
+#[test]
+fn train_vision_on_cifar_slice_then_resume() {
+    let Some(data) = ssl_test_support::cifar_slice("train_vision_on_cifar_slice_then_resume", 20, 10) else { return };
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let o = train(&data, &run, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    // 200 training images, batch 50: 4 steps per epoch, 2 epochs.
+    assert_eq!(results["steps"], 8);
+    assert_eq!(results["modality"], "vision");
+    assert_eq!(results["train_samples"], 200);
+    assert_eq!(results["test_samples"], 100);
+    assert_eq!(results["config"]["train"]["batch_size"], 50);
+    let probes = results["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2);
+    for p in probes {
+        for key in ["trained_top1", "random_init_top1"] {
+            let v = p[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+        }
+    }
+    assert!(results["wall_seconds"].as_f64().unwrap() > 0.0);
+    assert!(results["train_images_per_sec"].as_f64().unwrap() > 0.0);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4);
+    let ckpts = run.join("checkpoints");
+    for s in [4, 8] {
+        for f in ["online.bpk", "target.bpk", "optimizer.bpk", "state.json"] {
+            assert!(ckpts.join(format!("step-{s:08}")).join(f).is_file(), "missing step {s} {f}");
+        }
+    }
+    let table = text(&o);
+    assert!(table.contains("random-init") && table.contains("knn") && table.contains("linear"), "{table}");
+
+    // A run interrupted after step 4: its folder holds the step-4 checkpoint; --resume finishes it
+    // with the same losses as the uninterrupted run.
+    let resumed = out.path().join("resumed");
+    std::fs::create_dir_all(resumed.join("checkpoints/step-00000004")).unwrap();
+    for f in std::fs::read_dir(ckpts.join("step-00000004")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), resumed.join("checkpoints/step-00000004").join(f.file_name())).unwrap();
+    }
+    let first: Vec<&str> = metrics.lines().take(2).collect();
+    std::fs::write(resumed.join("metrics.jsonl"), first.join("\n") + "\n").unwrap();
+    let o = train(&data, &resumed, &["--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming from"), "{}", text(&o));
+    let a: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let b: Vec<serde_json::Value> =
+        std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["step"], y["step"]);
+        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((lx - ly).abs() < 1e-4, "step {}: {lx} vs {ly}", x["step"]);
+    }
+    // Training the same folder again without --resume refuses to overwrite it.
+    let o = train(&data, &run, &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--modality", "vision", "--data", d, "--set", "train.batch_size=abc"], "train.batch_size"),
+        (vec!["train", "--modality", "vision", "--data", d, "--set", "train.bogus=1"], "bogus"),
+        (vec!["train", "--modality", "vision", "--data", d, "--set", "optim.base_lr=-1"], "optim.base_lr"),
+        (vec!["train", "--modality", "vision", "--data", d, "--set", "encoder.arch=resnet7"], "encoder.arch"),
+        (vec!["train", "--modality", "vision", "--data", "/nonexistent/cifar"], "/nonexistent/cifar"),
+        (vec!["train", "--modality", "vision", "--config", "/nonexistent.toml"], "/nonexistent.toml"),
+        (vec!["train", "--modality", "vision", "--data", d, "--device", "tpu"], "--device tpu"),
+        (vec!["train", "--modality", "vision", "--data", d, "--out", &format!("{d}/out")], "no image dataset found"),
+    ];
+    for (args, needle) in cases {
+        let o = ssl(&args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: expected `{needle}` in: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{err}");
+    }
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[train]\nepochs = = 2\n").unwrap();
+    let o = ssl(&["train", "--modality", "vision", "--data", d, "--config", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("bad.toml") && err.contains("invalid TOML"), "{err}");
+}
