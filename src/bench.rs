@@ -58,22 +58,44 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
     let (encoder, byol) = match name {
         "step-smallcnn" => (
             VisionEncoder::SmallCnn(SmallCnn::new(3, &[32, 64, 128, 256], &[1, 2, 2, 2], &ad)),
-            ByolConfig { projector_hidden: 1024, projection_dim: 128, predictor_hidden: 1024, predictor: true, tau_base: 0.99 },
+            ByolConfig {
+                projector_hidden: 1024,
+                projection_dim: 128,
+                predictor_hidden: 1024,
+                predictor: true,
+                tau_base: 0.99,
+            },
         ),
         "step-resnet18-cifar" => (
             VisionEncoder::ResNet(ResNet::new(18, Stem::Cifar, 64, &ad)),
-            ByolConfig { projector_hidden: 4096, projection_dim: 256, predictor_hidden: 4096, predictor: true, tau_base: 0.99 },
+            ByolConfig {
+                projector_hidden: 4096,
+                projection_dim: 256,
+                predictor_hidden: 4096,
+                predictor: true,
+                tau_base: 0.99,
+            },
         ),
         other => bail!("unknown workload {other}"),
     };
     let mut online = OnlineNetwork::new(encoder, &byol, &ad);
     let mut target = online.make_target();
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
-    let x1 = Tensor::<4>::random([batch, 3, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
-    let x2 = Tensor::<4>::random([batch, 3, 32, 32], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+    let x1 = Tensor::<4>::random(
+        [batch, 3, 32, 32],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &ad,
+    );
+    let x2 = Tensor::<4>::random(
+        [batch, 3, 32, 32],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &ad,
+    );
     let mut timed = 0.0;
     for i in 0..steps + 2 {
         let start = Instant::now();
@@ -91,8 +113,13 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
 
 fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Result<f64> {
     let modality = VisionModality;
-    let cfg = VisionDataConfig { train_subset: images, ..Default::default() };
-    let d = modality.load(&cfg, data).with_context(|| format!("--data {}", data.display()))?;
+    let cfg = VisionDataConfig {
+        train_subset: images,
+        ..Default::default()
+    };
+    let d = modality
+        .load(&cfg, data)
+        .with_context(|| format!("--data {}", data.display()))?;
     let exp = crate::cli::read_config::<VisionModality>(None, crate::cli::VISION_DEFAULT, &[])?;
     let (v1, v2) = (&exp.augment.view1, &exp.augment.view2);
     let items = &d.train.items;
@@ -116,36 +143,81 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
 /// Runs the selected workloads and prints one table.
 pub fn run(args: BenchArgs) -> Result<()> {
     if cfg!(debug_assertions) {
-        eprintln!("warning: a debug build: figures are not meaningful, use `cargo run --release -- bench`");
+        eprintln!(
+            "warning: a debug build: figures are not meaningful, use `cargo run --release -- bench`"
+        );
     }
     let all = ["step-smallcnn", "step-resnet18-cifar", "augment-cifar"];
-    let selected: Vec<String> = if args.workloads.is_empty() { all.iter().map(|s| s.to_string()).collect() } else { args.workloads.clone() };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let selected: Vec<String> = if args.workloads.is_empty() {
+        all.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.workloads.clone()
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut rows = Vec::new();
     for w in &selected {
         match w.as_str() {
             "step-smallcnn" | "step-resnet18-cifar" => {
-                let batch = args.batch.unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
+                let batch = args
+                    .batch
+                    .unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
                 eprintln!("{w}: batch {batch}, {} steps...", args.steps);
                 let figure = step_workload(w, batch, args.steps)?;
-                rows.push(Row { workload: w.clone(), batch, threads: cores, figure, unit: "images/s" });
+                rows.push(Row {
+                    workload: w.clone(),
+                    batch,
+                    threads: cores,
+                    figure,
+                    unit: "images/s",
+                });
             }
             "augment-cifar" => {
                 let data = crate::cli::resolve_vision_data(args.data.clone(), "cifar10")?;
                 for threads in [1, cores] {
-                    eprintln!("augment-cifar: {} images, {threads} thread(s)...", args.images);
+                    eprintln!(
+                        "augment-cifar: {} images, {threads} thread(s)...",
+                        args.images
+                    );
                     let figure = augment_workload(&data, args.images, threads)?;
-                    rows.push(Row { workload: w.clone(), batch: 1, threads, figure, unit: "image pairs/s" });
+                    rows.push(Row {
+                        workload: w.clone(),
+                        batch: 1,
+                        threads,
+                        figure,
+                        unit: "image pairs/s",
+                    });
                 }
             }
-            other => bail!("unknown workload `{other}` (expected one of {})", all.join(", ")),
+            other => bail!(
+                "unknown workload `{other}` (expected one of {})",
+                all.join(", ")
+            ),
         }
     }
-    let features = if cfg!(feature = "cuda") { "flex+simd+rayon, cuda" } else { "flex+simd+rayon" };
-    println!("ssl bench ({features}; {} build; {cores} cores)", if cfg!(debug_assertions) { "debug" } else { "release" });
-    println!("{:<22} {:>6} {:>8} {:>12}  unit", "workload", "batch", "threads", "figure");
+    let features = if cfg!(feature = "cuda") {
+        "flex+simd+rayon, cuda"
+    } else {
+        "flex+simd+rayon"
+    };
+    println!(
+        "ssl bench ({features}; {} build; {cores} cores)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    println!(
+        "{:<22} {:>6} {:>8} {:>12}  unit",
+        "workload", "batch", "threads", "figure"
+    );
     for r in &rows {
-        println!("{:<22} {:>6} {:>8} {:>12.1}  {}", r.workload, r.batch, r.threads, r.figure, r.unit);
+        println!(
+            "{:<22} {:>6} {:>8} {:>12.1}  {}",
+            r.workload, r.batch, r.threads, r.figure, r.unit
+        );
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
@@ -154,7 +226,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "cores": cores,
             "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit})).collect::<Vec<_>>(),
         });
-        ssl_framework::fsutil::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes()).with_context(|| format!("--json {}", path.display()))?;
+        ssl_framework::fsutil::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
+            .with_context(|| format!("--json {}", path.display()))?;
     }
     Ok(())
 }

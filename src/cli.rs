@@ -12,10 +12,17 @@ use ssl_vision::VisionModality;
 use std::path::{Path, PathBuf};
 
 /// The default config of each modality, compiled in so the binary works from any folder.
-pub const VISION_DEFAULT: (&str, &str) = ("configs/vision/cifar10-quick.toml", include_str!("../configs/vision/cifar10-quick.toml"));
+pub const VISION_DEFAULT: (&str, &str) = (
+    "configs/vision/cifar10-quick.toml",
+    include_str!("../configs/vision/cifar10-quick.toml"),
+);
 
 #[derive(Parser)]
-#[command(name = "ssl", version, about = "BYOL self-supervised pre-training for any modality, on burn")]
+#[command(
+    name = "ssl",
+    version,
+    about = "BYOL self-supervised pre-training for any modality, on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +72,10 @@ enum Command {
 
 /// Formats an error chain on one line.
 pub fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Parses `cpu` or `cuda:N` into a device.
@@ -90,13 +100,17 @@ fn cpu_device() -> Result<Device> {
 #[cfg(feature = "cuda")]
 fn cuda_device(s: &str) -> Result<Device> {
     let index = s.strip_prefix("cuda:").unwrap_or("0");
-    let index: usize = index.parse().map_err(|_| anyhow!("--device {s}: expected cuda:N with N a GPU index"))?;
+    let index: usize = index
+        .parse()
+        .map_err(|_| anyhow!("--device {s}: expected cuda:N with N a GPU index"))?;
     Ok(Device::cuda(index))
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device(s: &str) -> Result<Device> {
-    bail!("--device {s}: this binary was built without the `cuda` feature (cargo build --release --features cuda)")
+    bail!(
+        "--device {s}: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
+    )
 }
 
 /// The cache folder of downloaded datasets: `$XDG_CACHE_HOME/ssl` or `~/.cache/ssl`.
@@ -116,7 +130,10 @@ pub fn resolve_vision_data(explicit: Option<PathBuf>, dataset: &str) -> Result<P
             return unpack_archive(&d);
         }
         if !d.is_dir() {
-            bail!("--data {}: not a folder (or a .tar.gz archive)", d.display());
+            bail!(
+                "--data {}: not a folder (or a .tar.gz archive)",
+                d.display()
+            );
         }
         return Ok(d);
     }
@@ -134,32 +151,54 @@ pub fn resolve_vision_data(explicit: Option<PathBuf>, dataset: &str) -> Result<P
     if dataset != "cifar10" {
         bail!("no data for dataset `{dataset}`: pass --data DIR (or set SSL_DATA_DIR)");
     }
-    let url = std::env::var("SSL_CIFAR10_URL").unwrap_or_else(|_| ssl_vision::download::CIFAR10_URL.to_string());
-    eprintln!("CIFAR-10 not found (no --data, SSL_DATA_DIR, or {}); downloading it there", cached.display());
-    ssl_vision::download::download_and_extract(&url, ssl_vision::download::CIFAR10_MD5, &cached, true)?;
+    let url = std::env::var("SSL_CIFAR10_URL")
+        .unwrap_or_else(|_| ssl_vision::download::CIFAR10_URL.to_string());
+    eprintln!(
+        "CIFAR-10 not found (no --data, SSL_DATA_DIR, or {}); downloading it there",
+        cached.display()
+    );
+    ssl_vision::download::download_and_extract(
+        &url,
+        ssl_vision::download::CIFAR10_MD5,
+        &cached,
+        true,
+    )?;
     Ok(cached)
 }
 
 fn is_archive(p: &Path) -> bool {
-    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     p.is_file() && (name.ends_with(".tar.gz") || name.ends_with(".tgz"))
 }
 
 /// Unpacks a dataset archive into the cache once (keyed by its name and size) and returns the
 /// folder.
 fn unpack_archive(archive: &Path) -> Result<PathBuf> {
-    let name = archive.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let stem = name.trim_end_matches(".tar.gz").trim_end_matches(".tgz");
-    let size = std::fs::metadata(archive).with_context(|| format!("--data {}", archive.display()))?.len();
+    let size = std::fs::metadata(archive)
+        .with_context(|| format!("--data {}", archive.display()))?
+        .len();
     let dest = cache_dir().join("unpacked").join(format!("{stem}-{size}"));
     if dest.is_dir() {
         return Ok(dest);
     }
-    eprintln!("unpacking {} into {} (once)", archive.display(), dest.display());
+    eprintln!(
+        "unpacking {} into {} (once)",
+        archive.display(),
+        dest.display()
+    );
     let staging = dest.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).with_context(|| format!("{}", staging.display()))?;
-    let file = std::fs::File::open(archive).with_context(|| format!("--data {}", archive.display()))?;
+    let file =
+        std::fs::File::open(archive).with_context(|| format!("--data {}", archive.display()))?;
     if let Err(e) = tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&staging) {
         let _ = std::fs::remove_dir_all(&staging);
         bail!("--data {}: cannot unpack: {e}", archive.display());
@@ -169,24 +208,50 @@ fn unpack_archive(archive: &Path) -> Result<PathBuf> {
 }
 
 fn default_out(modality: &str, dataset: &str) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     PathBuf::from("runs").join(format!("{modality}-{dataset}-{secs}"))
 }
 
 /// Reads the config: `--config FILE` or the modality's built-in default, then overrides.
-pub fn read_config<M: Modality>(config: Option<&Path>, default: (&str, &str), overrides: &[String]) -> Result<ExperimentConfig<M>> {
+pub fn read_config<M: Modality>(
+    config: Option<&Path>,
+    default: (&str, &str),
+    overrides: &[String],
+) -> Result<ExperimentConfig<M>> {
     let (text, origin) = match config {
-        Some(p) => (std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?, p.display().to_string()),
-        None => (default.1.to_string(), format!("{} (built-in default)", default.0)),
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            default.1.to_string(),
+            format!("{} (built-in default)", default.0),
+        ),
     };
     Ok(load_config::<M>(&text, &origin, overrides)?)
 }
 
 fn print_table(report: &ssl_framework::train::RunReport) {
-    println!("{:<8} {:<10} {:>7} {:>10} {:>12}", "probe", "labels", "classes", "trained", "random-init");
+    println!(
+        "{:<8} {:<10} {:>7} {:>10} {:>12}",
+        "probe", "labels", "classes", "trained", "random-init"
+    );
     for p in &report.probes {
-        let random = p.random_init_top1.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into());
-        println!("{:<8} {:<10} {:>7} {:>9.2}% {:>12}", p.probe, p.labels, p.classes, p.trained_top1 * 100.0, random);
+        let random = p
+            .random_init_top1
+            .map(|v| format!("{:.2}%", v * 100.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<8} {:<10} {:>7} {:>9.2}% {:>12}",
+            p.probe,
+            p.labels,
+            p.classes,
+            p.trained_top1 * 100.0,
+            random
+        );
     }
     let r = &report.results;
     println!(
@@ -204,18 +269,42 @@ fn print_table(report: &ssl_framework::train::RunReport) {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Train { modality, config, data, mut overrides, device, out, resume, seed, no_progress } => {
+        Command::Train {
+            modality,
+            config,
+            data,
+            mut overrides,
+            device,
+            out,
+            resume,
+            seed,
+            no_progress,
+        } => {
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
             }
             let device = parse_device(&device)?;
             match modality {
                 ModalityName::Vision => {
-                    let cfg = read_config::<VisionModality>(config.as_deref(), VISION_DEFAULT, &overrides)?;
+                    let cfg = read_config::<VisionModality>(
+                        config.as_deref(),
+                        VISION_DEFAULT,
+                        &overrides,
+                    )?;
                     let data_root = resolve_vision_data(data, &cfg.data.dataset)?;
                     let out_dir = out.unwrap_or_else(|| default_out("vision", &cfg.data.dataset));
-                    eprintln!("ssl train: vision, data {}, output {}", data_root.display(), out_dir.display());
-                    let opts = RunOptions { out_dir: out_dir.clone(), data_root, device, resume, progress: !no_progress };
+                    eprintln!(
+                        "ssl train: vision, data {}, output {}",
+                        data_root.display(),
+                        out_dir.display()
+                    );
+                    let opts = RunOptions {
+                        out_dir: out_dir.clone(),
+                        data_root,
+                        device,
+                        resume,
+                        progress: !no_progress,
+                    };
                     let report = train_and_evaluate(VisionModality, cfg, &opts)?;
                     print_table(&report);
                     println!("results: {}", out_dir.join("results.json").display());

@@ -5,11 +5,19 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn ssl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssl")).args(args).env_remove("SSL_DATA_DIR").output().expect("run ssl")
+    Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args(args)
+        .env_remove("SSL_DATA_DIR")
+        .output()
+        .expect("run ssl")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 const QUICK: [&str; 14] = [
@@ -30,7 +38,16 @@ const QUICK: [&str; 14] = [
 ];
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--modality", "vision", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"];
+    let mut args = vec![
+        "train",
+        "--modality",
+        "vision",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ];
     args.extend_from_slice(&QUICK);
     args.extend_from_slice(extra);
     ssl(&args)
@@ -38,12 +55,17 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
 
 #[test]
 fn train_vision_on_cifar_slice_then_resume() {
-    let Some(data) = ssl_test_support::cifar_slice("train_vision_on_cifar_slice_then_resume", 20, 10) else { return };
+    let Some(data) =
+        ssl_test_support::cifar_slice("train_vision_on_cifar_slice_then_resume", 20, 10)
+    else {
+        return;
+    };
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
     let o = train(&data, &run, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     // 200 training images, batch 50: 4 steps per epoch, 2 epochs.
     assert_eq!(results["steps"], 8);
     assert_eq!(results["modality"], "vision");
@@ -65,11 +87,17 @@ fn train_vision_on_cifar_slice_then_resume() {
     let ckpts = run.join("checkpoints");
     for s in [4, 8] {
         for f in ["online.bpk", "target.bpk", "optimizer.bpk", "state.json"] {
-            assert!(ckpts.join(format!("step-{s:08}")).join(f).is_file(), "missing step {s} {f}");
+            assert!(
+                ckpts.join(format!("step-{s:08}")).join(f).is_file(),
+                "missing step {s} {f}"
+            );
         }
     }
     let table = text(&o);
-    assert!(table.contains("random-init") && table.contains("knn") && table.contains("linear"), "{table}");
+    assert!(
+        table.contains("random-init") && table.contains("knn") && table.contains("linear"),
+        "{table}"
+    );
 
     // A run interrupted after step 4: its folder holds the step-4 checkpoint; --resume finishes it
     // with the same losses as the uninterrupted run.
@@ -77,16 +105,28 @@ fn train_vision_on_cifar_slice_then_resume() {
     std::fs::create_dir_all(resumed.join("checkpoints/step-00000004")).unwrap();
     for f in std::fs::read_dir(ckpts.join("step-00000004")).unwrap() {
         let f = f.unwrap();
-        std::fs::copy(f.path(), resumed.join("checkpoints/step-00000004").join(f.file_name())).unwrap();
+        std::fs::copy(
+            f.path(),
+            resumed
+                .join("checkpoints/step-00000004")
+                .join(f.file_name()),
+        )
+        .unwrap();
     }
     let first: Vec<&str> = metrics.lines().take(2).collect();
     std::fs::write(resumed.join("metrics.jsonl"), first.join("\n") + "\n").unwrap();
     let o = train(&data, &resumed, &["--resume"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming from"), "{}", text(&o));
-    let a: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let b: Vec<serde_json::Value> =
-        std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let a: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let b: Vec<serde_json::Value> = std::fs::read_to_string(resumed.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x["step"], y["step"]);
@@ -103,28 +143,119 @@ fn train_vision_on_cifar_slice_then_resume() {
 fn bad_input_gives_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().to_str().unwrap();
+    let out = format!("{d}/out");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["train", "--modality", "vision", "--data", d, "--set", "train.batch_size=abc"], "train.batch_size"),
-        (vec!["train", "--modality", "vision", "--data", d, "--set", "train.bogus=1"], "bogus"),
-        (vec!["train", "--modality", "vision", "--data", d, "--set", "optim.base_lr=-1"], "optim.base_lr"),
-        (vec!["train", "--modality", "vision", "--data", d, "--set", "encoder.arch=resnet7"], "encoder.arch"),
-        (vec!["train", "--modality", "vision", "--data", "/nonexistent/cifar"], "/nonexistent/cifar"),
-        (vec!["train", "--modality", "vision", "--config", "/nonexistent.toml"], "/nonexistent.toml"),
-        (vec!["train", "--modality", "vision", "--data", d, "--device", "tpu"], "--device tpu"),
-        (vec!["train", "--modality", "vision", "--data", d, "--out", &format!("{d}/out")], "no image dataset found"),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--set",
+                "train.batch_size=abc",
+            ],
+            "train.batch_size",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--set",
+                "train.bogus=1",
+            ],
+            "bogus",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--set",
+                "optim.base_lr=-1",
+            ],
+            "optim.base_lr",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--set",
+                "encoder.arch=resnet7",
+            ],
+            "encoder.arch",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                "/nonexistent/cifar",
+            ],
+            "/nonexistent/cifar",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--config",
+                "/nonexistent.toml",
+            ],
+            "/nonexistent.toml",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--device",
+                "tpu",
+            ],
+            "--device tpu",
+        ),
+        (
+            vec!["train", "--modality", "vision", "--data", d, "--out", &out],
+            "no image dataset found",
+        ),
     ];
     for (args, needle) in cases {
         let o = ssl(&args);
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: expected `{needle}` in: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected `{needle}` in: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
         let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(error_lines.len(), 1, "{err}");
     }
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "[train]\nepochs = = 2\n").unwrap();
-    let o = ssl(&["train", "--modality", "vision", "--data", d, "--config", bad.to_str().unwrap()]);
+    let o = ssl(&[
+        "train",
+        "--modality",
+        "vision",
+        "--data",
+        d,
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(err.contains("bad.toml") && err.contains("invalid TOML"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("invalid TOML"),
+        "{err}"
+    );
 }

@@ -39,21 +39,43 @@ impl AugmentationError {
 }
 
 /// Checks that `value` lies in `[lo, hi]`, naming `op.param` otherwise.
-pub fn check_range(op: &str, param: &str, value: f64, lo: f64, hi: f64) -> Result<(), AugmentationError> {
+pub fn check_range(
+    op: &str,
+    param: &str,
+    value: f64,
+    lo: f64,
+    hi: f64,
+) -> Result<(), AugmentationError> {
     if value.is_finite() && value >= lo && value <= hi {
         Ok(())
     } else {
-        Err(AugmentationError::new(op, param, value, format!("a number in [{lo}, {hi}]")))
+        Err(AugmentationError::new(
+            op,
+            param,
+            value,
+            format!("a number in [{lo}, {hi}]"),
+        ))
     }
 }
 
 /// Checks that `[a, b]` is an ordered interval inside `[lo, hi]`.
-pub fn check_interval(op: &str, param: &str, v: [f64; 2], lo: f64, hi: f64) -> Result<(), AugmentationError> {
+pub fn check_interval(
+    op: &str,
+    param: &str,
+    v: [f64; 2],
+    lo: f64,
+    hi: f64,
+) -> Result<(), AugmentationError> {
     let ok = v.iter().all(|x| x.is_finite() && *x >= lo && *x <= hi) && v[0] <= v[1];
     if ok {
         Ok(())
     } else {
-        Err(AugmentationError::new(op, param, v, format!("[min, max] with {lo} <= min <= max <= {hi}")))
+        Err(AugmentationError::new(
+            op,
+            param,
+            v,
+            format!("[min, max] with {lo} <= min <= max <= {hi}"),
+        ))
     }
 }
 
@@ -152,7 +174,11 @@ impl<S, A: Augmentation<S>> Augmentation<S> for RandomApply<A> {
         use rand::RngExt;
         // Always draw, so that the random stream does not depend on p being 0 or 1.
         let u: f64 = rng.random();
-        if u < self.p { self.ops.apply(x, rng) } else { x }
+        if u < self.p {
+            self.ops.apply(x, rng)
+        } else {
+            x
+        }
     }
 }
 
@@ -170,7 +196,12 @@ impl<S, A: Augmentation<S>> Augmentation<S> for OneOf<A> {
     }
     fn validate(&self) -> Result<(), AugmentationError> {
         if self.ops.is_empty() {
-            return Err(AugmentationError::new("OneOf", "ops", "[]", "at least one op"));
+            return Err(AugmentationError::new(
+                "OneOf",
+                "ops",
+                "[]",
+                "at least one op",
+            ));
         }
         self.ops.validate()
     }
@@ -239,22 +270,48 @@ mod tests {
     #[test]
     fn random_apply_respects_probability_extremes_and_rate() {
         let mut rng = StdRng::seed_from_u64(1);
-        let never = RandomApply { p: 0.0, ops: vec![AddOne] };
-        let always = RandomApply { p: 1.0, ops: vec![AddOne] };
+        let never = RandomApply {
+            p: 0.0,
+            ops: vec![AddOne],
+        };
+        let always = RandomApply {
+            p: 1.0,
+            ops: vec![AddOne],
+        };
         assert_eq!(never.apply(0, &mut rng), 0);
         assert_eq!(always.apply(0, &mut rng), 1);
-        let half = RandomApply { p: 0.3, ops: vec![AddOne] };
+        let half = RandomApply {
+            p: 0.3,
+            ops: vec![AddOne],
+        };
         let hits: i32 = (0..10_000).map(|_| half.apply(0, &mut rng)).sum();
         assert!((2700..3300).contains(&hits), "{hits}");
-        assert!(RandomApply { p: 1.5, ops: vec![AddOne] }.validate().is_err());
-        assert!(RandomApply { p: f64::NAN, ops: vec![AddOne] }.validate().is_err());
+        assert!(
+            RandomApply {
+                p: 1.5,
+                ops: vec![AddOne]
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RandomApply {
+                p: f64::NAN,
+                ops: vec![AddOne]
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]
     fn one_of_picks_each_and_rejects_empty() {
         let mut rng = StdRng::seed_from_u64(2);
-        let op = OneOf { ops: vec![Times(2), Times(3)] };
-        let outs: std::collections::BTreeSet<i32> = (0..100).map(|_| op.apply(1, &mut rng)).collect();
+        let op = OneOf {
+            ops: vec![Times(2), Times(3)],
+        };
+        let outs: std::collections::BTreeSet<i32> =
+            (0..100).map(|_| op.apply(1, &mut rng)).collect();
         assert_eq!(outs.into_iter().collect::<Vec<_>>(), vec![2, 3]);
         let empty: OneOf<Times> = OneOf { ops: vec![] };
         assert!(empty.validate().is_err());
@@ -264,7 +321,10 @@ mod tests {
     fn range_checks() {
         assert!(check_range("X", "a", 0.5, 0.0, 1.0).is_ok());
         let e = check_range("X", "a", 2.0, 0.0, 1.0).unwrap_err();
-        assert!(e.to_string().contains("`X`") && e.to_string().contains("`a`"), "{e}");
+        assert!(
+            e.to_string().contains("`X`") && e.to_string().contains("`a`"),
+            "{e}"
+        );
         assert!(check_interval("X", "s", [0.5, 0.2], 0.0, 1.0).is_err());
         assert!(check_interval("X", "s", [0.2, 0.5], 0.0, 1.0).is_ok());
     }

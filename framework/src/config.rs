@@ -48,12 +48,18 @@ pub enum ConfigError {
 impl ConfigError {
     /// A value error for `key`.
     pub fn value(key: &str, value: impl Debug, expected: impl Into<String>) -> Self {
-        ConfigError::Value { key: key.into(), value: format!("{value:?}"), expected: expected.into() }
+        ConfigError::Value {
+            key: key.into(),
+            value: format!("{value:?}"),
+            expected: expected.into(),
+        }
     }
 }
 
 /// A section of a config that can check its own values.
-pub trait ConfigSection: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {
+pub trait ConfigSection:
+    Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static
+{
     /// Checks every value; `prefix` is the section's dotted key (e.g. `"data"`).
     ///
     /// # Errors
@@ -66,13 +72,21 @@ pub fn check_f64(key: &str, value: f64, lo: f64, hi: f64) -> Result<(), ConfigEr
     if value.is_finite() && value >= lo && value <= hi {
         Ok(())
     } else {
-        Err(ConfigError::value(key, value, format!("a number in [{lo}, {hi}]")))
+        Err(ConfigError::value(
+            key,
+            value,
+            format!("a number in [{lo}, {hi}]"),
+        ))
     }
 }
 
 /// Checks `value >= 1`, naming `key`.
 pub fn check_positive(key: &str, value: usize) -> Result<(), ConfigError> {
-    if value >= 1 { Ok(()) } else { Err(ConfigError::value(key, value, "an integer >= 1")) }
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(ConfigError::value(key, value, "an integer >= 1"))
+    }
 }
 
 /// The BYOL heads and target update (DESIGN.md, the paper's Section 3 and Appendix J).
@@ -93,7 +107,13 @@ pub struct ByolConfig {
 
 impl Default for ByolConfig {
     fn default() -> Self {
-        Self { projector_hidden: 4096, projection_dim: 256, predictor_hidden: 4096, predictor: true, tau_base: 0.996 }
+        Self {
+            projector_hidden: 4096,
+            projection_dim: 256,
+            predictor_hidden: 4096,
+            predictor: true,
+            tau_base: 0.996,
+        }
     }
 }
 
@@ -207,7 +227,11 @@ impl ConfigSection for TrainConfig {
         check_positive(&format!("{p}.epochs"), self.epochs)?;
         check_positive(&format!("{p}.batch_size"), self.batch_size)?;
         if self.batch_size < 2 {
-            return Err(ConfigError::value(&format!("{p}.batch_size"), self.batch_size, "at least 2 (BatchNorm needs a batch)"));
+            return Err(ConfigError::value(
+                &format!("{p}.batch_size"),
+                self.batch_size,
+                "at least 2 (BatchNorm needs a batch)",
+            ));
         }
         check_positive(&format!("{p}.accumulation_steps"), self.accumulation_steps)?;
         check_positive(&format!("{p}.prefetch_batches"), self.prefetch_batches)?;
@@ -256,10 +280,20 @@ impl Default for EvalConfig {
 impl ConfigSection for EvalConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
         check_positive(&format!("{p}.knn_k"), self.knn_k)?;
-        check_f64(&format!("{p}.knn_temperature"), self.knn_temperature, 1e-6, 1e6)?;
+        check_f64(
+            &format!("{p}.knn_temperature"),
+            self.knn_temperature,
+            1e-6,
+            1e6,
+        )?;
         check_positive(&format!("{p}.probe_epochs"), self.probe_epochs)?;
         check_f64(&format!("{p}.probe_lr"), self.probe_lr, 1e-9, 10.0)?;
-        check_f64(&format!("{p}.probe_weight_decay"), self.probe_weight_decay, 0.0, 10.0)?;
+        check_f64(
+            &format!("{p}.probe_weight_decay"),
+            self.probe_weight_decay,
+            0.0,
+            10.0,
+        )?;
         check_positive(&format!("{p}.probe_batch_size"), self.probe_batch_size)?;
         check_positive(&format!("{p}.batch_size"), self.batch_size)
     }
@@ -320,9 +354,19 @@ impl<M: Modality> ExperimentConfig<M> {
         self.optim.validate("optim")?;
         self.train.validate("train")?;
         self.eval.validate("eval")?;
-        for (name, ops) in [("augment.view1", &self.augment.view1), ("augment.view2", &self.augment.view2), ("augment.eval", &self.augment.eval)] {
+        for (name, ops) in [
+            ("augment.view1", &self.augment.view1),
+            ("augment.view2", &self.augment.view2),
+            ("augment.eval", &self.augment.eval),
+        ] {
             for (i, op) in ops.iter().enumerate() {
-                op.validate().map_err(|e| ConfigError::value(&format!("{name}[{i}].{}", e.param), e.value.clone(), format!("{}: {}", e.op, e.expected)))?;
+                op.validate().map_err(|e| {
+                    ConfigError::value(
+                        &format!("{name}[{i}].{}", e.param),
+                        e.value.clone(),
+                        format!("{}: {}", e.op, e.expected),
+                    )
+                })?;
             }
         }
         Ok(())
@@ -344,7 +388,11 @@ impl<M: Modality> ExperimentConfig<M> {
 /// # Errors
 /// [`ConfigError::Syntax`] with the parser's line and column.
 pub fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax { origin: origin.into(), message: e.to_string().trim().replace('\n', " ") })
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            origin: origin.into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
 }
 
 /// Applies one `key.path=value` override to `table`. The value is read as a TOML value
@@ -364,7 +412,11 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
     let key = key.trim();
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(ConfigError::Key { origin, key: key.into(), message: "empty key segment".into() });
+        return Err(ConfigError::Key {
+            origin,
+            key: key.into(),
+            message: "empty key segment".into(),
+        });
     }
     let value = match format!("v = {raw}").parse::<toml::Table>() {
         Ok(mut t) => t.remove("v").expect("just parsed"),
@@ -372,7 +424,9 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
     };
     let mut cur = table;
     for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
-        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
             _ => {
@@ -395,7 +449,15 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
 pub fn from_table<T: DeserializeOwned>(table: toml::Table, origin: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(table).map_err(|e| {
         let key = e.path().to_string();
-        ConfigError::Key { origin: origin.into(), key: if key == "." { "(top level)".into() } else { key }, message: e.into_inner().to_string().trim().to_string() }
+        ConfigError::Key {
+            origin: origin.into(),
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
+            message: e.into_inner().to_string().trim().to_string(),
+        }
     })
 }
 
@@ -403,12 +465,20 @@ pub fn from_table<T: DeserializeOwned>(table: toml::Table, origin: &str) -> Resu
 ///
 /// # Errors
 /// [`ConfigError`] naming the file or override and the key.
-pub fn load_config<M: Modality>(text: &str, origin: &str, overrides: &[String]) -> Result<ExperimentConfig<M>, ConfigError> {
+pub fn load_config<M: Modality>(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<ExperimentConfig<M>, ConfigError> {
     let mut table = parse_table(text, origin)?;
     for o in overrides {
         apply_override(&mut table, o)?;
     }
-    let origin = if overrides.is_empty() { origin.to_string() } else { format!("{origin} with --set overrides") };
+    let origin = if overrides.is_empty() {
+        origin.to_string()
+    } else {
+        format!("{origin} with --set overrides")
+    };
     let cfg: ExperimentConfig<M> = from_table(table, &origin)?;
     cfg.validate()?;
     Ok(cfg)
@@ -418,9 +488,14 @@ pub fn load_config<M: Modality>(text: &str, origin: &str, overrides: &[String]) 
 ///
 /// # Errors
 /// [`ConfigError::Syntax`] naming the file when it cannot be read, else as [`load_config`].
-pub fn load_config_file<M: Modality>(path: &Path, overrides: &[String]) -> Result<ExperimentConfig<M>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Syntax { origin: path.display().to_string(), message: format!("cannot read: {e}") })?;
+pub fn load_config_file<M: Modality>(
+    path: &Path,
+    overrides: &[String],
+) -> Result<ExperimentConfig<M>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Syntax {
+        origin: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
     load_config(&text, &path.display().to_string(), overrides)
 }
 
@@ -460,10 +535,20 @@ mod tests {
     fn validation_names_the_key() {
         let mut t = TrainConfig::default();
         t.batch_size = 1;
-        assert!(t.validate("train").unwrap_err().to_string().contains("train.batch_size"));
+        assert!(
+            t.validate("train")
+                .unwrap_err()
+                .to_string()
+                .contains("train.batch_size")
+        );
         let mut b = ByolConfig::default();
         b.tau_base = 1.5;
-        assert!(b.validate("byol").unwrap_err().to_string().contains("byol.tau_base"));
+        assert!(
+            b.validate("byol")
+                .unwrap_err()
+                .to_string()
+                .contains("byol.tau_base")
+        );
         let mut o = OptimConfig::default();
         o.base_lr = f64::NAN;
         assert!(o.validate("optim").is_err());

@@ -10,8 +10,14 @@ use std::path::Path;
 /// # Errors
 /// The I/O error, with the path in its message.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -38,6 +44,11 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"second");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         let bad = dir.path().join("missing-dir").join("x");
-        assert!(write_atomic(&bad, b"x").unwrap_err().to_string().contains("missing-dir"));
+        assert!(
+            write_atomic(&bad, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("missing-dir")
+        );
     }
 }

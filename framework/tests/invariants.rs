@@ -2,10 +2,12 @@
 
 mod toy;
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
-use ssl_framework::byol::{OnlineNetwork, byol_loss, ema_update, forward_loss, regression_loss, tau_at};
+use ssl_framework::byol::{
+    OnlineNetwork, byol_loss, ema_update, forward_loss, regression_loss, tau_at,
+};
 use ssl_framework::eval::collapse_std;
 use ssl_framework::optim::Lars;
 use ssl_framework::train::metrics::read_metrics;
@@ -19,7 +21,12 @@ struct Snapshot(BTreeMap<String, Vec<f32>>);
 
 impl ModuleVisitor for Snapshot {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let v = param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let v = param
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         self.0.insert(format!("{}", param.id), v);
     }
 }
@@ -37,6 +44,8 @@ impl ModuleVisitor for Trainable {
 }
 
 fn snapshot<M: Module>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    // `valid()` applies pending BatchNorm running-statistic updates to `m` (burn defers them).
+    let _ = m.valid();
     let mut s = Snapshot::default();
     m.visit(&mut s);
     s.0
@@ -48,7 +57,10 @@ fn device() -> Device {
 
 fn t2(rows: Vec<Vec<f32>>, device: &Device) -> Tensor<2> {
     let (r, c) = (rows.len(), rows[0].len());
-    Tensor::from_data(TensorData::new(rows.into_iter().flatten().collect::<Vec<_>>(), [r, c]), device)
+    Tensor::from_data(
+        TensorData::new(rows.into_iter().flatten().collect::<Vec<_>>(), [r, c]),
+        device,
+    )
 }
 
 fn scalar(t: Tensor<1>) -> f32 {
@@ -63,10 +75,15 @@ fn loss_pairs_view_i_with_target_view_j_and_sums_directions() {
     let z1 = t2(vec![vec![1.0, 0.0], vec![0.0, 1.0]], &d);
     let z2 = t2(vec![vec![0.0, 2.0], vec![1.0, 1.0]], &d);
     let total = scalar(byol_loss(p1.clone(), p2.clone(), z1.clone(), z2.clone()));
-    let cross = scalar(regression_loss(p1.clone(), z2.clone())) + scalar(regression_loss(p2.clone(), z1.clone()));
-    let same = scalar(regression_loss(p1.clone(), z1.clone())) + scalar(regression_loss(p2.clone(), z2.clone()));
+    let cross = scalar(regression_loss(p1.clone(), z2.clone()))
+        + scalar(regression_loss(p2.clone(), z1.clone()));
+    let same = scalar(regression_loss(p1.clone(), z1.clone()))
+        + scalar(regression_loss(p2.clone(), z2.clone()));
     assert!((total - cross).abs() < 1e-6, "{total} vs {cross}");
-    assert!((total - same).abs() > 0.1, "the loss must not pair a view with itself");
+    assert!(
+        (total - same).abs() > 0.1,
+        "the loss must not pair a view with itself"
+    );
     // Summed, not averaged: identical directions give twice one direction.
     let one = scalar(regression_loss(p1.clone(), z1.clone()));
     let twice = scalar(byol_loss(p1.clone(), p1.clone(), z1.clone(), z1.clone()));
@@ -114,6 +131,12 @@ fn ema_blends_every_parameter_and_keeps_target_bn_statistics() {
     let grads = GradientsParams::from_grads(loss.backward(), &online);
     let mut optim = ssl_framework::optim::build_optimizer(&cfg.optim);
     let online = optim.step(1.0, online, grads);
+    // Another online forward: the online BatchNorm statistics now differ from the target's.
+    let _ = online.forward(Tensor::<2>::random(
+        [8, DIM],
+        burn::tensor::Distribution::Normal(2.0, 1.0),
+        &ad,
+    ));
     let t_before = snapshot(&target);
     let o = snapshot(&online);
     let tau = 0.75f32;
@@ -130,16 +153,39 @@ fn ema_blends_every_parameter_and_keeps_target_bn_statistics() {
         }
         let on = &o[id];
         for ((a, b), c) in after.iter().zip(before).zip(on) {
-            assert!((a - (tau * b + (1.0 - tau) * c)).abs() < 1e-5, "{id}: {a} != {tau}*{b} + (1-{tau})*{c}");
+            assert!(
+                (a - (tau * b + (1.0 - tau) * c)).abs() < 1e-5,
+                "{id}: {a} != {tau}*{b} + (1-{tau})*{c}"
+            );
         }
         blended += 1;
     }
     // fc weight + bias, bn gamma + beta, two head Linears (weight + bias) and a head BN (gamma + beta).
-    assert_eq!(blended, 10, "every trainable parameter of f and g is blended");
+    assert_eq!(
+        blended, 10,
+        "every trainable parameter of f and g is blended"
+    );
     // The online network's BatchNorm statistics moved during its forward; the target keeps its own.
-    let om = format!("{}", online.encoder.bn.running_mean.id);
-    let tm = format!("{}", target.encoder.bn.running_mean.id);
-    assert_ne!(o[&om], t_after[&tm], "target BatchNorm statistics were overwritten by the online ones");
+    let online_mean = online
+        .encoder
+        .bn
+        .running_mean
+        .value_sync()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let target_mean = target
+        .encoder
+        .bn
+        .running_mean
+        .value_sync()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_ne!(
+        online_mean, target_mean,
+        "target BatchNorm statistics were overwritten by the online ones"
+    );
 }
 
 #[test]
@@ -149,13 +195,35 @@ fn target_batchnorm_statistics_are_independent_of_the_online_network() {
     let cfg = toy::config(&[]);
     let online = OnlineNetwork::new(toy_encoder(16, &ad), &cfg.byol, &ad);
     let target = online.make_target();
-    let stats = |m: &ssl_framework::byol::TargetNetwork<toy::ToyEncoder>| m.encoder.bn.running_mean.value().into_data().to_vec::<f32>().unwrap();
+    let stats = |m: &ssl_framework::byol::TargetNetwork<toy::ToyEncoder>| {
+        m.encoder
+            .bn
+            .running_mean
+            .value_sync()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
     let before = stats(&target);
     let x = Tensor::<2>::random([16, DIM], burn::tensor::Distribution::Normal(3.0, 1.0), &ad);
     let _ = online.forward(x.clone());
-    let online_stats = online.encoder.bn.running_mean.value().into_data().to_vec::<f32>().unwrap();
-    assert_ne!(online_stats, before, "online BatchNorm in training mode updates its statistics");
-    assert_eq!(stats(&target), before, "the target's statistics changed when the online network ran");
+    let online_stats = online
+        .encoder
+        .bn
+        .running_mean
+        .value_sync()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_ne!(
+        online_stats, before,
+        "online BatchNorm in training mode updates its statistics"
+    );
+    assert_eq!(
+        stats(&target),
+        before,
+        "the target's statistics changed when the online network ran"
+    );
     // The target runs BatchNorm in training mode (batch statistics) with its own running stats.
     let _ = target.forward(x);
     assert_ne!(stats(&target), before);
@@ -169,22 +237,39 @@ fn lars_excludes_rank_one_parameters_and_scales_weights_by_trust_ratio() {
     let w = Tensor::<1>::from_floats([1.0, 2.0], &d);
     let g = Tensor::<1>::from_floats([0.5, -0.5], &d);
     let (out, _) = lars.step(0.1, w, g, None);
-    let out = out.into_data().to_vec::<f32>().unwrap();
-    assert!((out[0] - 0.95).abs() < 1e-6 && (out[1] - 2.05).abs() < 1e-6, "{out:?}");
+    let out = out.into_data().try_to_vec::<f32>().unwrap();
+    assert!(
+        (out[0] - 0.95).abs() < 1e-6 && (out[1] - 2.05).abs() < 1e-6,
+        "{out:?}"
+    );
     // Rank 2: u = g + wd w; u *= eta ||w|| / ||u||; w -= lr u.
     let w = Tensor::<2>::from_floats([[3.0, 4.0]], &d);
     let g = Tensor::<2>::from_floats([[0.7, 0.6]], &d);
     let (out, state) = lars.step(0.1, w, g, None);
-    let out = out.into_data().to_vec::<f32>().unwrap();
+    let out = out.into_data().try_to_vec::<f32>().unwrap();
     let u = [0.7 + 0.3, 0.6 + 0.4];
     let un = (u[0] * u[0] + u[1] * u[1] as f64).sqrt();
     let ratio = 1e-3 * 5.0 / un;
     let expect = [3.0 - 0.1 * u[0] * ratio, 4.0 - 0.1 * u[1] * ratio];
-    assert!((out[0] as f64 - expect[0]).abs() < 1e-6 && (out[1] as f64 - expect[1]).abs() < 1e-6, "{out:?} vs {expect:?}");
+    assert!(
+        (out[0] as f64 - expect[0]).abs() < 1e-6 && (out[1] as f64 - expect[1]).abs() < 1e-6,
+        "{out:?} vs {expect:?}"
+    );
     assert!(state.is_some());
     // Zero weights: trust ratio 1, no NaN.
-    let (out, _) = lars.step(0.1, Tensor::<2>::zeros([1, 2], &d), Tensor::<2>::from_floats([[1.0, 1.0]], &d), None);
-    assert!(out.into_data().to_vec::<f32>().unwrap().iter().all(|v| (v + 0.1).abs() < 1e-6));
+    let (out, _) = lars.step(
+        0.1,
+        Tensor::<2>::zeros([1, 2], &d),
+        Tensor::<2>::from_floats([[1.0, 1.0]], &d),
+        None,
+    );
+    assert!(
+        out.into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| (v + 0.1).abs() < 1e-6)
+    );
 }
 
 #[test]
@@ -197,8 +282,18 @@ fn collapse_metric_is_zero_for_constant_outputs() {
     assert!((s - 0.25).abs() < 0.05, "{s}");
 }
 
-fn run_toy(out: &std::path::Path, overrides: &[&str], resume: bool) -> ssl_framework::train::RunReport {
-    let opts = RunOptions { out_dir: out.to_path_buf(), data_root: out.to_path_buf(), device: device(), resume, progress: false };
+fn run_toy(
+    out: &std::path::Path,
+    overrides: &[&str],
+    resume: bool,
+) -> ssl_framework::train::RunReport {
+    let opts = RunOptions {
+        out_dir: out.to_path_buf(),
+        data_root: out.to_path_buf(),
+        device: device(),
+        resume,
+        progress: false,
+    };
     train_and_evaluate(Toy, toy::config(overrides), &opts).unwrap()
 }
 
@@ -206,13 +301,21 @@ fn run_toy(out: &std::path::Path, overrides: &[&str], resume: bool) -> ssl_frame
 fn tau_follows_the_cosine_once_per_optimizer_step_with_accumulation() {
     let dir = tempfile::tempdir().unwrap();
     // 96 samples, batch 16: 6 micro-batches per epoch, 3 optimizer steps with accumulation 2.
-    let report = run_toy(dir.path(), &["train.accumulation_steps=2", "train.epochs=3"], false);
+    let report = run_toy(
+        dir.path(),
+        &["train.accumulation_steps=2", "train.epochs=3"],
+        false,
+    );
     let metrics = read_metrics(&dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(report.results["total_steps"], 9);
     assert_eq!(metrics.len(), 9, "one line per optimizer step");
     for (k, m) in metrics.iter().enumerate() {
         assert_eq!(m.step, k + 1);
-        assert!((m.tau - tau_at(0.9, k, 9)).abs() < 1e-12, "step {k}: tau {}", m.tau);
+        assert!(
+            (m.tau - tau_at(0.9, k, 9)).abs() < 1e-12,
+            "step {k}: tau {}",
+            m.tau
+        );
         assert_eq!(m.epoch, k / 3);
     }
     assert!(metrics.last().unwrap().tau > 0.99);
@@ -224,14 +327,21 @@ fn evaluation_reads_the_online_encoder_and_changes_nothing() {
     let report = run_toy(dir.path(), &[], false);
     assert!(report.results["probes"].as_array().unwrap().len() == 2);
     for p in &report.probes {
-        assert!(p.random_init_top1.is_some(), "every probe reports the random-init baseline");
+        assert!(
+            p.random_init_top1.is_some(),
+            "every probe reports the random-init baseline"
+        );
     }
     // Reload the final online encoder; evaluating it again gives the trainer's numbers, and
     // leaves its parameters and BatchNorm statistics untouched.
-    let ckpt = dir.path().join("checkpoints").join(format!("step-{:08}", report.results["steps"].as_u64().unwrap()));
+    let ckpt = dir.path().join("checkpoints").join(format!(
+        "step-{:08}",
+        report.results["steps"].as_u64().unwrap()
+    ));
     let ad = device().autodiff();
     let cfg = toy::config(&[]);
-    let online = OnlineNetwork::new(toy_encoder(16, &ad), &cfg.byol, &ad).load_file(ckpt.join("online.bpk"));
+    let online =
+        OnlineNetwork::new(toy_encoder(16, &ad), &cfg.byol, &ad).load_file(ckpt.join("online.bpk"));
     let before = snapshot(&online);
     let modality = std::sync::Arc::new(Toy);
     let data = ssl_framework::Modality::load(&Toy, &cfg.data, dir.path()).unwrap();
@@ -242,21 +352,58 @@ fn evaluation_reads_the_online_encoder_and_changes_nothing() {
         test_labels: data.test.label_sets,
     };
     let trained = online.encoder.valid();
-    let probes = ssl_framework::train::evaluate_encoder(&modality, &cfg.eval, cfg.seed, &trained, None, &eval_data, &std::sync::Arc::new(vec![]), 2, &device()).unwrap();
-    assert_eq!(probes[0].trained_top1, report.probes[0].trained_top1, "the trainer's kNN read the online encoder f");
-    assert_eq!(before, snapshot(&online), "evaluation changed the online network");
+    let probes = ssl_framework::train::evaluate_encoder(
+        &modality,
+        &cfg.eval,
+        cfg.seed,
+        &trained,
+        None,
+        &eval_data,
+        &std::sync::Arc::new(vec![]),
+        2,
+        &device(),
+    )
+    .unwrap();
+    assert_eq!(
+        probes[0].trained_top1, report.probes[0].trained_top1,
+        "the trainer's kNN read the online encoder f"
+    );
+    assert_eq!(
+        before,
+        snapshot(&online),
+        "evaluation changed the online network"
+    );
     // The target's encoder gives different features than the online one after training.
     let target_enc = online.make_target().encoder.valid();
-    let probes_t = ssl_framework::train::evaluate_encoder(&modality, &cfg.eval, cfg.seed, &target_enc, None, &eval_data, &std::sync::Arc::new(vec![]), 2, &device()).unwrap();
-    assert_eq!(probes_t[0].trained_top1, probes[0].trained_top1, "a target made now is a copy: same features");
+    let probes_t = ssl_framework::train::evaluate_encoder(
+        &modality,
+        &cfg.eval,
+        cfg.seed,
+        &target_enc,
+        None,
+        &eval_data,
+        &std::sync::Arc::new(vec![]),
+        2,
+        &device(),
+    )
+    .unwrap();
+    assert_eq!(
+        probes_t[0].trained_top1, probes[0].trained_top1,
+        "a target made now is a copy: same features"
+    );
 }
 
 #[test]
 fn resume_continues_with_the_same_losses() {
     let full = tempfile::tempdir().unwrap();
-    run_toy(full.path(), &["train.checkpoint_every=6", "train.keep_checkpoints=5"], false);
+    run_toy(
+        full.path(),
+        &["train.checkpoint_every=6", "train.keep_checkpoints=5"],
+        false,
+    );
     let part = tempfile::tempdir().unwrap();
-    let ck = |root: &std::path::Path, s: usize| root.join("checkpoints").join(format!("step-{s:08}"));
+    let ck =
+        |root: &std::path::Path, s: usize| root.join("checkpoints").join(format!("step-{s:08}"));
     std::fs::create_dir_all(part.path().join("checkpoints")).unwrap();
     let src = ck(full.path(), 12);
     let dst = ck(part.path(), 12);
@@ -265,46 +412,106 @@ fn resume_continues_with_the_same_losses() {
         let f = f.unwrap();
         std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
     }
-    let a = run_toy(part.path(), &["train.checkpoint_every=6", "train.keep_checkpoints=5"], true);
+    let a = run_toy(
+        part.path(),
+        &["train.checkpoint_every=6", "train.keep_checkpoints=5"],
+        true,
+    );
     let full_m = read_metrics(&full.path().join("metrics.jsonl")).unwrap();
     let part_m = read_metrics(&part.path().join("metrics.jsonl")).unwrap();
     assert_eq!(part_m.first().unwrap().step, 13);
     for m in &part_m {
         let f = &full_m[m.step - 1];
         assert_eq!(f.step, m.step);
-        assert!((f.loss - m.loss).abs() < 1e-5, "step {}: {} vs {}", m.step, f.loss, m.loss);
+        assert!(
+            (f.loss - m.loss).abs() < 1e-5,
+            "step {}: {} vs {}",
+            m.step,
+            f.loss,
+            m.loss
+        );
         assert_eq!(f.tau, m.tau);
         assert_eq!(f.lr, m.lr);
     }
     assert_eq!(a.results["steps"], 24);
     // Without --resume, an existing run is not overwritten; with --resume and nothing, a clear error.
-    let opts = RunOptions { out_dir: part.path().to_path_buf(), data_root: part.path().to_path_buf(), device: device(), resume: false, progress: false };
-    let e = train_and_evaluate(Toy, toy::config(&[]), &opts).unwrap_err().to_string();
+    let opts = RunOptions {
+        out_dir: part.path().to_path_buf(),
+        data_root: part.path().to_path_buf(),
+        device: device(),
+        resume: false,
+        progress: false,
+    };
+    let e = train_and_evaluate(Toy, toy::config(&[]), &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--resume"), "{e}");
     let empty = tempfile::tempdir().unwrap();
-    let opts = RunOptions { out_dir: empty.path().to_path_buf(), data_root: empty.path().to_path_buf(), device: device(), resume: true, progress: false };
-    assert!(train_and_evaluate(Toy, toy::config(&[]), &opts).unwrap_err().to_string().contains("no checkpoint"));
+    let opts = RunOptions {
+        out_dir: empty.path().to_path_buf(),
+        data_root: empty.path().to_path_buf(),
+        device: device(),
+        resume: true,
+        progress: false,
+    };
+    assert!(
+        train_and_evaluate(Toy, toy::config(&[]), &opts)
+            .unwrap_err()
+            .to_string()
+            .contains("no checkpoint")
+    );
 }
 
 #[test]
 fn batch_larger_than_the_dataset_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions { out_dir: dir.path().to_path_buf(), data_root: dir.path().to_path_buf(), device: device(), resume: false, progress: false };
-    let e = train_and_evaluate(Toy, toy::config(&["train.batch_size=500"]), &opts).unwrap_err().to_string();
+    let opts = RunOptions {
+        out_dir: dir.path().to_path_buf(),
+        data_root: dir.path().to_path_buf(),
+        device: device(),
+        resume: false,
+        progress: false,
+    };
+    let e = train_and_evaluate(Toy, toy::config(&["train.batch_size=500"]), &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("train.batch_size"), "{e}");
 }
 
 #[test]
 fn config_errors_name_the_key() {
     let o = |s: &str| vec![s.to_string()];
-    let e = ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("train.batch_size=abc")).unwrap_err().to_string();
+    let e = ssl_framework::config::load_config::<Toy>(
+        toy::CONFIG,
+        "toy.toml",
+        &o("train.batch_size=abc"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("train.batch_size"), "{e}");
-    let e = ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("train.bogus=1")).unwrap_err().to_string();
+    let e = ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("train.bogus=1"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bogus"), "{e}");
-    let e = ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("byol.tau_base=2")).unwrap_err().to_string();
+    let e =
+        ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("byol.tau_base=2"))
+            .unwrap_err()
+            .to_string();
     assert!(e.contains("byol.tau_base"), "{e}");
-    let e = ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("augment.view1=[{type=\"Noise\", amplitude=-1}]")).unwrap_err().to_string();
+    let e = ssl_framework::config::load_config::<Toy>(
+        toy::CONFIG,
+        "toy.toml",
+        &o("augment.view1=[{type=\"Noise\", amplitude=-1}]"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("augment.view1[0].amplitude"), "{e}");
-    let e = ssl_framework::config::load_config::<Toy>(toy::CONFIG, "toy.toml", &o("augment.view1=[{type=\"Nope\"}]")).unwrap_err().to_string();
+    let e = ssl_framework::config::load_config::<Toy>(
+        toy::CONFIG,
+        "toy.toml",
+        &o("augment.view1=[{type=\"Nope\"}]"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("Nope"), "{e}");
 }

@@ -11,27 +11,40 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The shared data folder, or `None` (after a loud message) when it is absent and not required.
 ///
 /// Panics when `SSL_REQUIRE_DATA=1` and the folder is absent.
 pub fn shared_data(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("SSL_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/data"));
+    let dir = std::env::var_os("SSL_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/data"));
     if dir.is_dir() {
         return Some(dir);
     }
     if std::env::var("SSL_REQUIRE_DATA").as_deref() == Ok("1") {
-        panic!("{test}: the test data folder {} is missing and SSL_REQUIRE_DATA=1", dir.display());
+        panic!(
+            "{test}: the test data folder {} is missing and SSL_REQUIRE_DATA=1",
+            dir.display()
+        );
     }
-    eprintln!("\n!!!!!! SKIPPED {test}: no test data at {} (set SSL_TEST_DATA to the shared data folder) !!!!!!\n", dir.display());
+    eprintln!(
+        "\n!!!!!! SKIPPED {test}: no test data at {} (set SSL_TEST_DATA to the shared data folder) !!!!!!\n",
+        dir.display()
+    );
     None
 }
 
 /// A cache folder for unpacked test data (`SSL_TEST_CACHE`, default `<tmp>/ssl-test-data`).
 pub fn cache_root() -> PathBuf {
-    std::env::var_os("SSL_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("ssl-test-data"))
+    std::env::var_os("SSL_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ssl-test-data"))
 }
 
 /// Unpacks the first `train_per_class` and `test_per_class` images of each class from
@@ -43,7 +56,11 @@ pub fn cifar_slice(test: &str, train_per_class: usize, test_per_class: usize) ->
     if dest.join("train").is_dir() && dest.join("test").is_dir() {
         return Some(dest);
     }
-    let staging = cache_root().join(format!(".staging-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let staging = cache_root().join(format!(
+        ".staging-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).expect("create staging folder");
     let file = fs::File::open(data.join("cifar10-jpeg.tar.gz")).expect("open cifar10-jpeg.tar.gz");
@@ -52,13 +69,22 @@ pub fn cifar_slice(test: &str, train_per_class: usize, test_per_class: usize) ->
     for entry in archive.entries().expect("tar entries") {
         let mut entry = entry.expect("tar entry");
         let path = entry.path().expect("entry path").to_path_buf();
-        let parts: Vec<String> = path.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect();
+        let parts: Vec<String> = path
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect();
         let parts: Vec<&String> = parts.iter().filter(|p| *p != ".").collect();
         if parts.len() != 3 || !entry.header().entry_type().is_file() {
             continue;
         }
         let (split, class) = (parts[0].clone(), parts[1].clone());
-        let limit = if split == "train" { train_per_class } else if split == "test" { test_per_class } else { continue };
+        let limit = if split == "train" {
+            train_per_class
+        } else if split == "test" {
+            test_per_class
+        } else {
+            continue;
+        };
         let n = counts.entry((split.clone(), class.clone())).or_default();
         if *n >= limit {
             continue;
@@ -85,11 +111,17 @@ pub fn unpack_all(test: &str, archive_name: &str) -> Option<PathBuf> {
     if dest.is_dir() {
         return Some(dest);
     }
-    let staging = cache_root().join(format!(".staging-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let staging = cache_root().join(format!(
+        ".staging-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).expect("create staging folder");
     let file = fs::File::open(data.join(archive_name)).expect("open archive");
-    tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&staging).expect("unpack");
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(&staging)
+        .expect("unpack");
     if fs::rename(&staging, &dest).is_err() {
         let _ = fs::remove_dir_all(&staging);
     }

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 /// The target and online networks do not correspond parameter for parameter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("EMA: {updated} target parameters matched the online network's {expected}, {unmatched} target parameters have no online twin")]
+#[error(
+    "EMA: {updated} target parameters matched the online network's {expected}, {unmatched} target parameters have no online twin"
+)]
 pub struct EmaError {
     /// Parameters updated.
     pub updated: usize,
@@ -30,7 +32,8 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         if value.is_require_grad() {
-            self.trainable.insert(param.id, value.detach().flatten::<1>(0, D - 1));
+            self.trainable
+                .insert(param.id, value.detach().flatten::<1>(0, D - 1));
         } else {
             self.buffers.insert(param.id);
         }
@@ -73,15 +76,29 @@ impl ModuleMapper for Blend<'_> {
 ///
 /// # Errors
 /// [`EmaError`] when the two networks do not correspond (a target not made by `make_target`).
-pub fn ema_update<E: Encoder>(target: TargetNetwork<E>, online: &OnlineNetwork<E>, tau: f64) -> Result<TargetNetwork<E>, EmaError> {
+pub fn ema_update<E: Encoder>(
+    target: TargetNetwork<E>,
+    online: &OnlineNetwork<E>,
+    tau: f64,
+) -> Result<TargetNetwork<E>, EmaError> {
     let mut collect = Collect::default();
     online.encoder.visit(&mut collect);
     online.projector.visit(&mut collect);
     let expected = collect.trainable.len();
-    let mut blend = Blend { online: &collect.trainable, buffers: &collect.buffers, tau, updated: 0, unmatched: 0 };
+    let mut blend = Blend {
+        online: &collect.trainable,
+        buffers: &collect.buffers,
+        tau,
+        updated: 0,
+        unmatched: 0,
+    };
     let target = target.map(&mut blend);
     if blend.updated != expected || blend.unmatched != 0 {
-        return Err(EmaError { updated: blend.updated, expected, unmatched: blend.unmatched });
+        return Err(EmaError {
+            updated: blend.updated,
+            expected,
+            unmatched: blend.unmatched,
+        });
     }
     Ok(target)
 }

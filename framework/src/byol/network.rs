@@ -29,11 +29,25 @@ pub struct OnlineOutput {
 impl<E: Encoder> OnlineNetwork<E> {
     /// Builds the heads on top of `encoder` as configured (sizes from `cfg`).
     pub fn new(encoder: E, cfg: &ByolConfig, device: &Device) -> Self {
-        let projector = MlpConfig { input: encoder.dim(), hidden: cfg.projector_hidden, output: cfg.projection_dim }.init(device);
-        let predictor = cfg
-            .predictor
-            .then(|| MlpConfig { input: cfg.projection_dim, hidden: cfg.predictor_hidden, output: cfg.projection_dim }.init(device));
-        Self { encoder, projector, predictor }
+        let projector = MlpConfig {
+            input: encoder.dim(),
+            hidden: cfg.projector_hidden,
+            output: cfg.projection_dim,
+        }
+        .init(device);
+        let predictor = cfg.predictor.then(|| {
+            MlpConfig {
+                input: cfg.projection_dim,
+                hidden: cfg.predictor_hidden,
+                output: cfg.projection_dim,
+            }
+            .init(device)
+        });
+        Self {
+            encoder,
+            projector,
+            predictor,
+        }
     }
 
     /// Forward pass on one batch of views.
@@ -43,7 +57,10 @@ impl<E: Encoder> OnlineNetwork<E> {
             Some(q) => q.forward(projection.clone()),
             None => projection.clone(),
         };
-        OnlineOutput { projection, prediction }
+        OnlineOutput {
+            projection,
+            prediction,
+        }
     }
 
     /// A new target network: an independent deep copy of f and g (own parameters, own
@@ -51,7 +68,10 @@ impl<E: Encoder> OnlineNetwork<E> {
     /// parameters not requiring gradients. A plain `clone()` would share BatchNorm statistics
     /// with the online network (BURN.md).
     pub fn make_target(&self) -> TargetNetwork<E> {
-        TargetNetwork { encoder: self.encoder.valid().train().no_grad(), projector: self.projector.valid().train().no_grad() }
+        TargetNetwork {
+            encoder: self.encoder.valid().train().no_grad(),
+            projector: self.projector.valid().train().no_grad(),
+        }
     }
 }
 

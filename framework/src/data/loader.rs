@@ -33,7 +33,9 @@ pub fn sample_seed(seed: u64, epoch: usize, position: usize) -> u64 {
 /// The seeded order of `n` samples in `epoch` (a permutation of `0..n`).
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(mix64(seed ^ 0x5EED_0F0D_E000) ^ epoch as u64));
+    order.shuffle(&mut StdRng::seed_from_u64(
+        mix64(seed ^ 0x5EED_0F0D_E000) ^ epoch as u64,
+    ));
     order
 }
 
@@ -66,17 +68,27 @@ pub struct OrderedParallel<T> {
 
 impl<T: Send + 'static> OrderedParallel<T> {
     /// Starts `workers` threads (at least 1) over `range`.
-    pub fn new(range: Range<usize>, workers: usize, ahead: usize, job: impl Fn(usize) -> T + Send + Sync + 'static) -> Self {
+    pub fn new(
+        range: Range<usize>,
+        workers: usize,
+        ahead: usize,
+        job: impl Fn(usize) -> T + Send + Sync + 'static,
+    ) -> Self {
         let workers = workers.max(1);
         let ahead = ahead.max(1);
         let (tx, rx) = sync_channel(ahead + workers);
-        let gate = Arc::new(Gate { consumed: Mutex::new(range.start), cond: Condvar::new(), stop: AtomicBool::new(false) });
+        let gate = Arc::new(Gate {
+            consumed: Mutex::new(range.start),
+            cond: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
         let counter = Arc::new(AtomicUsize::new(range.start));
         let job = Arc::new(job);
         let end = range.end;
         let handles = (0..workers)
             .map(|w| {
-                let (tx, gate, counter, job) = (tx.clone(), gate.clone(), counter.clone(), job.clone());
+                let (tx, gate, counter, job) =
+                    (tx.clone(), gate.clone(), counter.clone(), job.clone());
                 std::thread::Builder::new()
                     .name(format!("ssl-data-{w}"))
                     .spawn(move || {
@@ -94,12 +106,16 @@ impl<T: Send + 'static> OrderedParallel<T> {
                             if gate.stop.load(Ordering::SeqCst) {
                                 return;
                             }
-                            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(i))).map_err(|e| {
-                                e.downcast_ref::<String>()
-                                    .cloned()
-                                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                                    .unwrap_or_else(|| "panic".into())
-                            });
+                            let out =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(i)))
+                                    .map_err(|e| {
+                                        e.downcast_ref::<String>()
+                                            .cloned()
+                                            .or_else(|| {
+                                                e.downcast_ref::<&str>().map(|s| s.to_string())
+                                            })
+                                            .unwrap_or_else(|| "panic".into())
+                                    });
                             let failed = out.is_err();
                             if tx.send((i, out)).is_err() || failed {
                                 return;
@@ -109,7 +125,14 @@ impl<T: Send + 'static> OrderedParallel<T> {
                     .expect("spawn data worker")
             })
             .collect();
-        Self { rx, pending: BTreeMap::new(), next: range.start, end, gate, handles }
+        Self {
+            rx,
+            pending: BTreeMap::new(),
+            next: range.start,
+            end,
+            gate,
+            handles,
+        }
     }
 }
 
@@ -135,7 +158,10 @@ impl<T> Iterator for OrderedParallel<T> {
                 Err(_) => {
                     let batch = self.next;
                     self.next = self.end;
-                    return Some(Err(WorkerError { batch, message: "workers stopped early".into() }));
+                    return Some(Err(WorkerError {
+                        batch,
+                        message: "workers stopped early".into(),
+                    }));
                 }
             }
         }
@@ -168,7 +194,13 @@ pub struct TwoViews<B> {
 
 /// The number of worker threads for `requested` (0: the machine's cores).
 pub fn resolve_workers(requested: usize) -> usize {
-    if requested > 0 { requested } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
 }
 
 /// The batches of one pre-training epoch from batch `start` on: the seeded order, full batches
@@ -196,7 +228,10 @@ pub fn two_view_epoch<M: Modality>(
             v1.push(views.0.apply(modality.to_sample(item), &mut rng));
             v2.push(views.1.apply(modality.to_sample(item), &mut rng));
         }
-        TwoViews { view1: modality.collate(v1), view2: modality.collate(v2) }
+        TwoViews {
+            view1: modality.collate(v1),
+            view2: modality.collate(v2),
+        }
     })
 }
 
@@ -213,7 +248,9 @@ pub fn eval_batches<M: Modality>(
     let batches = n.div_ceil(batch_size);
     OrderedParallel::new(0..batches, workers, 4, move |b| {
         let mut rng = StdRng::seed_from_u64(0);
-        let samples = (b * batch_size..((b + 1) * batch_size).min(n)).map(|i| ops.apply(modality.to_sample(&items[i]), &mut rng)).collect();
+        let samples = (b * batch_size..((b + 1) * batch_size).min(n))
+            .map(|i| ops.apply(modality.to_sample(&items[i]), &mut rng))
+            .collect();
         modality.collate(samples)
     })
 }
@@ -226,7 +263,9 @@ mod tests {
     fn ordered_output_regardless_of_workers_and_timing() {
         for workers in [1, 2, 5] {
             let out: Vec<usize> = OrderedParallel::new(3..40, workers, 2, |i| {
-                std::thread::sleep(std::time::Duration::from_micros(((i * 7919) % 13) as u64 * 100));
+                std::thread::sleep(std::time::Duration::from_micros(
+                    ((i * 7919) % 13) as u64 * 100,
+                ));
                 i * i
             })
             .map(|r| r.unwrap())
@@ -247,7 +286,10 @@ mod tests {
             i
         })
         .collect();
-        let err = results.iter().find_map(|r| r.as_ref().err()).expect("an error");
+        let err = results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .expect("an error");
         assert_eq!(err.batch, 4);
         assert!(err.message.contains("bad sample"));
     }

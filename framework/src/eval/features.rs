@@ -45,7 +45,11 @@ pub fn extract_features<M: Modality>(
     for batch in eval_batches(modality.clone(), items, ops, batch_size, workers) {
         let input = modality.to_input(batch?, device);
         let out = encoder.forward(input);
-        let values = out.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 features");
+        let values = out
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 features");
         data.extend_from_slice(&values);
     }
     Ok(Features { data, dim })

@@ -37,7 +37,8 @@ pub fn knn_top1(
         return 0.0;
     }
     let k = k.min(n);
-    let train_t = Tensor::<2>::from_data(TensorData::new(normalized(train), [n, d]), device).transpose();
+    let train_t =
+        Tensor::<2>::from_data(TensorData::new(normalized(train), [n, d]), device).transpose();
     let test_n = normalized(test);
     let chunk = 256;
     let mut correct = 0usize;
@@ -45,8 +46,16 @@ pub fn knn_top1(
     let mut votes = vec![0f64; classes];
     for start in (0..m).step_by(chunk) {
         let rows = chunk.min(m - start);
-        let q = Tensor::<2>::from_data(TensorData::new(test_n[start * d..(start + rows) * d].to_vec(), [rows, d]), device);
-        let sims = q.matmul(train_t.clone()).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+        let q = Tensor::<2>::from_data(
+            TensorData::new(test_n[start * d..(start + rows) * d].to_vec(), [rows, d]),
+            device,
+        );
+        let sims = q
+            .matmul(train_t.clone())
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32");
         for r in 0..rows {
             let s = &sims[r * n..(r + 1) * n];
             idx.clear();
@@ -58,7 +67,12 @@ pub fn knn_top1(
             for &j in &idx[..k] {
                 votes[train_labels[j]] += ((s[j] as f64) / temperature).exp();
             }
-            let pred = votes.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c).unwrap_or(0);
+            let pred = votes
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(c, _)| c)
+                .unwrap_or(0);
             if pred == test_labels[start + r] {
                 correct += 1;
             }
@@ -84,8 +98,14 @@ mod tests {
             train.extend_from_slice(&[e, 1.0, 0.0]);
             labels.push(1);
         }
-        let train = Features { data: train, dim: 3 };
-        let test = Features { data: vec![0.9, 0.1, 0.0, 0.1, 0.9, 0.0, 1.0, -0.2, 0.0], dim: 3 };
+        let train = Features {
+            data: train,
+            dim: 3,
+        };
+        let test = Features {
+            data: vec![0.9, 0.1, 0.0, 0.1, 0.9, 0.0, 1.0, -0.2, 0.0],
+            dim: 3,
+        };
         let acc = knn_top1(&train, &labels, &test, &[0, 1, 0], 2, 10, 0.1, &device);
         assert_eq!(acc, 1.0);
         let acc = knn_top1(&train, &labels, &test, &[1, 0, 1], 2, 10, 0.1, &device);

@@ -37,7 +37,11 @@ fn moments(f: &Features) -> (Vec<f32>, Vec<f32>) {
         }
     }
     let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
-    let std = sq.iter().zip(&mean).map(|(s, m)| ((s / n - m * m).max(0.0).sqrt().max(1e-6)) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt().max(1e-6)) as f32)
+        .collect();
     (mean.into_iter().map(|m| m as f32).collect(), std)
 }
 
@@ -71,10 +75,21 @@ pub fn linear_probe_top1(
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let (mean, std) = moments(train);
-    let x_train = Tensor::<2>::from_data(TensorData::new(standardized(train, &mean, &std), [n, d]), &ad);
-    let y_train = Tensor::<1, Int>::from_data(TensorData::new(train_labels.iter().map(|&y| y as i64).collect::<Vec<_>>(), [n]), &ad);
+    let x_train = Tensor::<2>::from_data(
+        TensorData::new(standardized(train, &mean, &std), [n, d]),
+        &ad,
+    );
+    let y_train = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            train_labels.iter().map(|&y| y as i64).collect::<Vec<_>>(),
+            [n],
+        ),
+        &ad,
+    );
     let mut model: Linear = LinearConfig::new(d, classes).init(&ad);
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let batch = cfg.batch_size.min(n);
     let steps_per_epoch = n.div_ceil(batch);
@@ -85,20 +100,40 @@ pub fn linear_probe_top1(
     for _ in 0..cfg.epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(batch) {
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), [chunk.len()]), &ad);
+            let idx = Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [chunk.len()],
+                ),
+                &ad,
+            );
             let x = x_train.clone().select(0, idx.clone());
             let y = y_train.clone().select(0, idx);
             let loss = loss_fn.forward(model.forward(x), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
+            let lr =
+                cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
             model = optim.step(lr, model, grads);
             step += 1;
         }
     }
     let model = model.valid();
-    let x_test = Tensor::<2>::from_data(TensorData::new(standardized(test, &mean, &std), [m, d]), device);
-    let pred = model.forward(x_test).argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().expect("i64");
-    let correct = pred.iter().zip(test_labels).filter(|(p, y)| **p as usize == **y).count();
+    let x_test = Tensor::<2>::from_data(
+        TensorData::new(standardized(test, &mean, &std), [m, d]),
+        device,
+    );
+    let pred = model
+        .forward(x_test)
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("i64");
+    let correct = pred
+        .iter()
+        .zip(test_labels)
+        .filter(|(p, y)| **p as usize == **y)
+        .count();
     correct as f64 / m as f64
 }
 
@@ -126,7 +161,13 @@ mod tests {
         };
         let (train, ytr) = make(600);
         let (test, yte) = make(300);
-        let cfg = ProbeConfig { epochs: 20, lr: 1e-2, weight_decay: 0.0, batch_size: 64, seed: 1 };
+        let cfg = ProbeConfig {
+            epochs: 20,
+            lr: 1e-2,
+            weight_decay: 0.0,
+            batch_size: 64,
+            seed: 1,
+        };
         let acc = linear_probe_top1(&train, &ytr, &test, &yte, 3, &cfg, &device);
         assert!(acc > 0.95, "{acc}");
         let shuffled: Vec<usize> = yte.iter().map(|y| (y + 1) % 3).collect();

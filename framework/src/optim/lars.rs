@@ -3,9 +3,9 @@
 //! parameters are excluded from both the weight decay and the trust-ratio adaptation.
 
 use burn::optim::LearningRate;
+use burn::optim::Optimizer;
 use burn::optim::SgdState;
 use burn::optim::momentum::{Momentum, MomentumConfig};
-use burn::optim::Optimizer;
 use burn::prelude::*;
 
 /// The LARS update for a parameter `w` with gradient `g`:
@@ -28,7 +28,15 @@ pub struct Lars {
 impl Lars {
     /// LARS with the given momentum, weight decay and trust coefficient eta.
     pub fn new(momentum: f64, weight_decay: f64, eta: f64) -> Self {
-        Self { momentum: Momentum::new(&MomentumConfig::new().with_momentum(momentum).with_dampening(0.0)), weight_decay, eta }
+        Self {
+            momentum: Momentum::new(
+                &MomentumConfig::new()
+                    .with_momentum(momentum)
+                    .with_dampening(0.0),
+            ),
+            weight_decay,
+            eta,
+        }
     }
 }
 
@@ -49,12 +57,22 @@ impl Optimizer for Lars {
             }
             let w_norm = tensor.clone().powi_scalar(2).sum().sqrt();
             let u_norm = update.clone().powi_scalar(2).sum().sqrt();
-            let usable = w_norm.clone().greater_elem(0.0).bool_and(u_norm.clone().greater_elem(0.0));
-            let ratio = (w_norm / u_norm).mul_scalar(self.eta).mask_fill(usable.bool_not(), 1.0);
+            let usable = w_norm
+                .clone()
+                .greater_elem(0.0)
+                .bool_and(u_norm.clone().greater_elem(0.0));
+            let ratio = (w_norm / u_norm)
+                .mul_scalar(self.eta)
+                .mask_fill(usable.bool_not(), 1.0);
             update = update * ratio.reshape([1; D]);
         }
-        let (velocity, momentum_state) = self.momentum.transform(update, state.and_then(|s| s.momentum));
-        (tensor - velocity.mul_scalar(lr), Some(SgdState::new(Some(momentum_state))))
+        let (velocity, momentum_state) = self
+            .momentum
+            .transform(update, state.and_then(|s| s.momentum));
+        (
+            tensor - velocity.mul_scalar(lr),
+            Some(SgdState::new(Some(momentum_state))),
+        )
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {

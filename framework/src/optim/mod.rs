@@ -34,7 +34,11 @@ impl<O: Optimizer> Optimizer for ExcludeRankOne<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        if D <= 1 { self.plain.step(lr, tensor, grad, state) } else { self.decayed.step(lr, tensor, grad, state) }
+        if D <= 1 {
+            self.plain.step(lr, tensor, grad, state)
+        } else {
+            self.decayed.step(lr, tensor, grad, state)
+        }
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -45,19 +49,31 @@ impl<O: Optimizer> Optimizer for ExcludeRankOne<O> {
 /// Builds the configured optimizer for a whole module.
 pub fn build_optimizer(cfg: &OptimConfig) -> ModuleOptimizer {
     match cfg.optimizer {
-        OptimizerKind::Lars => ModuleOptimizer::from(Lars::new(cfg.momentum, cfg.weight_decay, cfg.eta)),
+        OptimizerKind::Lars => {
+            ModuleOptimizer::from(Lars::new(cfg.momentum, cfg.weight_decay, cfg.eta))
+        }
         OptimizerKind::Sgd => {
-            let momentum = Some(MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0));
+            let momentum = Some(
+                MomentumConfig::new()
+                    .with_momentum(cfg.momentum)
+                    .with_dampening(0.0),
+            );
             let decayed = SgdConfig::new()
                 .with_momentum(momentum.clone())
-                .with_weight_decay((cfg.weight_decay > 0.0).then(|| WeightDecayConfig::new(cfg.weight_decay as f32)))
+                .with_weight_decay(
+                    (cfg.weight_decay > 0.0)
+                        .then(|| WeightDecayConfig::new(cfg.weight_decay as f32)),
+                )
                 .build();
             let plain = SgdConfig::new().with_momentum(momentum).build();
             ModuleOptimizer::from(ExcludeRankOne { decayed, plain })
         }
         OptimizerKind::Adamw => {
             let base = AdamWConfig::new().with_beta_1(cfg.momentum as f32);
-            let decayed = base.clone().with_weight_decay(cfg.weight_decay as f32).build();
+            let decayed = base
+                .clone()
+                .with_weight_decay(cfg.weight_decay as f32)
+                .build();
             let plain = base.with_weight_decay(0.0).build();
             ModuleOptimizer::from(ExcludeRankOne { decayed, plain })
         }

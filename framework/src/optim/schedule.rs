@@ -4,7 +4,11 @@
 
 /// The peak learning rate: `base_lr * global_batch / 256` when scaling, else `base_lr`.
 pub fn peak_lr(base_lr: f64, global_batch: usize, scale_by_batch: bool) -> f64 {
-    if scale_by_batch { base_lr * global_batch as f64 / 256.0 } else { base_lr }
+    if scale_by_batch {
+        base_lr * global_batch as f64 / 256.0
+    } else {
+        base_lr
+    }
 }
 
 /// The lr at optimizer step `k` of `total`: `peak * k / warmup` during the first `warmup`

@@ -21,7 +21,10 @@ pub struct CheckpointError {
 impl CheckpointError {
     /// An error about `path`.
     pub fn new(path: &Path, reason: impl ToString) -> Self {
-        Self { path: path.to_path_buf(), reason: reason.to_string() }
+        Self {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -73,13 +76,18 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(root).map_err(|e| CheckpointError::new(root, e))?;
     let final_dir = checkpoint_dir(root, state.step);
-    let tmp = root.join(format!(".tmp-step-{:08}-{}", state.step, std::process::id()));
+    let tmp = root.join(format!(
+        ".tmp-step-{:08}-{}",
+        state.step,
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| CheckpointError::new(&tmp, e))?;
     let result = (|| {
         write_files(&tmp).map_err(|e| CheckpointError::new(&tmp, e))?;
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        crate::fsutil::write_atomic(&tmp.join("state.json"), &json).map_err(|e| CheckpointError::new(&tmp, e))?;
+        crate::fsutil::write_atomic(&tmp.join("state.json"), &json)
+            .map_err(|e| CheckpointError::new(&tmp, e))?;
         if final_dir.exists() {
             fs::remove_dir_all(&final_dir).map_err(|e| CheckpointError::new(&final_dir, e))?;
         }
@@ -105,7 +113,8 @@ pub fn save_checkpoint(
 pub fn read_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
     let path = dir.join("state.json");
     let bytes = fs::read(&path).map_err(|e| CheckpointError::new(&path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::new(&path, format!("malformed: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CheckpointError::new(&path, format!("malformed: {e}")))
 }
 
 #[cfg(test)]
@@ -113,7 +122,12 @@ mod tests {
     use super::*;
 
     fn state(step: usize) -> CheckpointState {
-        CheckpointState { step, total_steps: 100, train_seconds: 1.0, config: serde_json::json!({"a": 1}) }
+        CheckpointState {
+            step,
+            total_steps: 100,
+            train_seconds: 1.0,
+            config: serde_json::json!({"a": 1}),
+        }
     }
 
     #[test]
@@ -121,15 +135,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("checkpoints");
         for s in [10, 20, 30, 40] {
-            save_checkpoint(&root, &state(s), 2, |d| fs::write(d.join("online.bpk"), b"x").map_err(|e| e.to_string())).unwrap();
+            save_checkpoint(&root, &state(s), 2, |d| {
+                fs::write(d.join("online.bpk"), b"x").map_err(|e| e.to_string())
+            })
+            .unwrap();
         }
         assert_eq!(list_checkpoints(&root), vec![30, 40]);
         let err = save_checkpoint(&root, &state(50), 2, |_| Err("disk full".into())).unwrap_err();
         assert!(err.to_string().contains("disk full"));
         assert_eq!(list_checkpoints(&root), vec![30, 40]);
-        assert_eq!(fs::read_dir(&root).unwrap().count(), 2, "no temporary folder left");
+        assert_eq!(
+            fs::read_dir(&root).unwrap().count(),
+            2,
+            "no temporary folder left"
+        );
         assert_eq!(read_state(&checkpoint_dir(&root, 40)).unwrap(), state(40));
         fs::write(checkpoint_dir(&root, 40).join("state.json"), b"{garbage").unwrap();
-        assert!(read_state(&checkpoint_dir(&root, 40)).unwrap_err().to_string().contains("state.json"));
+        assert!(
+            read_state(&checkpoint_dir(&root, 40))
+                .unwrap_err()
+                .to_string()
+                .contains("state.json")
+        );
     }
 }

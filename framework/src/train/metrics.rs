@@ -44,7 +44,11 @@ impl MetricsWriter {
             let kept: Vec<String> = BufReader::new(File::open(path)?)
                 .lines()
                 .map_while(Result::ok)
-                .filter(|line| serde_json::from_str::<MetricsRecord>(line).map(|r| r.step <= keep_up_to).unwrap_or(false))
+                .filter(|line| {
+                    serde_json::from_str::<MetricsRecord>(line)
+                        .map(|r| r.step <= keep_up_to)
+                        .unwrap_or(false)
+                })
                 .collect();
             let mut text = kept.join("\n");
             if !text.is_empty() {
@@ -57,7 +61,10 @@ impl MetricsWriter {
             .append(true)
             .open(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Ok(Self { file, path: path.to_path_buf() })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Appends one record and flushes it.
@@ -79,7 +86,11 @@ impl MetricsWriter {
 /// # Errors
 /// I/O errors opening the file.
 pub fn read_metrics(path: &Path) -> std::io::Result<Vec<MetricsRecord>> {
-    Ok(BufReader::new(File::open(path)?).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect())
+    Ok(BufReader::new(File::open(path)?)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
 }
 
 #[cfg(test)]
@@ -87,7 +98,16 @@ mod tests {
     use super::*;
 
     fn rec(step: usize) -> MetricsRecord {
-        MetricsRecord { step, epoch: 0, loss: 1.0, lr: 0.1, tau: 0.99, collapse_std: 0.05, images_per_sec: 10.0, data_wait_fraction: 0.0 }
+        MetricsRecord {
+            step,
+            epoch: 0,
+            loss: 1.0,
+            lr: 0.1,
+            tau: 0.99,
+            collapse_std: 0.05,
+            images_per_sec: 10.0,
+            data_wait_fraction: 0.0,
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@ use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, ema_update, forward_lo
 use crate::config::{ConfigError, ExperimentConfig};
 use crate::data::loader::{WorkerError, resolve_workers, two_view_epoch};
 use crate::data::{DataError, Datasets};
-use crate::eval::{ProbeConfig, ProbeResult, collapse_std, extract_features, knn_top1, linear_probe_top1};
+use crate::eval::{
+    ProbeConfig, ProbeResult, collapse_std, extract_features, knn_top1, linear_probe_top1,
+};
 use crate::modality::Modality;
 use crate::optim::{build_optimizer, peak_lr, warmup_cosine_lr};
 use burn::module::Module;
@@ -46,7 +48,9 @@ pub enum TrainError {
         source: std::io::Error,
     },
     /// The loss became NaN or infinite; the last good checkpoint is kept.
-    #[error("non-finite loss {value} at optimizer step {step} (epoch {epoch}); the last good checkpoint is kept in {checkpoints}")]
+    #[error(
+        "non-finite loss {value} at optimizer step {step} (epoch {epoch}); the last good checkpoint is kept in {checkpoints}"
+    )]
     NonFinite {
         /// The step being computed.
         step: usize,
@@ -63,7 +67,10 @@ pub enum TrainError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Where and how to run.
@@ -101,7 +108,11 @@ pub fn steps_per_epoch(train_len: usize, batch_size: usize, accumulation: usize)
 /// # Errors
 /// [`TrainError`]: bad config or data, an I/O failure naming the file, a non-finite loss, a
 /// failed checkpoint, or a resume that does not match.
-pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, opts: &RunOptions) -> Result<RunReport, TrainError> {
+pub fn train_and_evaluate<M: Modality>(
+    modality: M,
+    cfg: ExperimentConfig<M>,
+    opts: &RunOptions,
+) -> Result<RunReport, TrainError> {
     let wall = Instant::now();
     cfg.validate()?;
     let config_json = cfg.to_json();
@@ -111,7 +122,12 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
     let existing = checkpoint::list_checkpoints(&ckpt_root);
     let resume_from = match (opts.resume, existing.last()) {
         (true, Some(step)) => Some(checkpoint::checkpoint_dir(&ckpt_root, *step)),
-        (true, None) => return Err(TrainError::Resume(format!("--resume: no checkpoint in {}", ckpt_root.display()))),
+        (true, None) => {
+            return Err(TrainError::Resume(format!(
+                "--resume: no checkpoint in {}",
+                ckpt_root.display()
+            )));
+        }
         (false, Some(_)) => {
             return Err(TrainError::Resume(format!(
                 "{} already holds a run's checkpoints: pass --resume to continue it, or choose another --out",
@@ -120,12 +136,17 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
         }
         (false, None) => None,
     };
-    crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes()).map_err(io_err(out))?;
+    crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
+        .map_err(io_err(out))?;
 
     let modality = Arc::new(modality);
     let datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
     if datasets.skipped > 0 {
-        eprintln!("warning: skipped {} unreadable files in {}", datasets.skipped, opts.data_root.display());
+        eprintln!(
+            "warning: skipped {} unreadable files in {}",
+            datasets.skipped,
+            opts.data_root.display()
+        );
     }
     let (bs, accum) = (cfg.train.batch_size, cfg.train.accumulation_steps);
     let spe = steps_per_epoch(datasets.train.len(), bs, accum);
@@ -169,10 +190,15 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
         target = target
             .try_load_file(dir.join("target.bpk"))
             .map_err(|e| CheckpointError::new(&dir.join("target.bpk"), format!("{e:?}")))?;
-        optim = optim.load(dir.join("optimizer.bpk")).map_err(|e| CheckpointError::new(&dir.join("optimizer.bpk"), format!("{e:?}")))?;
+        optim = optim
+            .load(dir.join("optimizer.bpk"))
+            .map_err(|e| CheckpointError::new(&dir.join("optimizer.bpk"), format!("{e:?}")))?;
         step = state.step;
         prior_seconds = state.train_seconds;
-        eprintln!("resuming from {} (step {step} of {total_steps})", dir.display());
+        eprintln!(
+            "resuming from {} (step {step} of {total_steps})",
+            dir.display()
+        );
     }
     let mut metrics = MetricsWriter::open(&out.join("metrics.jsonl"), step).map_err(io_err(out))?;
 
@@ -181,12 +207,32 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
     let workers = resolve_workers(cfg.train.num_workers);
     let train_items = Arc::new(datasets.train.items);
     let bar = progress_bar(opts.progress, total_steps, step);
-    let save = |online: &OnlineNetwork<M::Encoder>, target: &TargetNetwork<M::Encoder>, optim: &ModuleOptimizer, step: usize, secs: f64| {
-        let state = CheckpointState { step, total_steps, train_seconds: secs, config: config_json.clone() };
+    let save = |online: &OnlineNetwork<M::Encoder>,
+                target: &TargetNetwork<M::Encoder>,
+                optim: &ModuleOptimizer,
+                step: usize,
+                secs: f64| {
+        let state = CheckpointState {
+            step,
+            total_steps,
+            train_seconds: secs,
+            config: config_json.clone(),
+        };
+        // burn defers BatchNorm running-statistic updates; `valid()` applies them, so the
+        // checkpoint holds the current statistics.
+        let _ = (online.valid(), target.valid());
         checkpoint::save_checkpoint(&ckpt_root, &state, cfg.train.keep_checkpoints, |dir| {
-            online.clone().save_file(dir.join("online.bpk")).map_err(|e| format!("online.bpk: {e:?}"))?;
-            target.clone().save_file(dir.join("target.bpk")).map_err(|e| format!("target.bpk: {e:?}"))?;
-            optim.save(dir.join("optimizer.bpk")).map_err(|e| format!("optimizer.bpk: {e:?}"))
+            online
+                .clone()
+                .save_file(dir.join("online.bpk"))
+                .map_err(|e| format!("online.bpk: {e:?}"))?;
+            target
+                .clone()
+                .save_file(dir.join("target.bpk"))
+                .map_err(|e| format!("target.bpk: {e:?}"))?;
+            optim
+                .save(dir.join("optimizer.bpk"))
+                .map_err(|e| format!("optimizer.bpk: {e:?}"))
         })
     };
 
@@ -229,10 +275,19 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
             }
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
-                return Err(TrainError::NonFinite { step: step + 1, epoch, value, checkpoints: ckpt_root.clone() });
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    epoch,
+                    value,
+                    checkpoints: ckpt_root.clone(),
+                });
             }
             last_loss = value as f64;
-            let loss = if accum > 1 { loss.div_scalar(accum as f64) } else { loss };
+            let loss = if accum > 1 {
+                loss.div_scalar(accum as f64)
+            } else {
+                loss
+            };
             let grads = GradientsParams::from_grads(loss.backward(), &online);
             micro += 1;
             window.1 += bs;
@@ -276,8 +331,17 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
                 }
                 window = (Instant::now(), 0, 0.0);
             }
-            if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 && step < total_steps {
-                save(&online, &target, &optim, step, prior_seconds + train_start.elapsed().as_secs_f64())?;
+            if cfg.train.checkpoint_every > 0
+                && step % cfg.train.checkpoint_every == 0
+                && step < total_steps
+            {
+                save(
+                    &online,
+                    &target,
+                    &optim,
+                    step,
+                    prior_seconds + train_start.elapsed().as_secs_f64(),
+                )?;
             }
             if step >= total_steps {
                 break;
@@ -307,7 +371,17 @@ pub fn train_and_evaluate<M: Modality>(modality: M, cfg: ExperimentConfig<M>, op
     } else {
         None
     };
-    let probes = evaluate_encoder(&modality, &cfg.eval, cfg.seed, &trained, random_init.as_ref(), &eval_data, &eval_ops, workers, &base)?;
+    let probes = evaluate_encoder(
+        &modality,
+        &cfg.eval,
+        cfg.seed,
+        &trained,
+        random_init.as_ref(),
+        &eval_data,
+        &eval_ops,
+        workers,
+        &base,
+    )?;
 
     let results = serde_json::json!({
         "modality": modality.name(),
@@ -341,9 +415,11 @@ fn progress_bar(enabled: bool, total: usize, at: usize) -> ProgressBar {
     }
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps | {msg} | ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps | {msg} | ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_position(at as u64);
     bar
@@ -380,21 +456,60 @@ pub fn evaluate_encoder<M: Modality>(
     device: &Device,
 ) -> Result<Vec<ProbeResult>, TrainError> {
     let features = |enc: &M::Encoder| -> Result<_, TrainError> {
-        let tr = extract_features(modality, enc, data.train.clone(), eval_ops.clone(), eval.batch_size, workers, device)?;
-        let te = extract_features(modality, enc, data.test.clone(), eval_ops.clone(), eval.batch_size, workers, device)?;
+        let tr = extract_features(
+            modality,
+            enc,
+            data.train.clone(),
+            eval_ops.clone(),
+            eval.batch_size,
+            workers,
+            device,
+        )?;
+        let te = extract_features(
+            modality,
+            enc,
+            data.test.clone(),
+            eval_ops.clone(),
+            eval.batch_size,
+            workers,
+            device,
+        )?;
         Ok((tr, te))
     };
     let trained_f = features(trained)?;
     let random_f = random_init.map(features).transpose()?;
-    let probe_cfg = ProbeConfig { epochs: eval.probe_epochs, lr: eval.probe_lr, weight_decay: eval.probe_weight_decay, batch_size: eval.probe_batch_size, seed };
+    let probe_cfg = ProbeConfig {
+        epochs: eval.probe_epochs,
+        lr: eval.probe_lr,
+        weight_decay: eval.probe_weight_decay,
+        batch_size: eval.probe_batch_size,
+        seed,
+    };
     let mut out = Vec::new();
     for (train_ls, test_ls) in data.train_labels.iter().zip(&data.test_labels) {
         let classes = train_ls.classes.len().max(test_ls.classes.len());
         let knn = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
-            knn_top1(tr, &train_ls.labels, te, &test_ls.labels, classes, eval.knn_k, eval.knn_temperature, device)
+            knn_top1(
+                tr,
+                &train_ls.labels,
+                te,
+                &test_ls.labels,
+                classes,
+                eval.knn_k,
+                eval.knn_temperature,
+                device,
+            )
         };
         let linear = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
-            linear_probe_top1(tr, &train_ls.labels, te, &test_ls.labels, classes, &probe_cfg, device)
+            linear_probe_top1(
+                tr,
+                &train_ls.labels,
+                te,
+                &test_ls.labels,
+                classes,
+                &probe_cfg,
+                device,
+            )
         };
         out.push(ProbeResult {
             probe: "knn".into(),

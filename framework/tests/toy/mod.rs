@@ -52,7 +52,10 @@ pub struct ToyData {
 
 impl Default for ToyData {
     fn default() -> Self {
-        Self { train: 96, test: 48 }
+        Self {
+            train: 96,
+            test: 48,
+        }
     }
 }
 
@@ -99,9 +102,15 @@ impl Encoder for ToyEncoder {
 }
 
 pub fn toy_encoder(hidden: usize, device: &Device) -> ToyEncoder {
-    ToyEncoder { fc: LinearConfig::new(DIM, hidden).init(device), bn: BatchNormConfig::new(hidden).init(device), relu: Relu::new(), hidden }
+    ToyEncoder {
+        fc: LinearConfig::new(DIM, hidden).init(device),
+        bn: BatchNormConfig::new(hidden).init(device),
+        relu: Relu::new(),
+        hidden,
+    }
 }
 
+#[derive(Debug)]
 pub struct Toy;
 
 fn split(n: usize, seed: u64) -> Split<Vec<f32>> {
@@ -110,10 +119,21 @@ fn split(n: usize, seed: u64) -> Split<Vec<f32>> {
     let mut labels = Vec::new();
     for i in 0..n {
         let c = i % 3;
-        items.push((0..DIM).map(|j| if j == c { 2.0 } else { 0.0 } + rng.random_range(-0.5f32..0.5)).collect());
+        items.push(
+            (0..DIM)
+                .map(|j| if j == c { 2.0 } else { 0.0 } + rng.random_range(-0.5f32..0.5))
+                .collect(),
+        );
         labels.push(c);
     }
-    Split { items, label_sets: vec![LabelSet { name: "cluster".into(), classes: vec!["a".into(), "b".into(), "c".into()], labels }] }
+    Split {
+        items,
+        label_sets: vec![LabelSet {
+            name: "cluster".into(),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            labels,
+        }],
+    }
 }
 
 impl Modality for Toy {
@@ -129,7 +149,12 @@ impl Modality for Toy {
         "toy"
     }
     fn load(&self, cfg: &ToyData, _root: &Path) -> Result<Datasets<Vec<f32>>, DataError> {
-        Ok(Datasets { name: "toy".into(), train: split(cfg.train, 1), test: split(cfg.test, 2), skipped: 0 })
+        Ok(Datasets {
+            name: "toy".into(),
+            train: split(cfg.train, 1),
+            test: split(cfg.test, 2),
+            skipped: 0,
+        })
     }
     fn to_sample(&self, item: &Vec<f32>) -> Vec<f32> {
         item.clone()
@@ -141,7 +166,12 @@ impl Modality for Toy {
     fn to_input(&self, batch: (Vec<f32>, usize), device: &Device) -> Tensor<2> {
         Tensor::from_data(TensorData::new(batch.0, [batch.1, DIM]), device)
     }
-    fn init_encoder(&self, cfg: &ToyEncoderConfig, _: &ToyData, device: &Device) -> Result<ToyEncoder, ConfigError> {
+    fn init_encoder(
+        &self,
+        cfg: &ToyEncoderConfig,
+        _: &ToyData,
+        device: &Device,
+    ) -> Result<ToyEncoder, ConfigError> {
         Ok(toy_encoder(cfg.hidden, device))
     }
 }

@@ -27,7 +27,9 @@ pub enum DownloadError {
         reason: String,
     },
     /// The file arrived but its checksum is wrong.
-    #[error("{url}: MD5 {got} does not match the expected {expected}; the download is corrupt or not the official archive (deleted)")]
+    #[error(
+        "{url}: MD5 {got} does not match the expected {expected}; the download is corrupt or not the official archive (deleted)"
+    )]
     Checksum {
         /// The address.
         url: String,
@@ -55,17 +57,41 @@ fn hex(bytes: &[u8]) -> String {
 ///
 /// # Errors
 /// [`DownloadError`] saying what failed and, when offline, what to do instead.
-pub fn download_and_extract(url: &str, md5: &str, dest: &Path, progress: bool) -> Result<PathBuf, DownloadError> {
+pub fn download_and_extract(
+    url: &str,
+    md5: &str,
+    dest: &Path,
+    progress: bool,
+) -> Result<PathBuf, DownloadError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DownloadError::Io { path, source }
     };
     fs::create_dir_all(dest).map_err(io(dest))?;
-    let http = |reason: String| DownloadError::Http { url: url.to_string(), reason };
+    let http = |reason: String| DownloadError::Http {
+        url: url.to_string(),
+        reason,
+    };
     let mut response = ureq::get(url).call().map_err(|e| http(e.to_string()))?;
-    let total = response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let bar = if progress { total.map(ProgressBar::new).unwrap_or_else(ProgressBar::no_length) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("downloading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}").expect("template").progress_chars("=> "));
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let bar = if progress {
+        total
+            .map(ProgressBar::new)
+            .unwrap_or_else(ProgressBar::no_length)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "downloading {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
     bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
     let archive = dest.join(".download.tar.gz.part");
     let mut file = fs::File::create(&archive).map_err(io(&archive))?;
@@ -91,7 +117,11 @@ pub fn download_and_extract(url: &str, md5: &str, dest: &Path, progress: bool) -
     let got = hex(&hasher.finalize());
     if !got.eq_ignore_ascii_case(md5) {
         let _ = fs::remove_file(&archive);
-        return Err(DownloadError::Checksum { url: url.to_string(), got, expected: md5.to_string() });
+        return Err(DownloadError::Checksum {
+            url: url.to_string(),
+            got,
+            expected: md5.to_string(),
+        });
     }
     let staging = dest.join(".extracting");
     let _ = fs::remove_dir_all(&staging);
@@ -102,7 +132,11 @@ pub fn download_and_extract(url: &str, md5: &str, dest: &Path, progress: bool) -
             let entry = entry?;
             let target = dest.join(entry.file_name());
             if target.exists() {
-                if target.is_dir() { fs::remove_dir_all(&target)? } else { fs::remove_file(&target)? }
+                if target.is_dir() {
+                    fs::remove_dir_all(&target)?
+                } else {
+                    fs::remove_file(&target)?
+                }
             }
             fs::rename(entry.path(), target)?;
         }
@@ -111,7 +145,10 @@ pub fn download_and_extract(url: &str, md5: &str, dest: &Path, progress: bool) -
     let _ = fs::remove_file(&archive);
     if let Err(e) = unpack {
         let _ = fs::remove_dir_all(&staging);
-        return Err(DownloadError::Io { path: dest.to_path_buf(), source: e });
+        return Err(DownloadError::Io {
+            path: dest.to_path_buf(),
+            source: e,
+        });
     }
     Ok(dest.to_path_buf())
 }

@@ -26,12 +26,20 @@ pub struct Image {
 impl Image {
     /// A `width x height` image filled with `value`.
     pub fn filled(width: usize, height: usize, value: f32) -> Self {
-        Self { width, height, data: vec![value; width * height * 3] }
+        Self {
+            width,
+            height,
+            data: vec![value; width * height * 3],
+        }
     }
 
     /// Converts an 8-bit image to floats in `[0, 1]`.
     pub fn from_stored(s: &StoredImage) -> Self {
-        Self { width: s.width as usize, height: s.height as usize, data: s.pixels.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect() }
+        Self {
+            width: s.width as usize,
+            height: s.height as usize,
+            data: s.pixels.iter().map(|&v| v as f32 * (1.0 / 255.0)).collect(),
+        }
     }
 
     /// The pixel at `(x, y)`.

@@ -41,7 +41,14 @@ pub struct VisionDataConfig {
 
 impl Default for VisionDataConfig {
     fn default() -> Self {
-        Self { dataset: "cifar10".into(), format: Format::Auto, train_subset: 0, test_subset: 0, subset_seed: 0, image_size: 32 }
+        Self {
+            dataset: "cifar10".into(),
+            format: Format::Auto,
+            train_subset: 0,
+            test_subset: 0,
+            subset_seed: 0,
+            image_size: 32,
+        }
     }
 }
 
@@ -83,7 +90,13 @@ pub struct VisionEncoderConfig {
 
 impl Default for VisionEncoderConfig {
     fn default() -> Self {
-        Self { arch: Arch::SmallCnn, stem: Stem::Cifar, width: 64, channels: vec![32, 64, 128, 256], strides: vec![1, 2, 2, 2] }
+        Self {
+            arch: Arch::SmallCnn,
+            stem: Stem::Cifar,
+            width: 64,
+            channels: vec![32, 64, 128, 256],
+            strides: vec![1, 2, 2, 2],
+        }
     }
 }
 
@@ -92,10 +105,20 @@ impl ConfigSection for VisionEncoderConfig {
         check_positive(&format!("{p}.width"), self.width)?;
         if self.arch == Arch::SmallCnn {
             if self.channels.is_empty() || self.channels.contains(&0) {
-                return Err(ConfigError::value(&format!("{p}.channels"), &self.channels, "a non-empty list of positive integers"));
+                return Err(ConfigError::value(
+                    &format!("{p}.channels"),
+                    &self.channels,
+                    "a non-empty list of positive integers",
+                ));
             }
-            if self.strides.len() != self.channels.len() || !self.strides.iter().all(|s| (1..=4).contains(s)) {
-                return Err(ConfigError::value(&format!("{p}.strides"), &self.strides, "one stride in [1, 4] per entry of encoder.channels"));
+            if self.strides.len() != self.channels.len()
+                || !self.strides.iter().all(|s| (1..=4).contains(s))
+            {
+                return Err(ConfigError::value(
+                    &format!("{p}.strides"),
+                    &self.strides,
+                    "one stride in [1, 4] per entry of encoder.channels",
+                ));
             }
         }
         Ok(())
@@ -128,13 +151,19 @@ impl Modality for VisionModality {
         "vision"
     }
 
-    fn load(&self, cfg: &VisionDataConfig, root: &Path) -> Result<Datasets<StoredImage>, DataError> {
+    fn load(
+        &self,
+        cfg: &VisionDataConfig,
+        root: &Path,
+    ) -> Result<Datasets<StoredImage>, DataError> {
         let mut d = readers::load(root, cfg.format)?;
         if cfg.train_subset > 0 {
             d.train = d.train.subset(cfg.train_subset, cfg.subset_seed);
         }
         if cfg.test_subset > 0 {
-            d.test = d.test.subset(cfg.test_subset, cfg.subset_seed.wrapping_add(1));
+            d.test = d
+                .test
+                .subset(cfg.test_subset, cfg.subset_seed.wrapping_add(1));
         }
         d.name = cfg.dataset.clone();
         Ok(d)
@@ -145,7 +174,10 @@ impl Modality for VisionModality {
     }
 
     fn collate(&self, samples: Vec<Image>) -> VisionBatch {
-        let (w, h) = samples.first().map(|s| (s.width, s.height)).unwrap_or((0, 0));
+        let (w, h) = samples
+            .first()
+            .map(|s| (s.width, s.height))
+            .unwrap_or((0, 0));
         let plane = w * h;
         let mut data = vec![0f32; samples.len() * 3 * plane];
         for (i, s) in samples.iter().enumerate() {
@@ -162,16 +194,26 @@ impl Modality for VisionModality {
                 out[2 * plane + p] = px[2];
             }
         }
-        VisionBatch { data, shape: [samples.len(), 3, h, w] }
+        VisionBatch {
+            data,
+            shape: [samples.len(), 3, h, w],
+        }
     }
 
     fn to_input(&self, batch: VisionBatch, device: &Device) -> Tensor<4> {
         Tensor::from_data(TensorData::new(batch.data, batch.shape), device)
     }
 
-    fn init_encoder(&self, cfg: &VisionEncoderConfig, _data: &VisionDataConfig, device: &Device) -> Result<VisionEncoder, ConfigError> {
+    fn init_encoder(
+        &self,
+        cfg: &VisionEncoderConfig,
+        _data: &VisionDataConfig,
+        device: &Device,
+    ) -> Result<VisionEncoder, ConfigError> {
         Ok(match cfg.arch {
-            Arch::SmallCnn => VisionEncoder::SmallCnn(SmallCnn::new(3, &cfg.channels, &cfg.strides, device)),
+            Arch::SmallCnn => {
+                VisionEncoder::SmallCnn(SmallCnn::new(3, &cfg.channels, &cfg.strides, device))
+            }
             Arch::Resnet18 => VisionEncoder::ResNet(ResNet::new(18, cfg.stem, cfg.width, device)),
             Arch::Resnet34 => VisionEncoder::ResNet(ResNet::new(34, cfg.stem, cfg.width, device)),
             Arch::Resnet50 => VisionEncoder::ResNet(ResNet::new(50, cfg.stem, cfg.width, device)),

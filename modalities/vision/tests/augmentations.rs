@@ -10,10 +10,18 @@ fn gradient_image(w: usize, h: usize) -> Image {
     let mut data = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         for x in 0..w {
-            data.extend_from_slice(&[x as f32 / (w - 1) as f32, y as f32 / (h - 1) as f32, ((x + y) % 7) as f32 / 6.0]);
+            data.extend_from_slice(&[
+                x as f32 / (w - 1) as f32,
+                y as f32 / (h - 1) as f32,
+                ((x + y) % 7) as f32 / 6.0,
+            ]);
         }
     }
-    Image { width: w, height: h, data }
+    Image {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 fn rng(seed: u64) -> StdRng {
@@ -34,7 +42,11 @@ fn default_pipelines() -> (Vec<VisionOp>, Vec<VisionOp>) {
     struct Cfg {
         augment: Aug,
     }
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/vision/cifar10-quick.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/vision/cifar10-quick.toml"
+    ))
+    .unwrap();
     let table: toml::Table = text.parse().unwrap();
     let mut t = toml::Table::new();
     t.insert("augment".into(), table["augment"].clone());
@@ -45,22 +57,40 @@ fn default_pipelines() -> (Vec<VisionOp>, Vec<VisionOp>) {
 #[test]
 fn random_resized_crop_shape_range_and_full_area_identity() {
     let img = gradient_image(40, 30);
-    let op = RandomResizedCrop { size: 32, scale: [0.08, 1.0], ratio: [0.75, 4.0 / 3.0], interpolation: Interpolation::Bicubic };
+    let op = RandomResizedCrop {
+        size: 32,
+        scale: [0.08, 1.0],
+        ratio: [0.75, 4.0 / 3.0],
+        interpolation: Interpolation::Bicubic,
+    };
     op.validate().unwrap();
     for s in 0..20 {
         let out = op.apply(img.clone(), &mut rng(s));
-        assert_eq!((out.width, out.height, out.data.len()), (32, 32, 32 * 32 * 3));
+        assert_eq!(
+            (out.width, out.height, out.data.len()),
+            (32, 32, 32 * 32 * 3)
+        );
         assert!(in_unit_range(&out));
     }
     // The whole image at its own size is the identity.
     let square = gradient_image(32, 32);
-    let full = RandomResizedCrop { size: 32, scale: [1.0, 1.0], ratio: [1.0, 1.0], interpolation: Interpolation::Bicubic };
+    let full = RandomResizedCrop {
+        size: 32,
+        scale: [1.0, 1.0],
+        ratio: [1.0, 1.0],
+        interpolation: Interpolation::Bicubic,
+    };
     let out = full.apply(square.clone(), &mut rng(0));
     for (a, b) in out.data.iter().zip(&square.data) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
     // Sampled boxes respect the area and ratio bounds (when the first try fits).
-    let op = RandomResizedCrop { size: 8, scale: [0.25, 0.5], ratio: [1.0, 1.0], interpolation: Interpolation::Bilinear };
+    let op = RandomResizedCrop {
+        size: 8,
+        scale: [0.25, 0.5],
+        ratio: [1.0, 1.0],
+        interpolation: Interpolation::Bilinear,
+    };
     for s in 0..50 {
         let (l, t, w, h) = op.sample_box(100, 100, &mut rng(s));
         assert!(l + w <= 100 && t + h <= 100);
@@ -73,10 +103,30 @@ fn random_resized_crop_shape_range_and_full_area_identity() {
 #[test]
 fn crop_validation_rejects_bad_parameters() {
     let bad = [
-        RandomResizedCrop { size: 0, scale: [0.08, 1.0], ratio: [0.75, 1.33], interpolation: Interpolation::Bicubic },
-        RandomResizedCrop { size: 32, scale: [0.9, 0.1], ratio: [0.75, 1.33], interpolation: Interpolation::Bicubic },
-        RandomResizedCrop { size: 32, scale: [0.08, 1.5], ratio: [0.75, 1.33], interpolation: Interpolation::Bicubic },
-        RandomResizedCrop { size: 32, scale: [0.08, 1.0], ratio: [0.0, 1.33], interpolation: Interpolation::Bicubic },
+        RandomResizedCrop {
+            size: 0,
+            scale: [0.08, 1.0],
+            ratio: [0.75, 1.33],
+            interpolation: Interpolation::Bicubic,
+        },
+        RandomResizedCrop {
+            size: 32,
+            scale: [0.9, 0.1],
+            ratio: [0.75, 1.33],
+            interpolation: Interpolation::Bicubic,
+        },
+        RandomResizedCrop {
+            size: 32,
+            scale: [0.08, 1.5],
+            ratio: [0.75, 1.33],
+            interpolation: Interpolation::Bicubic,
+        },
+        RandomResizedCrop {
+            size: 32,
+            scale: [0.08, 1.0],
+            ratio: [0.0, 1.33],
+            interpolation: Interpolation::Bicubic,
+        },
     ];
     for op in bad {
         assert!(op.validate().is_err(), "{op:?}");
@@ -91,13 +141,20 @@ fn flip_known_values_and_involution() {
     assert_eq!(out.pixel(0, 1), img.pixel(4, 1));
     assert_eq!(out.pixel(2, 2), img.pixel(2, 2));
     assert_eq!(always.apply(out, &mut rng(0)), img);
-    assert_eq!(HorizontalFlip { p: 0.0 }.apply(img.clone(), &mut rng(0)), img);
+    assert_eq!(
+        HorizontalFlip { p: 0.0 }.apply(img.clone(), &mut rng(0)),
+        img
+    );
     assert!(HorizontalFlip { p: 1.1 }.validate().is_err());
 }
 
 #[test]
 fn grayscale_and_solarize_exact_values() {
-    let img = Image { width: 2, height: 1, data: vec![1.0, 0.0, 0.0, 0.2, 0.6, 0.9] };
+    let img = Image {
+        width: 2,
+        height: 1,
+        data: vec![1.0, 0.0, 0.0, 0.2, 0.6, 0.9],
+    };
     let g = Grayscale {}.apply(img.clone(), &mut rng(0));
     assert_eq!(g.pixel(0, 0), [0.299, 0.299, 0.299]);
     let l = 0.299 * 0.2 + 0.587 * 0.6 + 0.114 * 0.9;
@@ -110,9 +167,19 @@ fn grayscale_and_solarize_exact_values() {
 #[test]
 fn color_jitter_range_identity_and_validation() {
     let img = gradient_image(16, 16);
-    let none = ColorJitter { brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.0 };
+    let none = ColorJitter {
+        brightness: 0.0,
+        contrast: 0.0,
+        saturation: 0.0,
+        hue: 0.0,
+    };
     assert_eq!(none.apply(img.clone(), &mut rng(1)), img);
-    let paper = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
+    let paper = ColorJitter {
+        brightness: 0.4,
+        contrast: 0.4,
+        saturation: 0.2,
+        hue: 0.1,
+    };
     paper.validate().unwrap();
     let mut changed = 0;
     for s in 0..20 {
@@ -125,9 +192,24 @@ fn color_jitter_range_identity_and_validation() {
     }
     assert!(changed >= 19);
     for bad in [
-        ColorJitter { brightness: -0.1, contrast: 0.0, saturation: 0.0, hue: 0.0 },
-        ColorJitter { brightness: 0.0, contrast: 1.5, saturation: 0.0, hue: 0.0 },
-        ColorJitter { brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.6 },
+        ColorJitter {
+            brightness: -0.1,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+        },
+        ColorJitter {
+            brightness: 0.0,
+            contrast: 1.5,
+            saturation: 0.0,
+            hue: 0.0,
+        },
+        ColorJitter {
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.6,
+        },
     ] {
         assert!(bad.validate().is_err());
     }
@@ -135,12 +217,26 @@ fn color_jitter_range_identity_and_validation() {
 
 #[test]
 fn hue_rotation_and_brightness_known_values() {
-    let mut red = Image { width: 1, height: 1, data: vec![1.0, 0.0, 0.0] };
+    let mut red = Image {
+        width: 1,
+        height: 1,
+        data: vec![1.0, 0.0, 0.0],
+    };
     adjust_hue_third(&mut red);
-    assert!((red.data[0]).abs() < 1e-5 && (red.data[1] - 1.0).abs() < 1e-5 && red.data[2].abs() < 1e-5, "{:?}", red.data);
-    let mut img = Image { width: 1, height: 1, data: vec![0.2, 0.5, 0.8] };
+    assert!(
+        (red.data[0]).abs() < 1e-5 && (red.data[1] - 1.0).abs() < 1e-5 && red.data[2].abs() < 1e-5,
+        "{:?}",
+        red.data
+    );
+    let mut img = Image {
+        width: 1,
+        height: 1,
+        data: vec![0.2, 0.5, 0.8],
+    };
     ssl_vision::augment::color::adjust_brightness(&mut img, 1.5);
-    assert!((img.data[0] - 0.3).abs() < 1e-6 && (img.data[1] - 0.75).abs() < 1e-6 && img.data[2] == 1.0);
+    assert!(
+        (img.data[0] - 0.3).abs() < 1e-6 && (img.data[1] - 0.75).abs() < 1e-6 && img.data[2] == 1.0
+    );
 }
 
 fn adjust_hue_third(img: &mut Image) {
@@ -150,34 +246,77 @@ fn adjust_hue_third(img: &mut Image) {
 #[test]
 fn blur_preserves_constants_and_smooths() {
     let flat = Image::filled(9, 9, 0.4);
-    let op = GaussianBlur { kernel_size: 3, sigma: [0.1, 2.0] };
+    let op = GaussianBlur {
+        kernel_size: 3,
+        sigma: [0.1, 2.0],
+    };
     op.validate().unwrap();
     let out = op.apply(flat.clone(), &mut rng(3));
     assert!(out.data.iter().all(|v| (v - 0.4).abs() < 1e-6));
     let mut dot = Image::filled(9, 9, 0.0);
     dot.data[(4 * 9 + 4) * 3] = 1.0;
-    let out = GaussianBlur { kernel_size: 5, sigma: [1.0, 1.0] }.apply(dot, &mut rng(0));
+    let out = GaussianBlur {
+        kernel_size: 5,
+        sigma: [1.0, 1.0],
+    }
+    .apply(dot, &mut rng(0));
     let center = out.data[(4 * 9 + 4) * 3];
     let side = out.data[(4 * 9 + 5) * 3];
     assert!(center < 1.0 && side > 0.0 && center > side);
     let total: f32 = out.data.iter().step_by(3).sum();
-    assert!((total - 1.0).abs() < 1e-5, "blur keeps mass away from borders: {total}");
-    assert!(GaussianBlur { kernel_size: 4, sigma: [0.1, 2.0] }.validate().is_err());
-    assert!(GaussianBlur { kernel_size: 3, sigma: [2.0, 0.1] }.validate().is_err());
+    assert!(
+        (total - 1.0).abs() < 1e-5,
+        "blur keeps mass away from borders: {total}"
+    );
+    assert!(
+        GaussianBlur {
+            kernel_size: 4,
+            sigma: [0.1, 2.0]
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(
+        GaussianBlur {
+            kernel_size: 3,
+            sigma: [2.0, 0.1]
+        }
+        .validate()
+        .is_err()
+    );
 }
 
 #[test]
 fn normalize_known_values_and_validation() {
-    let img = Image { width: 1, height: 1, data: vec![0.5, 0.5, 0.5] };
-    let out = Normalize { mean: [0.5, 0.25, 0.0], std: [0.5, 0.25, 0.5] }.apply(img, &mut rng(0));
+    let img = Image {
+        width: 1,
+        height: 1,
+        data: vec![0.5, 0.5, 0.5],
+    };
+    let out = Normalize {
+        mean: [0.5, 0.25, 0.0],
+        std: [0.5, 0.25, 0.5],
+    }
+    .apply(img, &mut rng(0));
     assert_eq!(out.data, vec![0.0, 1.0, 1.0]);
-    assert!(Normalize { mean: [0.5; 3], std: [0.0, 1.0, 1.0] }.validate().is_err());
+    assert!(
+        Normalize {
+            mean: [0.5; 3],
+            std: [0.0, 1.0, 1.0]
+        }
+        .validate()
+        .is_err()
+    );
 }
 
 #[test]
 fn resize_and_center_crop_shapes() {
     let img = gradient_image(40, 20);
-    let r = Resize { size: 10, interpolation: Interpolation::Bilinear }.apply(img.clone(), &mut rng(0));
+    let r = Resize {
+        size: 10,
+        interpolation: Interpolation::Bilinear,
+    }
+    .apply(img.clone(), &mut rng(0));
     assert_eq!((r.width, r.height), (20, 10));
     let c = CenterCrop { size: 16 }.apply(img.clone(), &mut rng(0));
     assert_eq!((c.width, c.height), (16, 16));
@@ -193,7 +332,11 @@ fn default_pipelines_are_seeded_deterministic_and_views_differ() {
     let a = v1.apply(img.clone(), &mut rng(7));
     let b = v1.apply(img.clone(), &mut rng(7));
     assert_eq!(a, b, "same seed, same output");
-    assert_ne!(a, v1.apply(img.clone(), &mut rng(8)), "another seed, another output");
+    assert_ne!(
+        a,
+        v1.apply(img.clone(), &mut rng(8)),
+        "another seed, another output"
+    );
     assert_eq!((a.width, a.height), (32, 32));
     let c = v2.apply(img, &mut rng(7));
     assert_ne!(a, c);
@@ -205,8 +348,12 @@ fn pipelines_round_trip_through_toml_and_json() {
     let json = serde_json::to_string(&v1).unwrap();
     let back: Vec<VisionOp> = serde_json::from_str(&json).unwrap();
     assert_eq!(serde_json::to_string(&back).unwrap(), json);
-    let err = serde_json::from_str::<Vec<VisionOp>>(r#"[{"type": "Sharpen"}]"#).unwrap_err().to_string();
+    let err = serde_json::from_str::<Vec<VisionOp>>(r#"[{"type": "Sharpen"}]"#)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Sharpen"), "{err}");
-    let err = serde_json::from_str::<Vec<VisionOp>>(r#"[{"type": "Solarize", "threshhold": 0.5}]"#).unwrap_err().to_string();
+    let err = serde_json::from_str::<Vec<VisionOp>>(r#"[{"type": "Solarize", "threshhold": 0.5}]"#)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("threshhold"), "{err}");
 }

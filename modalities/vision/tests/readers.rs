@@ -7,7 +7,10 @@ use std::path::Path;
 
 #[test]
 fn image_folder_reads_real_cifar_jpegs() {
-    let Some(dir) = ssl_test_support::cifar_slice("image_folder_reads_real_cifar_jpegs", 20, 5) else { return };
+    let Some(dir) = ssl_test_support::cifar_slice("image_folder_reads_real_cifar_jpegs", 20, 5)
+    else {
+        return;
+    };
     let d = readers::load(&dir, Format::Auto).unwrap();
     assert_eq!(d.train.len(), 200);
     assert_eq!(d.test.len(), 50);
@@ -16,12 +19,21 @@ fn image_folder_reads_real_cifar_jpegs() {
     assert_eq!(ls.classes.len(), 10);
     assert_eq!(ls.classes[0], "airplane");
     assert!((0..10).all(|c| ls.labels.iter().filter(|&&l| l == c).count() == 20));
-    assert!(d.train.items.iter().all(|i| i.width == 32 && i.height == 32 && i.pixels.len() == 3072));
+    assert!(
+        d.train
+            .items
+            .iter()
+            .all(|i| i.width == 32 && i.height == 32 && i.pixels.len() == 3072)
+    );
 }
 
 #[test]
 fn image_folder_skips_and_counts_corrupt_files() {
-    let Some(src) = ssl_test_support::cifar_slice("image_folder_skips_and_counts_corrupt_files", 20, 5) else { return };
+    let Some(src) =
+        ssl_test_support::cifar_slice("image_folder_skips_and_counts_corrupt_files", 20, 5)
+    else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     for split in ["train", "test"] {
         for class in std::fs::read_dir(src.join(split)).unwrap() {
@@ -35,7 +47,15 @@ fn image_folder_skips_and_counts_corrupt_files() {
         }
     }
     let cat = tmp.path().join("train/cat");
-    let good = std::fs::read(std::fs::read_dir(&cat).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let good = std::fs::read(
+        std::fs::read_dir(&cat)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
     std::fs::write(cat.join("truncated.jpg"), &good[..good.len() / 3]).unwrap();
     std::fs::write(cat.join("garbage.jpg"), b"this is not a JPEG at all").unwrap();
     std::fs::write(cat.join("empty.png"), b"").unwrap();
@@ -48,9 +68,13 @@ fn image_folder_skips_and_counts_corrupt_files() {
     std::fs::create_dir_all(empty.path().join("train/a")).unwrap();
     std::fs::create_dir_all(empty.path().join("test/a")).unwrap();
     std::fs::write(empty.path().join("train/a/x.jpg"), b"junk").unwrap();
-    let e = readers::load(empty.path(), Format::ImageFolder).unwrap_err().to_string();
+    let e = readers::load(empty.path(), Format::ImageFolder)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no readable"), "{e}");
-    let e = readers::load(&tmp.path().join("nope"), Format::Auto).unwrap_err().to_string();
+    let e = readers::load(&tmp.path().join("nope"), Format::Auto)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope"), "{e}");
 }
 
@@ -63,7 +87,9 @@ fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
 fn write_cifar10(dir: &Path, per_file: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for name in ["data_batch_1.bin", "data_batch_2.bin", "test_batch.bin"] {
-        let bytes: Vec<u8> = (0..per_file).flat_map(|i| cifar_record((i % 10) as u8, i as u8)).collect();
+        let bytes: Vec<u8> = (0..per_file)
+            .flat_map(|i| cifar_record((i % 10) as u8, i as u8))
+            .collect();
         std::fs::write(dir.join(name), bytes).unwrap();
     }
 }
@@ -81,26 +107,49 @@ fn cifar_binary_reads_planes_and_rejects_partial_records() {
     let mut bytes = std::fs::read(tmp.path().join("test_batch.bin")).unwrap();
     bytes.truncate(bytes.len() - 100);
     std::fs::write(tmp.path().join("test_batch.bin"), bytes).unwrap();
-    let e = readers::load(tmp.path(), Format::CifarBinary).unwrap_err().to_string();
-    assert!(e.contains("test_batch.bin") && e.contains("whole number"), "{e}");
+    let e = readers::load(tmp.path(), Format::CifarBinary)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("test_batch.bin") && e.contains("whole number"),
+        "{e}"
+    );
     let bad_label = cifar_record(12, 0);
-    let e = cifar_binary::parse(Path::new("x.bin"), &bad_label, 1, 10).unwrap_err().to_string();
+    let e = cifar_binary::parse(Path::new("x.bin"), &bad_label, 1, 10)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("label 12"), "{e}");
 }
 
 #[test]
 fn idx_reads_real_fashion_mnist_and_rejects_bad_headers() {
-    let Some(data) = ssl_test_support::shared_data("idx_reads_real_fashion_mnist_and_rejects_bad_headers") else { return };
+    let Some(data) =
+        ssl_test_support::shared_data("idx_reads_real_fashion_mnist_and_rejects_bad_headers")
+    else {
+        return;
+    };
     let d = readers::load(&data.join("fashion-mnist"), Format::Auto).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (60000, 10000));
     assert_eq!((d.train.items[0].width, d.train.items[0].height), (28, 28));
     assert_eq!(d.train.label_sets[0].classes.len(), 10);
     let mut header = vec![0, 0, 8, 1, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
-    assert!(idx::parse_images(Path::new("x"), &header).unwrap_err().to_string().contains("magic"));
+    assert!(
+        idx::parse_images(Path::new("x"), &header)
+            .unwrap_err()
+            .to_string()
+            .contains("magic")
+    );
     header[3] = 3;
-    let e = idx::parse_images(Path::new("imgs"), &header).unwrap_err().to_string();
+    let e = idx::parse_images(Path::new("imgs"), &header)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("imgs") && e.contains("2 images"), "{e}");
-    assert!(idx::parse_labels(Path::new("l"), &[0, 0, 8, 1, 0, 0, 0, 5, 1]).unwrap_err().to_string().contains("5 labels"));
+    assert!(
+        idx::parse_labels(Path::new("l"), &[0, 0, 8, 1, 0, 0, 0, 5, 1])
+            .unwrap_err()
+            .to_string()
+            .contains("5 labels")
+    );
     assert!(idx::parse_images(Path::new("x"), &[]).is_err());
 }
 
@@ -120,7 +169,10 @@ fn serve(body: Vec<u8>, n: usize) -> String {
                 }
                 req.extend_from_slice(&buf[..k]);
             }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             s.write_all(head.as_bytes()).unwrap();
             s.write_all(&body).unwrap();
         }
@@ -130,7 +182,10 @@ fn serve(body: Vec<u8>, n: usize) -> String {
 
 fn md5_hex(bytes: &[u8]) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -141,24 +196,49 @@ fn download_checks_md5_and_unpacks_from_a_local_server() {
     {
         let gz = flate2::write::GzEncoder::new(&mut archive, flate2::Compression::fast());
         let mut tar = tar::Builder::new(gz);
-        tar.append_dir_all("cifar-10-batches-bin", src.path().join("cifar-10-batches-bin")).unwrap();
+        tar.append_dir_all(
+            "cifar-10-batches-bin",
+            src.path().join("cifar-10-batches-bin"),
+        )
+        .unwrap();
         tar.into_inner().unwrap().finish().unwrap();
     }
     let md5 = md5_hex(&archive);
     let url = serve(archive, 2);
     let dest = tempfile::tempdir().unwrap();
-    let out = ssl_vision::download::download_and_extract(&url, &md5, &dest.path().join("cifar10"), false).unwrap();
+    let out =
+        ssl_vision::download::download_and_extract(&url, &md5, &dest.path().join("cifar10"), false)
+            .unwrap();
     let d = readers::load(&out, Format::Auto).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (6, 3));
     // A checksum mismatch deletes the file and says so.
     let other = dest.path().join("bad");
-    let e = ssl_vision::download::download_and_extract(&url, "00000000000000000000000000000000", &other, false).unwrap_err().to_string();
+    let e = ssl_vision::download::download_and_extract(
+        &url,
+        "00000000000000000000000000000000",
+        &other,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("MD5"), "{e}");
-    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0, "nothing left behind");
+    assert_eq!(
+        std::fs::read_dir(&other).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
     // No server: an error that says what to do offline.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let e = ssl_vision::download::download_and_extract(&format!("http://{closed}/x.tar.gz"), &md5, &dest.path().join("off"), false)
-        .unwrap_err()
-        .to_string();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let e = ssl_vision::download::download_and_extract(
+        &format!("http://{closed}/x.tar.gz"),
+        &md5,
+        &dest.path().join("off"),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--data"), "{e}");
 }

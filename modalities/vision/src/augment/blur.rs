@@ -20,7 +20,9 @@ pub struct GaussianBlur {
 /// The normalized 1-D Gaussian kernel of `size` taps.
 pub fn gaussian_kernel(size: usize, sigma: f64) -> Vec<f32> {
     let half = (size / 2) as f64;
-    let mut k: Vec<f64> = (0..size).map(|i| (-((i as f64 - half).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let mut k: Vec<f64> = (0..size)
+        .map(|i| (-((i as f64 - half).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let sum: f64 = k.iter().sum();
     k.iter_mut().for_each(|v| *v /= sum);
     k.into_iter().map(|v| v as f32).collect()
@@ -71,7 +73,11 @@ pub fn blur_separable(img: &Image, k: &[f32]) -> Image {
             }
         }
     }
-    Image { width: w, height: h, data }
+    Image {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 impl Augmentation<Image> for GaussianBlur {
@@ -80,12 +86,21 @@ impl Augmentation<Image> for GaussianBlur {
     }
     fn validate(&self) -> Result<(), AugmentationError> {
         if self.kernel_size == 0 || self.kernel_size % 2 == 0 || self.kernel_size > 255 {
-            return Err(AugmentationError::new("GaussianBlur", "kernel_size", self.kernel_size, "an odd integer in [1, 255]"));
+            return Err(AugmentationError::new(
+                "GaussianBlur",
+                "kernel_size",
+                self.kernel_size,
+                "an odd integer in [1, 255]",
+            ));
         }
         check_interval("GaussianBlur", "sigma", self.sigma, 1e-3, 100.0)
     }
     fn apply(&self, img: Image, rng: &mut StdRng) -> Image {
-        let sigma = if self.sigma[1] > self.sigma[0] { rng.random_range(self.sigma[0]..=self.sigma[1]) } else { self.sigma[0] };
+        let sigma = if self.sigma[1] > self.sigma[0] {
+            rng.random_range(self.sigma[0]..=self.sigma[1])
+        } else {
+            self.sigma[0]
+        };
         if self.kernel_size == 1 {
             return img;
         }

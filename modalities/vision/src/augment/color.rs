@@ -25,15 +25,24 @@ pub struct ColorJitter {
 
 /// Multiplies every value by `f`, clamped to `[0, 1]`.
 pub fn adjust_brightness(img: &mut Image, f: f32) {
-    img.data.iter_mut().for_each(|v| *v = (*v * f).clamp(0.0, 1.0));
+    img.data
+        .iter_mut()
+        .for_each(|v| *v = (*v * f).clamp(0.0, 1.0));
 }
 
 /// Blends with the image's mean luma: `f * x + (1 - f) * mean`, clamped.
 pub fn adjust_contrast(img: &mut Image, f: f32) {
     let n = (img.width * img.height).max(1) as f32;
-    let mean = img.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).sum::<f32>() / n;
+    let mean = img
+        .data
+        .chunks_exact(3)
+        .map(|p| luma(p[0], p[1], p[2]))
+        .sum::<f32>()
+        / n;
     let offset = (1.0 - f) * mean;
-    img.data.iter_mut().for_each(|v| *v = (f * *v + offset).clamp(0.0, 1.0));
+    img.data
+        .iter_mut()
+        .for_each(|v| *v = (f * *v + offset).clamp(0.0, 1.0));
 }
 
 /// Blends each pixel with its luma: `f * x + (1 - f) * luma(x)`, clamped.

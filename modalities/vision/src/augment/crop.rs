@@ -26,23 +26,48 @@ thread_local! {
 
 /// Resamples the box `(left, top, width, height)` (pixels, fractional allowed) of `img` to
 /// `out_w x out_h` with antialiasing (fast_image_resize, SIMD).
-pub fn crop_resize(img: &Image, left: f64, top: f64, width: f64, height: f64, out_w: usize, out_h: usize, filter: Interpolation) -> Image {
-    let src = TypedImageRef::<F32x3>::from_buffer(img.width as u32, img.height as u32, bytemuck::cast_slice(&img.data))
-        .expect("image buffer matches its size");
+pub fn crop_resize(
+    img: &Image,
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+    out_w: usize,
+    out_h: usize,
+    filter: Interpolation,
+) -> Image {
+    let src = TypedImageRef::<F32x3>::from_buffer(
+        img.width as u32,
+        img.height as u32,
+        bytemuck::cast_slice(&img.data),
+    )
+    .expect("image buffer matches its size");
     let mut out = vec![0f32; out_w * out_h * 3];
     {
-        let mut dst = TypedImage::<F32x3>::from_buffer(out_w as u32, out_h as u32, bytemuck::cast_slice_mut(&mut out))
-            .expect("output buffer matches its size");
+        let mut dst = TypedImage::<F32x3>::from_buffer(
+            out_w as u32,
+            out_h as u32,
+            bytemuck::cast_slice_mut(&mut out),
+        )
+        .expect("output buffer matches its size");
         let filter = match filter {
             Interpolation::Bicubic => FilterType::CatmullRom,
             Interpolation::Bilinear => FilterType::Bilinear,
         };
-        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(filter)).crop(left, top, width, height);
-        RESIZER.with(|r| r.borrow_mut().resize_typed(&src, &mut dst, &opts)).expect("resize of a valid crop");
+        let opts = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(filter))
+            .crop(left, top, width, height);
+        RESIZER
+            .with(|r| r.borrow_mut().resize_typed(&src, &mut dst, &opts))
+            .expect("resize of a valid crop");
     }
     // Bicubic overshoots at edges; keep values in range.
     out.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
-    Image { width: out_w, height: out_h, data: out }
+    Image {
+        width: out_w,
+        height: out_h,
+        data: out,
+    }
 }
 
 /// Crops a random area and aspect ratio, then resizes to `size x size` (paper, Table 6;
@@ -78,7 +103,11 @@ impl RandomResizedCrop {
         let (lr0, lr1) = (self.ratio[0].ln(), self.ratio[1].ln());
         for _ in 0..10 {
             let target = area * rng.random_range(self.scale[0]..=self.scale[1]);
-            let ratio = if lr1 > lr0 { rng.random_range(lr0..=lr1).exp() } else { self.ratio[0] };
+            let ratio = if lr1 > lr0 {
+                rng.random_range(lr0..=lr1).exp()
+            } else {
+                self.ratio[0]
+            };
             let cw = (target * ratio).sqrt().round() as usize;
             let ch = (target / ratio).sqrt().round() as usize;
             if cw > 0 && ch > 0 && cw <= w && ch <= h {
@@ -105,14 +134,28 @@ impl Augmentation<Image> for RandomResizedCrop {
     }
     fn validate(&self) -> Result<(), AugmentationError> {
         if self.size == 0 || self.size > 4096 {
-            return Err(AugmentationError::new("RandomResizedCrop", "size", self.size, "an integer in [1, 4096]"));
+            return Err(AugmentationError::new(
+                "RandomResizedCrop",
+                "size",
+                self.size,
+                "an integer in [1, 4096]",
+            ));
         }
         check_interval("RandomResizedCrop", "scale", self.scale, 1e-4, 1.0)?;
         check_interval("RandomResizedCrop", "ratio", self.ratio, 1e-2, 1e2)
     }
     fn apply(&self, img: Image, rng: &mut StdRng) -> Image {
         let (l, t, cw, ch) = self.sample_box(img.width, img.height, rng);
-        crop_resize(&img, l as f64, t as f64, cw as f64, ch as f64, self.size, self.size, self.interpolation)
+        crop_resize(
+            &img,
+            l as f64,
+            t as f64,
+            cw as f64,
+            ch as f64,
+            self.size,
+            self.size,
+            self.interpolation,
+        )
     }
 }
 
@@ -136,21 +179,41 @@ impl Augmentation<Image> for Resize {
     }
     fn validate(&self) -> Result<(), AugmentationError> {
         if self.size == 0 || self.size > 8192 {
-            return Err(AugmentationError::new("Resize", "size", self.size, "an integer in [1, 8192]"));
+            return Err(AugmentationError::new(
+                "Resize",
+                "size",
+                self.size,
+                "an integer in [1, 8192]",
+            ));
         }
         Ok(())
     }
     fn apply(&self, img: Image, _: &mut StdRng) -> Image {
         let (w, h) = (img.width, img.height);
         let (ow, oh) = if w <= h {
-            (self.size, ((h as f64 * self.size as f64 / w as f64).round() as usize).max(1))
+            (
+                self.size,
+                ((h as f64 * self.size as f64 / w as f64).round() as usize).max(1),
+            )
         } else {
-            (((w as f64 * self.size as f64 / h as f64).round() as usize).max(1), self.size)
+            (
+                ((w as f64 * self.size as f64 / h as f64).round() as usize).max(1),
+                self.size,
+            )
         };
         if (ow, oh) == (w, h) {
             return img;
         }
-        crop_resize(&img, 0.0, 0.0, w as f64, h as f64, ow, oh, self.interpolation)
+        crop_resize(
+            &img,
+            0.0,
+            0.0,
+            w as f64,
+            h as f64,
+            ow,
+            oh,
+            self.interpolation,
+        )
     }
 }
 
@@ -171,20 +234,37 @@ impl Augmentation<Image> for CenterCrop {
     }
     fn validate(&self) -> Result<(), AugmentationError> {
         if self.size == 0 || self.size > 8192 {
-            return Err(AugmentationError::new("CenterCrop", "size", self.size, "an integer in [1, 8192]"));
+            return Err(AugmentationError::new(
+                "CenterCrop",
+                "size",
+                self.size,
+                "an integer in [1, 8192]",
+            ));
         }
         Ok(())
     }
     fn apply(&self, img: Image, rng: &mut StdRng) -> Image {
         let s = self.size;
-        let img = if img.width < s || img.height < s { Resize { size: s, interpolation: Interpolation::Bicubic }.apply(img, rng) } else { img };
+        let img = if img.width < s || img.height < s {
+            Resize {
+                size: s,
+                interpolation: Interpolation::Bicubic,
+            }
+            .apply(img, rng)
+        } else {
+            img
+        };
         let (l, t) = ((img.width - s) / 2, (img.height - s) / 2);
         let mut data = Vec::with_capacity(s * s * 3);
         for y in t..t + s {
             let start = (y * img.width + l) * 3;
             data.extend_from_slice(&img.data[start..start + s * 3]);
         }
-        Image { width: s, height: s, data }
+        Image {
+            width: s,
+            height: s,
+            data,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ mod normalize;
 
 pub use blur::GaussianBlur;
 pub use color::{ColorJitter, Grayscale, Solarize};
-pub use crop::{CenterCrop, RandomResizedCrop, Resize, Interpolation};
+pub use crop::{CenterCrop, Interpolation, RandomResizedCrop, Resize};
 pub use flip::HorizontalFlip;
 pub use normalize::Normalize;
 

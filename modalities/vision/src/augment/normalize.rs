@@ -19,11 +19,25 @@ impl Augmentation<Image> for Normalize {
         "Normalize"
     }
     fn validate(&self) -> Result<(), AugmentationError> {
-        if !self.mean.iter().all(|m| m.is_finite() && (0.0..=1.0).contains(m)) {
-            return Err(AugmentationError::new("Normalize", "mean", self.mean, "three numbers in [0, 1]"));
+        if !self
+            .mean
+            .iter()
+            .all(|m| m.is_finite() && (0.0..=1.0).contains(m))
+        {
+            return Err(AugmentationError::new(
+                "Normalize",
+                "mean",
+                self.mean,
+                "three numbers in [0, 1]",
+            ));
         }
         if !self.std.iter().all(|s| s.is_finite() && *s > 0.0) {
-            return Err(AugmentationError::new("Normalize", "std", self.std, "three numbers > 0"));
+            return Err(AugmentationError::new(
+                "Normalize",
+                "std",
+                self.std,
+                "three numbers > 0",
+            ));
         }
         Ok(())
     }

@@ -120,7 +120,12 @@ impl ResNet {
             Stem::Cifar => (conv(3, width, 3, 1, device), None),
             Stem::Imagenet => (
                 conv(3, width, 7, 2, device),
-                Some(MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init()),
+                Some(
+                    MaxPool2dConfig::new([3, 3])
+                        .with_strides([2, 2])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .init(),
+                ),
             ),
         };
         let mut blocks = Vec::new();
@@ -130,8 +135,10 @@ impl ResNet {
             for i in 0..n {
                 let stride = if i == 0 && stage > 0 { 2 } else { 1 };
                 let cout = planes * expansion;
-                let downsample = (stride != 1 || cin != cout)
-                    .then(|| Downsample { conv: conv(cin, cout, 1, stride, device), bn: BatchNormConfig::new(cout).init(device) });
+                let downsample = (stride != 1 || cin != cout).then(|| Downsample {
+                    conv: conv(cin, cout, 1, stride, device),
+                    bn: BatchNormConfig::new(cout).init(device),
+                });
                 let block = if bottleneck {
                     Block::Bottleneck(Bottleneck {
                         conv1: conv(cin, planes, 1, 1, device),
@@ -157,12 +164,21 @@ impl ResNet {
                 cin = cout;
             }
         }
-        Self { stem_conv, stem_bn: BatchNormConfig::new(width).init(device), max_pool, blocks, relu: Relu::new(), out_dim: cin }
+        Self {
+            stem_conv,
+            stem_bn: BatchNormConfig::new(width).init(device),
+            max_pool,
+            blocks,
+            relu: Relu::new(),
+            out_dim: cin,
+        }
     }
 
     /// `[batch, 3, h, w]` -> `[batch, dim]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.relu.forward(self.stem_bn.forward(self.stem_conv.forward(x)));
+        let mut x = self
+            .relu
+            .forward(self.stem_bn.forward(self.stem_conv.forward(x)));
         if let Some(p) = &self.max_pool {
             x = p.forward(x);
         }

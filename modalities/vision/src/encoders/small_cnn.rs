@@ -18,7 +18,11 @@ impl ConvBnRelu {
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .with_bias(false)
             .init(device);
-        Self { conv, bn: BatchNormConfig::new(cout).init(device), relu: Relu::new() }
+        Self {
+            conv,
+            bn: BatchNormConfig::new(cout).init(device),
+            relu: Relu::new(),
+        }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -48,7 +52,10 @@ impl SmallCnn {
                 b
             })
             .collect();
-        Self { blocks, out_dim: cin }
+        Self {
+            blocks,
+            out_dim: cin,
+        }
     }
 
     /// `[batch, 3, h, w]` -> `[batch, dim]`.

@@ -12,21 +12,42 @@ const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 /// # Errors
 /// [`DataError::Io`] or [`DataError::Corrupt`] naming the file.
 pub fn decode_file(path: &Path) -> Result<StoredImage, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    let img = image::load_from_memory(&bytes).map_err(|e| DataError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let img = image::load_from_memory(&bytes).map_err(|e| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let rgb = img.to_rgb8();
     if rgb.width() == 0 || rgb.height() == 0 {
-        return Err(DataError::Corrupt { path: path.to_path_buf(), reason: "empty image".into() });
+        return Err(DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "empty image".into(),
+        });
     }
-    Ok(StoredImage { width: rgb.width(), height: rgb.height(), pixels: rgb.into_raw() })
+    Ok(StoredImage {
+        width: rgb.width(),
+        height: rgb.height(),
+        pixels: rgb.into_raw(),
+    })
 }
 
 fn list_files(class_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(class_dir).map_err(|source| DataError::Io { path: class_dir.to_path_buf(), source })?;
+    let rd = std::fs::read_dir(class_dir).map_err(|source| DataError::Io {
+        path: class_dir.to_path_buf(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = rd
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -37,7 +58,10 @@ fn list_files(class_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 ///
 /// # Errors
 /// [`DataError`] when the folder cannot be listed.
-pub fn load_split(dir: &Path, classes: &[String]) -> Result<(Split<StoredImage>, usize), DataError> {
+pub fn load_split(
+    dir: &Path,
+    classes: &[String],
+) -> Result<(Split<StoredImage>, usize), DataError> {
     let mut jobs: Vec<(PathBuf, usize)> = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         let class_dir = dir.join(class);
@@ -45,11 +69,26 @@ pub fn load_split(dir: &Path, classes: &[String]) -> Result<(Split<StoredImage>,
             jobs.extend(list_files(&class_dir)?.into_iter().map(|p| (p, label)));
         }
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(16);
     let chunk = jobs.len().div_ceil(threads).max(1);
     let decoded: Vec<Vec<(Result<StoredImage, DataError>, usize)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|(p, l)| (decode_file(p), *l)).collect::<Vec<_>>())).collect();
-        handles.into_iter().map(|h| h.join().expect("decoder thread")).collect()
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(p, l)| (decode_file(p), *l))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("decoder thread"))
+            .collect()
     });
     let mut items = Vec::with_capacity(jobs.len());
     let mut labels = Vec::with_capacity(jobs.len());
@@ -68,7 +107,17 @@ pub fn load_split(dir: &Path, classes: &[String]) -> Result<(Split<StoredImage>,
             }
         }
     }
-    Ok((Split { items, label_sets: vec![LabelSet { name: "class".into(), classes: classes.to_vec(), labels }] }, skipped))
+    Ok((
+        Split {
+            items,
+            label_sets: vec![LabelSet {
+                name: "class".into(),
+                classes: classes.to_vec(),
+                labels,
+            }],
+        },
+        skipped,
+    ))
 }
 
 /// Reads `root/train` and `root/test` (or `root/val`).
@@ -77,25 +126,53 @@ pub fn load_split(dir: &Path, classes: &[String]) -> Result<(Split<StoredImage>,
 /// [`DataError::NoData`] when a split folder or class folders are missing, or no image decodes.
 pub fn load(root: &Path) -> Result<Datasets<StoredImage>, DataError> {
     let train_dir = root.join("train");
-    let test_dir = if root.join("test").is_dir() { root.join("test") } else { root.join("val") };
+    let test_dir = if root.join("test").is_dir() {
+        root.join("test")
+    } else {
+        root.join("val")
+    };
     for d in [&train_dir, &test_dir] {
         if !d.is_dir() {
-            return Err(DataError::NoData { path: d.clone(), reason: "missing split folder (expected train/ and test/ or val/)".into() });
+            return Err(DataError::NoData {
+                path: d.clone(),
+                reason: "missing split folder (expected train/ and test/ or val/)".into(),
+            });
         }
     }
-    let rd = std::fs::read_dir(&train_dir).map_err(|source| DataError::Io { path: train_dir.clone(), source })?;
-    let mut classes: Vec<String> = rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    let rd = std::fs::read_dir(&train_dir).map_err(|source| DataError::Io {
+        path: train_dir.clone(),
+        source,
+    })?;
+    let mut classes: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
     classes.sort();
     if classes.is_empty() {
-        return Err(DataError::NoData { path: train_dir, reason: "no class folders".into() });
+        return Err(DataError::NoData {
+            path: train_dir,
+            reason: "no class folders".into(),
+        });
     }
     let (train, s1) = load_split(&train_dir, &classes)?;
     let (test, s2) = load_split(&test_dir, &classes)?;
     for (split, dir) in [(&train, &train_dir), (&test, &test_dir)] {
         if split.is_empty() {
-            return Err(DataError::NoData { path: dir.clone(), reason: "no readable .jpg/.jpeg/.png images".into() });
+            return Err(DataError::NoData {
+                path: dir.clone(),
+                reason: "no readable .jpg/.jpeg/.png images".into(),
+            });
         }
     }
-    let name = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "image-folder".into());
-    Ok(Datasets { name, train, test, skipped: s1 + s2 })
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "image-folder".into());
+    Ok(Datasets {
+        name,
+        train,
+        test,
+        skipped: s1 + s2,
+    })
 }

@@ -34,11 +34,18 @@ pub enum Format {
 pub fn detect(root: &Path) -> Result<(Format, std::path::PathBuf), DataError> {
     let mut candidates = vec![root.to_path_buf()];
     if let Ok(rd) = std::fs::read_dir(root) {
-        let mut subs: Vec<_> = rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let mut subs: Vec<_> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         subs.sort();
         candidates.extend(subs);
     } else {
-        return Err(DataError::NoData { path: root.to_path_buf(), reason: "folder does not exist or cannot be read".into() });
+        return Err(DataError::NoData {
+            path: root.to_path_buf(),
+            reason: "folder does not exist or cannot be read".into(),
+        });
     }
     for dir in &candidates {
         if dir.join("train").is_dir() && (dir.join("test").is_dir() || dir.join("val").is_dir()) {

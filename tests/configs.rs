@@ -1,0 +1,36 @@
+//! Every shipped config parses and validates, and the compiled-in default is the file on disk.
+
+use ssl_framework::config::load_config_file;
+use ssl_vision::VisionModality;
+
+#[test]
+fn every_vision_config_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/vision");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg = load_config_file::<VisionModality>(&path, &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                !cfg.augment.view1.is_empty() && !cfg.augment.view2.is_empty(),
+                "{}",
+                path.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 4,
+        "expected the quick, cifar10, imagenet and imagenet-300ep configs"
+    );
+    let imagenet = load_config_file::<VisionModality>(&dir.join("imagenet.toml"), &[]).unwrap();
+    assert_eq!(
+        imagenet.train.batch_size * imagenet.train.accumulation_steps,
+        4096
+    );
+    assert_eq!(imagenet.byol.tau_base, 0.996);
+    assert_eq!(imagenet.optim.base_lr, 0.2);
+    assert_eq!(imagenet.optim.weight_decay, 1.5e-6);
+    assert_eq!(imagenet.train.epochs, 1000);
+}
