@@ -5,6 +5,7 @@ use anyhow::anyhow;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
+use ssl_audio::AudioModality;
 use ssl_framework::config::{ExperimentConfig, load_config};
 use ssl_framework::modality::Modality;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
@@ -15,6 +16,11 @@ use std::path::{Path, PathBuf};
 pub const VISION_DEFAULT: (&str, &str) = (
     "configs/vision/cifar10-quick.toml",
     include_str!("../configs/vision/cifar10-quick.toml"),
+);
+/// See [`VISION_DEFAULT`].
+pub const AUDIO_DEFAULT: (&str, &str) = (
+    "configs/audio/fsdd.toml",
+    include_str!("../configs/audio/fsdd.toml"),
 );
 
 #[derive(Parser)]
@@ -31,6 +37,7 @@ struct Cli {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ModalityName {
     Vision,
+    Audio,
 }
 
 #[derive(Subcommand)]
@@ -120,6 +127,38 @@ pub fn cache_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"))
         .join("ssl")
+}
+
+/// Finds the data folder of a dataset that cannot be downloaded: `--data` (a folder or a
+/// `.tar.gz`), then `$SSL_DATA_DIR/<dataset>` or `$SSL_DATA_DIR`, then the cache.
+fn resolve_local_data(explicit: Option<PathBuf>, dataset: &str) -> Result<PathBuf> {
+    if let Some(d) = explicit {
+        if is_archive(&d) {
+            return unpack_archive(&d);
+        }
+        if !d.is_dir() {
+            bail!(
+                "--data {}: not a folder (or a .tar.gz archive)",
+                d.display()
+            );
+        }
+        return Ok(d);
+    }
+    let mut tried = Vec::new();
+    if let Some(env) = std::env::var_os("SSL_DATA_DIR").map(PathBuf::from) {
+        tried.extend([env.join(dataset), env]);
+    }
+    tried.push(cache_dir().join(dataset));
+    tried.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no data for dataset `{dataset}` (looked in {}): pass --data DIR or ARCHIVE",
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// Finds the data folder of a vision dataset: `--data`, then `$SSL_DATA_DIR/<dataset>` or
@@ -265,6 +304,46 @@ fn print_table(report: &ssl_framework::train::RunReport) {
     );
 }
 
+/// What every modality's `train` takes from the command line.
+struct Common {
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    overrides: Vec<String>,
+    device: Device,
+    out: Option<PathBuf>,
+    resume: bool,
+    progress: bool,
+}
+
+fn run_train<M: Modality>(
+    modality: M,
+    default: (&str, &str),
+    c: Common,
+    resolve: impl FnOnce(Option<PathBuf>, &ExperimentConfig<M>) -> Result<PathBuf>,
+    dataset: impl Fn(&ExperimentConfig<M>) -> String,
+) -> Result<()> {
+    let name = modality.name();
+    let cfg = read_config::<M>(c.config.as_deref(), default, &c.overrides)?;
+    let data_root = resolve(c.data, &cfg)?;
+    let out_dir = c.out.unwrap_or_else(|| default_out(name, &dataset(&cfg)));
+    eprintln!(
+        "ssl train: {name}, data {}, output {}",
+        data_root.display(),
+        out_dir.display()
+    );
+    let opts = RunOptions {
+        out_dir: out_dir.clone(),
+        data_root,
+        device: c.device,
+        resume: c.resume,
+        progress: c.progress,
+    };
+    let report = train_and_evaluate(modality, cfg, &opts)?;
+    print_table(&report);
+    println!("results: {}", out_dir.join("results.json").display());
+    Ok(())
+}
+
 /// Runs the CLI.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
@@ -284,33 +363,31 @@ pub fn run() -> Result<()> {
                 overrides.push(format!("seed={s}"));
             }
             let device = parse_device(&device)?;
+            let common = Common {
+                config,
+                data,
+                overrides,
+                device,
+                out,
+                resume,
+                progress: !no_progress,
+            };
             match modality {
-                ModalityName::Vision => {
-                    let cfg = read_config::<VisionModality>(
-                        config.as_deref(),
-                        VISION_DEFAULT,
-                        &overrides,
-                    )?;
-                    let data_root = resolve_vision_data(data, &cfg.data.dataset)?;
-                    let out_dir = out.unwrap_or_else(|| default_out("vision", &cfg.data.dataset));
-                    eprintln!(
-                        "ssl train: vision, data {}, output {}",
-                        data_root.display(),
-                        out_dir.display()
-                    );
-                    let opts = RunOptions {
-                        out_dir: out_dir.clone(),
-                        data_root,
-                        device,
-                        resume,
-                        progress: !no_progress,
-                    };
-                    let report = train_and_evaluate(VisionModality, cfg, &opts)?;
-                    print_table(&report);
-                    println!("results: {}", out_dir.join("results.json").display());
-                }
+                ModalityName::Vision => run_train(
+                    VisionModality,
+                    VISION_DEFAULT,
+                    common,
+                    |d, cfg| resolve_vision_data(d, &cfg.data.dataset),
+                    |c| c.data.dataset.clone(),
+                ),
+                ModalityName::Audio => run_train(
+                    AudioModality::default(),
+                    AUDIO_DEFAULT,
+                    common,
+                    |d, cfg| resolve_local_data(d, &cfg.data.dataset),
+                    |c| c.data.dataset.clone(),
+                ),
             }
-            Ok(())
         }
         Command::Bench(args) => crate::bench::run(args),
     }

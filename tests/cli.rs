@@ -259,3 +259,64 @@ fn bad_input_gives_one_line_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn train_audio_on_fsdd_reports_digit_and_speaker_probes() {
+    let Some(root) = ssl_test_support::unpack_all(
+        "train_audio_on_fsdd_reports_digit_and_speaker_probes",
+        "fsdd-recordings.tar.gz",
+    ) else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let o = ssl(&[
+        "train",
+        "--modality",
+        "audio",
+        "--data",
+        root.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--no-progress",
+        "--set",
+        "data.train_subset=300",
+        "--set",
+        "data.test_subset=60",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=50",
+        "--set",
+        "eval.probe_epochs=3",
+        "--set",
+        "encoder.channels=8",
+        "--set",
+        "encoder.dim=64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["modality"], "audio");
+    assert_eq!(results["steps"], 6);
+    let labels: Vec<&str> = results["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["labels"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["digit", "digit", "speaker", "speaker"]);
+    let stats = &results["modality_state"]["normalization"];
+    assert!(
+        stats["std"].as_f64().unwrap() > 0.0,
+        "normalization statistics are reported: {stats}"
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("checkpoints/step-00000006/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        &state["modality_state"]["normalization"], stats,
+        "and stored with the checkpoint"
+    );
+}

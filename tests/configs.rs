@@ -34,3 +34,24 @@ fn every_vision_config_loads_and_validates() {
     assert_eq!(imagenet.optim.weight_decay, 1.5e-6);
     assert_eq!(imagenet.train.epochs, 1000);
 }
+
+#[test]
+fn every_audio_config_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/audio");
+    for name in ["fsdd.toml", "byol-a.toml"] {
+        let cfg = load_config_file::<ssl_audio::AudioModality>(&dir.join(name), &[])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(cfg.data.n_mels, 64);
+    }
+    let byol_a =
+        load_config_file::<ssl_audio::AudioModality>(&dir.join("byol-a.toml"), &[]).unwrap();
+    assert_eq!(
+        (
+            byol_a.train.batch_size,
+            byol_a.encoder.dim,
+            byol_a.train.epochs
+        ),
+        (256, 2048, 100)
+    );
+    assert_eq!((byol_a.optim.base_lr, byol_a.byol.tau_base), (3e-4, 0.99));
+}

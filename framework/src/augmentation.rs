@@ -79,6 +79,23 @@ pub fn check_interval(
     }
 }
 
+/// Other samples of the training set, for augmentations that mix samples (e.g. BYOL-A's
+/// Mixup, which blends a clip with a past one). The loader draws them with the sample's own
+/// seeded `rng`, so runs stay reproducible.
+pub trait SampleSource<S> {
+    /// A random training sample (before augmentation), or `None` when there is none.
+    fn random_sample(&self, rng: &mut StdRng) -> Option<S>;
+}
+
+/// A source without samples (mixing ops then leave their input unchanged).
+pub struct NoSamples;
+
+impl<S> SampleSource<S> for NoSamples {
+    fn random_sample(&self, _: &mut StdRng) -> Option<S> {
+        None
+    }
+}
+
 /// A random transform of one sample of type `S`.
 ///
 /// Implementations must draw all randomness from `rng` (so a seed reproduces the output) and
@@ -122,6 +139,12 @@ pub trait Augmentation<S>: Send + Sync + Debug {
     fn validate(&self) -> Result<(), AugmentationError>;
     /// Transforms one sample, drawing randomness only from `rng`.
     fn apply(&self, x: S, rng: &mut StdRng) -> S;
+    /// Transforms one sample with access to other training samples. Ops that mix samples
+    /// override this; the default ignores `source` and calls [`apply`](Augmentation::apply).
+    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
+        let _ = source;
+        self.apply(x, rng)
+    }
 }
 
 impl<S, A: Augmentation<S> + ?Sized> Augmentation<S> for Box<A> {
@@ -133,6 +156,9 @@ impl<S, A: Augmentation<S> + ?Sized> Augmentation<S> for Box<A> {
     }
     fn apply(&self, x: S, rng: &mut StdRng) -> S {
         (**self).apply(x, rng)
+    }
+    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
+        (**self).apply_with(x, rng, source)
     }
 }
 
@@ -146,6 +172,9 @@ impl<S, A: Augmentation<S>> Augmentation<S> for Vec<A> {
     }
     fn apply(&self, x: S, rng: &mut StdRng) -> S {
         self.iter().fold(x, |x, op| op.apply(x, rng))
+    }
+    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
+        self.iter().fold(x, |x, op| op.apply_with(x, rng, source))
     }
 }
 
@@ -209,6 +238,11 @@ impl<S, A: Augmentation<S>> Augmentation<S> for OneOf<A> {
         use rand::RngExt;
         let i = rng.random_range(0..self.ops.len());
         self.ops[i].apply(x, rng)
+    }
+    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
+        use rand::RngExt;
+        let i = rng.random_range(0..self.ops.len());
+        self.ops[i].apply_with(x, rng, source)
     }
 }
 

@@ -258,8 +258,6 @@ pub struct EvalConfig {
     pub probe_batch_size: usize,
     /// Batch for feature extraction.
     pub batch_size: usize,
-    /// Also evaluate a random-init encoder of the same architecture (DESIGN.md invariant).
-    pub random_init_baseline: bool,
 }
 
 impl Default for EvalConfig {
@@ -272,7 +270,6 @@ impl Default for EvalConfig {
             probe_weight_decay: 1e-5,
             probe_batch_size: 256,
             batch_size: 256,
-            random_init_baseline: true,
         }
     }
 }

@@ -53,6 +53,21 @@ pub trait Modality: Send + Sync + Sized + 'static {
     /// Moves a collated batch onto `device` as the encoder's input.
     fn to_input(&self, batch: Self::Batch, device: &Device) -> <Self::Encoder as Encoder>::Input;
 
+    /// State the modality derived from the training data in [`load`](Modality::load) (e.g.
+    /// normalization statistics), stored in checkpoints and `results.json`. Default: none.
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restores [`state`](Modality::state) from a checkpoint, after `load`.
+    ///
+    /// # Errors
+    /// [`DataError::Unusable`] when the stored state is malformed.
+    fn restore_state(&self, state: &serde_json::Value) -> Result<(), DataError> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Builds a freshly initialized encoder (weights drawn from the device's seeded RNG).
     ///
     /// # Errors

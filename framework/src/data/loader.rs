@@ -5,7 +5,7 @@
 //! ([`sample_seed`]), so the output does not depend on the number of workers or their timing,
 //! and a run resumed at batch `b` of an epoch sees exactly the batches it would have seen.
 
-use crate::augmentation::Augmentation;
+use crate::augmentation::{Augmentation, SampleSource};
 use crate::modality::Modality;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -170,15 +170,17 @@ impl<T> Iterator for OrderedParallel<T> {
 
 impl<T> Drop for OrderedParallel<T> {
     fn drop(&mut self) {
-        self.gate.stop.store(true, Ordering::SeqCst);
+        {
+            // Set the flag under the lock a waiting worker holds between its check and its wait,
+            // so the wake-up cannot be lost.
+            let _guard = self.gate.consumed.lock().expect("gate lock");
+            self.gate.stop.store(true, Ordering::SeqCst);
+        }
         self.gate.cond.notify_all();
-        // Unblock workers waiting on a full channel.
+        // Workers blocked on a full channel need room; each sends at most one more result
+        // before it sees the flag, and the channel holds `ahead + workers`.
         while self.rx.try_recv().is_ok() {}
         for h in self.handles.drain(..) {
-            while !h.is_finished() {
-                while self.rx.try_recv().is_ok() {}
-                std::thread::yield_now();
-            }
             let _ = h.join();
         }
     }
@@ -203,6 +205,27 @@ pub fn resolve_workers(requested: usize) -> usize {
     }
 }
 
+/// Random training samples for mixing ops, drawn from the dataset with the caller's rng.
+pub struct DatasetSamples<'a, M: Modality> {
+    /// The modality (for `to_sample`).
+    pub modality: &'a M,
+    /// The training items.
+    pub items: &'a [M::Item],
+}
+
+impl<M: Modality> SampleSource<M::Sample> for DatasetSamples<'_, M> {
+    fn random_sample(&self, rng: &mut StdRng) -> Option<M::Sample> {
+        use rand::RngExt;
+        if self.items.is_empty() {
+            return None;
+        }
+        Some(
+            self.modality
+                .to_sample(&self.items[rng.random_range(0..self.items.len())]),
+        )
+    }
+}
+
 /// The batches of one pre-training epoch from batch `start` on: the seeded order, full batches
 /// only (the last incomplete one is dropped), each sample through view-1 and view-2 pipelines.
 #[allow(clippy::too_many_arguments)]
@@ -222,11 +245,23 @@ pub fn two_view_epoch<M: Modality>(
     OrderedParallel::new(start.min(batches)..batches, workers, ahead, move |b| {
         let mut v1 = Vec::with_capacity(batch_size);
         let mut v2 = Vec::with_capacity(batch_size);
+        let source = DatasetSamples {
+            modality: &*modality,
+            items: &items[..],
+        };
         for pos in b * batch_size..(b + 1) * batch_size {
             let item = &items[order[pos]];
             let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
-            v1.push(views.0.apply(modality.to_sample(item), &mut rng));
-            v2.push(views.1.apply(modality.to_sample(item), &mut rng));
+            v1.push(
+                views
+                    .0
+                    .apply_with(modality.to_sample(item), &mut rng, &source),
+            );
+            v2.push(
+                views
+                    .1
+                    .apply_with(modality.to_sample(item), &mut rng, &source),
+            );
         }
         TwoViews {
             view1: modality.collate(v1),

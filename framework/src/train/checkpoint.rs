@@ -39,6 +39,9 @@ pub struct CheckpointState {
     pub train_seconds: f64,
     /// The resolved config (resume requires the same one).
     pub config: serde_json::Value,
+    /// The modality's data-derived state ([`Modality::state`](crate::Modality::state)).
+    #[serde(default)]
+    pub modality_state: serde_json::Value,
 }
 
 /// The folder of the checkpoint at `step`.
@@ -127,6 +130,7 @@ mod tests {
             total_steps: 100,
             train_seconds: 1.0,
             config: serde_json::json!({"a": 1}),
+            modality_state: serde_json::Value::Null,
         }
     }
 

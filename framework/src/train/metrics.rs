@@ -25,6 +25,9 @@ pub struct MetricsRecord {
     pub images_per_sec: f64,
     /// Fraction of time since the previous line that the trainer waited for data.
     pub data_wait_fraction: f64,
+    /// Whether the collapse metric is below the collapse threshold.
+    #[serde(default)]
+    pub collapsed: bool,
 }
 
 /// Appends records to a metrics log, flushing each line.
@@ -107,6 +110,7 @@ mod tests {
             collapse_std: 0.05,
             images_per_sec: 10.0,
             data_wait_fraction: 0.0,
+            collapsed: false,
         }
     }
 

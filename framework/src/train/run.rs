@@ -97,6 +97,10 @@ pub struct RunReport {
     pub probes: Vec<ProbeResult>,
 }
 
+/// A run counts as collapsed when the collapse metric falls below this many times
+/// `1 / sqrt(projection_dim)` (the value of outputs spread evenly over the sphere).
+pub const COLLAPSE_THRESHOLD: f64 = 0.1;
+
 /// Optimizer steps per epoch: full micro-batches per epoch divided by the accumulation.
 pub fn steps_per_epoch(train_len: usize, batch_size: usize, accumulation: usize) -> usize {
     (train_len / batch_size) / accumulation
@@ -193,6 +197,7 @@ pub fn train_and_evaluate<M: Modality>(
         optim = optim
             .load(dir.join("optimizer.bpk"))
             .map_err(|e| CheckpointError::new(&dir.join("optimizer.bpk"), format!("{e:?}")))?;
+        modality.restore_state(&state.modality_state)?;
         step = state.step;
         prior_seconds = state.train_seconds;
         eprintln!(
@@ -217,6 +222,7 @@ pub fn train_and_evaluate<M: Modality>(
             total_steps,
             train_seconds: secs,
             config: config_json.clone(),
+            modality_state: modality.state(),
         };
         // burn defers BatchNorm running-statistic updates; `valid()` applies them, so the
         // checkpoint holds the current statistics.
@@ -240,7 +246,10 @@ pub fn train_and_evaluate<M: Modality>(
     let mut window = (Instant::now(), 0usize, 0f64); // (start, samples, data wait seconds)
     let mut total_wait = 0f64;
     let mut last_loss = f64::NAN;
+    let mut step_loss = 0f64;
     let mut last_collapse = f64::NAN;
+    let mut collapse_warned = false;
+    let collapse_floor = COLLAPSE_THRESHOLD / (cfg.byol.projection_dim as f64).sqrt();
     let start_step = step;
     while step < total_steps {
         let epoch = step / spe;
@@ -282,7 +291,7 @@ pub fn train_and_evaluate<M: Modality>(
                     checkpoints: ckpt_root.clone(),
                 });
             }
-            last_loss = value as f64;
+            step_loss += value as f64 / accum as f64;
             let loss = if accum > 1 {
                 loss.div_scalar(accum as f64)
             } else {
@@ -301,6 +310,7 @@ pub fn train_and_evaluate<M: Modality>(
                 grads
             };
             micro = 0;
+            last_loss = std::mem::take(&mut step_loss);
             let lr = warmup_cosine_lr(peak, step, warmup, total_steps);
             let tau = tau_at(cfg.byol.tau_base, step, total_steps);
             online = optim.step(lr, online, grads);
@@ -318,7 +328,20 @@ pub fn train_and_evaluate<M: Modality>(
                     collapse_std: last_collapse,
                     images_per_sec: window.1 as f64 / secs,
                     data_wait_fraction: (window.2 / secs).min(1.0),
+                    collapsed: last_collapse < collapse_floor,
                 };
+                if record.collapsed && !collapse_warned {
+                    collapse_warned = true;
+                    let msg = format!(
+                        "warning: representation collapse at step {step}: std of the normalized projections {:.5} < {:.5} ({COLLAPSE_THRESHOLD} / sqrt(projection_dim)); the outputs no longer depend on the input",
+                        record.collapse_std, collapse_floor
+                    );
+                    if bar.is_hidden() {
+                        eprintln!("{msg}")
+                    } else {
+                        bar.println(msg)
+                    }
+                }
                 metrics.write(&record).map_err(io_err(out))?;
                 let line = format!(
                     "loss {:.4} | lr {:.4} | tau {:.5} | collapse {:.4} | {:.0} img/s",
@@ -365,18 +388,15 @@ pub fn train_and_evaluate<M: Modality>(
         test_labels: datasets.test.label_sets,
     };
     let trained = online.encoder.valid();
-    let random_init = if cfg.eval.random_init_baseline {
-        base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
-        Some(modality.init_encoder(&cfg.encoder, &cfg.data, &base)?)
-    } else {
-        None
-    };
+    // Every evaluation reports a random-init encoder of the same architecture (DESIGN.md).
+    base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
+    let random_init = modality.init_encoder(&cfg.encoder, &cfg.data, &base)?;
     let probes = evaluate_encoder(
         &modality,
         &cfg.eval,
         cfg.seed,
         &trained,
-        random_init.as_ref(),
+        Some(&random_init),
         &eval_data,
         &eval_ops,
         workers,
@@ -396,12 +416,14 @@ pub fn train_and_evaluate<M: Modality>(
         "train_samples": eval_data.train.len(),
         "test_samples": eval_data.test.len(),
         "skipped_files": datasets.skipped,
+        "modality_state": modality.state(),
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "train_seconds": total_train_seconds,
         "train_images_per_sec": images_per_sec,
         "data_wait_fraction": if train_seconds > 0.0 { total_wait / train_seconds } else { 0.0 },
         "final_loss": last_loss,
         "final_collapse_std": last_collapse,
+        "collapsed": last_collapse < collapse_floor,
         "probes": probes,
     });
     let text = serde_json::to_string_pretty(&results).expect("results serialize");

@@ -1,0 +1,280 @@
+//! Audio datasets: a folder of WAV files with labels from the sub-folder
+//! (`root/{train,test}/<class>/*.wav`) or from the Free Spoken Digit Dataset's file names
+//! (`{digit}_{speaker}_{index}.wav`; the official split puts index 0-4 in the test set; two
+//! label sets, digit and speaker). Files are decoded, resampled and turned into log-mel
+//! spectrograms on all cores; unreadable files are skipped and counted.
+
+use crate::melspec::{LogMel, Spectrogram};
+use crate::resample::resample;
+use crate::wav::read_wav;
+use serde::{Deserialize, Serialize};
+use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// How labels and splits are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// `fsdd` when FSDD file names are found, else `folders`.
+    #[default]
+    Auto,
+    /// `{digit}_{speaker}_{index}.wav` in the root or `root/recordings/`.
+    Fsdd,
+    /// `root/{train,test}/<class>/*.wav`.
+    Folders,
+}
+
+/// Decodes, resamples and transforms `files` in parallel; returns per file its spectrogram or
+/// the error.
+pub fn load_spectrograms(files: &[PathBuf], front: &LogMel) -> Vec<Result<Spectrogram, DataError>> {
+    let rate = front.config().sample_rate;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(16);
+    let chunk = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| {
+                            let w = read_wav(p)?;
+                            let x =
+                                resample(&w.samples, w.sample_rate, rate).map_err(|reason| {
+                                    DataError::Corrupt {
+                                        path: p.clone(),
+                                        reason,
+                                    }
+                                })?;
+                            Ok(front.compute(&x))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("audio decoder thread"))
+            .collect()
+    })
+}
+
+fn wav_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parses `{digit}_{speaker}_{index}` from an FSDD file name.
+pub fn parse_fsdd_name(path: &Path) -> Option<(usize, String, usize)> {
+    let stem = path.file_stem()?.to_str()?;
+    let mut parts = stem.split('_');
+    let digit: usize = parts.next()?.parse().ok().filter(|d| *d < 10)?;
+    let speaker = parts.next()?.to_string();
+    let index: usize = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && !speaker.is_empty()).then_some((digit, speaker, index))
+}
+
+fn fsdd_dir(root: &Path) -> Option<PathBuf> {
+    [root.join("recordings"), root.to_path_buf()]
+        .into_iter()
+        .find(|d| {
+            wav_files(d)
+                .map(|f| f.iter().any(|p| parse_fsdd_name(p).is_some()))
+                .unwrap_or(false)
+        })
+}
+
+fn collect(
+    results: Vec<Result<Spectrogram, DataError>>,
+    labels: Vec<Vec<usize>>,
+    skipped: &mut usize,
+) -> (Vec<Spectrogram>, Vec<Vec<usize>>) {
+    let mut items = Vec::new();
+    let mut kept: Vec<Vec<usize>> = vec![Vec::new(); labels.first().map(|l| l.len()).unwrap_or(0)];
+    for (r, ls) in results.into_iter().zip(labels) {
+        match r {
+            Ok(s) => {
+                items.push(s);
+                for (k, l) in ls.into_iter().enumerate() {
+                    kept[k].push(l);
+                }
+            }
+            Err(e) => {
+                if *skipped < 10 {
+                    eprintln!("warning: skipping unreadable audio file: {e}");
+                }
+                *skipped += 1;
+            }
+        }
+    }
+    (items, kept)
+}
+
+fn load_fsdd(dir: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataError> {
+    let files: Vec<(PathBuf, (usize, String, usize))> = wav_files(dir)?
+        .into_iter()
+        .filter_map(|p| parse_fsdd_name(&p).map(|n| (p, n)))
+        .collect();
+    let speakers: Vec<String> = files
+        .iter()
+        .map(|(_, n)| n.1.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let mut skipped = 0;
+    let mut split = |test: bool| {
+        let part: Vec<&(PathBuf, (usize, String, usize))> =
+            files.iter().filter(|(_, n)| (n.2 < 5) == test).collect();
+        let paths: Vec<PathBuf> = part.iter().map(|(p, _)| p.clone()).collect();
+        let labels: Vec<Vec<usize>> = part
+            .iter()
+            .map(|(_, n)| {
+                vec![
+                    n.0,
+                    speakers
+                        .iter()
+                        .position(|s| *s == n.1)
+                        .expect("speaker listed"),
+                ]
+            })
+            .collect();
+        let (items, kept) = collect(load_spectrograms(&paths, front), labels, &mut skipped);
+        let label_sets = vec![
+            LabelSet {
+                name: "digit".into(),
+                classes: digits.clone(),
+                labels: kept[0].clone(),
+            },
+            LabelSet {
+                name: "speaker".into(),
+                classes: speakers.clone(),
+                labels: kept[1].clone(),
+            },
+        ];
+        Split { items, label_sets }
+    };
+    let train = split(false);
+    let test = split(true);
+    Ok(Datasets {
+        name: "fsdd".into(),
+        train,
+        test,
+        skipped,
+    })
+}
+
+fn load_folders(root: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataError> {
+    let train_dir = root.join("train");
+    let test_dir = if root.join("test").is_dir() {
+        root.join("test")
+    } else {
+        root.join("val")
+    };
+    for d in [&train_dir, &test_dir] {
+        if !d.is_dir() {
+            return Err(DataError::NoData {
+                path: root.to_path_buf(),
+                reason: "no audio dataset found: expected FSDD files ({digit}_{speaker}_{index}.wav) or train/ and test/ class folders of .wav files".into(),
+            });
+        }
+    }
+    let rd = std::fs::read_dir(&train_dir).map_err(|source| DataError::Io {
+        path: train_dir.clone(),
+        source,
+    })?;
+    let mut classes: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    classes.sort();
+    let mut skipped = 0;
+    let mut split = |dir: &Path| -> Result<Split<Spectrogram>, DataError> {
+        let mut paths = Vec::new();
+        let mut labels = Vec::new();
+        for (c, class) in classes.iter().enumerate() {
+            let d = dir.join(class);
+            if d.is_dir() {
+                for p in wav_files(&d)? {
+                    paths.push(p);
+                    labels.push(vec![c]);
+                }
+            }
+        }
+        let (items, kept) = collect(load_spectrograms(&paths, front), labels, &mut skipped);
+        let labels = kept.into_iter().next().unwrap_or_default();
+        Ok(Split {
+            items,
+            label_sets: vec![LabelSet {
+                name: "class".into(),
+                classes: classes.clone(),
+                labels,
+            }],
+        })
+    };
+    let train = split(&train_dir)?;
+    let test = split(&test_dir)?;
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "audio".into());
+    Ok(Datasets {
+        name,
+        train,
+        test,
+        skipped,
+    })
+}
+
+/// Reads an audio dataset.
+///
+/// # Errors
+/// [`DataError`] naming the folder when no layout matches or a split has no readable file.
+pub fn load(
+    root: &Path,
+    layout: Layout,
+    front: &LogMel,
+) -> Result<Datasets<Spectrogram>, DataError> {
+    if !root.is_dir() {
+        return Err(DataError::NoData {
+            path: root.to_path_buf(),
+            reason: "folder does not exist or cannot be read".into(),
+        });
+    }
+    let d = match layout {
+        Layout::Fsdd => load_fsdd(
+            &fsdd_dir(root).ok_or_else(|| DataError::NoData {
+                path: root.to_path_buf(),
+                reason: "no FSDD files ({digit}_{speaker}_{index}.wav)".into(),
+            })?,
+            front,
+        )?,
+        Layout::Folders => load_folders(root, front)?,
+        Layout::Auto => match fsdd_dir(root) {
+            Some(dir) => load_fsdd(&dir, front)?,
+            None => load_folders(root, front)?,
+        },
+    };
+    for (split, name) in [(&d.train, "train"), (&d.test, "test")] {
+        if split.is_empty() {
+            return Err(DataError::NoData {
+                path: root.to_path_buf(),
+                reason: format!("the {name} split has no readable audio file"),
+            });
+        }
+    }
+    Ok(d)
+}

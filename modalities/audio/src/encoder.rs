@@ -1,0 +1,96 @@
+//! BYOL-A's audio encoder (AudioNTT2020, Niizumi et al. 2021, Section 3.3): conv3x3-BN-ReLU-
+//! maxpool2x2 blocks over the log-mel, a two-layer MLP applied to every time step, then the sum
+//! of max and mean pooling over time.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
+};
+use burn::prelude::*;
+use ssl_framework::Encoder;
+
+/// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    conv: Conv2d,
+    bn: BatchNorm,
+    relu: Relu,
+    pool: MaxPool2d,
+}
+
+/// The encoder: `[batch, 1, n_mels, frames]` -> `[batch, dim]`. Needs `frames >= 2^blocks`.
+#[derive(Module, Debug)]
+pub struct AudioEncoder {
+    blocks: Vec<ConvBlock>,
+    fc1: Linear,
+    fc2: Linear,
+    dropout: Dropout,
+    relu: Relu,
+    out_dim: usize,
+}
+
+impl AudioEncoder {
+    /// `blocks` conv blocks of `channels` channels over `n_mels` bands (divisible by
+    /// `2^blocks`), an MLP to `dim`, dropout `dropout` between its layers (BYOL-A: 3 blocks,
+    /// 64 channels, 2048-d, dropout 0.3).
+    pub fn new(
+        n_mels: usize,
+        blocks: usize,
+        channels: usize,
+        dim: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let mut cin = 1;
+        let blocks_v = (0..blocks)
+            .map(|_| {
+                let b = ConvBlock {
+                    conv: Conv2dConfig::new([cin, channels], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .init(device),
+                    bn: BatchNormConfig::new(channels).init(device),
+                    relu: Relu::new(),
+                    pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+                };
+                cin = channels;
+                b
+            })
+            .collect();
+        let flat = channels * (n_mels >> blocks);
+        Self {
+            blocks: blocks_v,
+            fc1: LinearConfig::new(flat, dim).init(device),
+            fc2: LinearConfig::new(dim, dim).init(device),
+            dropout: DropoutConfig::new(dropout).init(),
+            relu: Relu::new(),
+            out_dim: dim,
+        }
+    }
+}
+
+impl Encoder for AudioEncoder {
+    /// `[batch, 1, n_mels, frames]`, normalized log-mel.
+    type Input = Tensor<4>;
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.blocks.iter().fold(x, |x, b| {
+            b.pool
+                .forward(b.relu.forward(b.bn.forward(b.conv.forward(x))))
+        });
+        let [batch, channels, freq, time] = x.dims();
+        // (batch, time, freq, channels) flattened per time step, as BYOL-A.
+        let x = x
+            .permute([0, 3, 2, 1])
+            .reshape([batch, time, freq * channels]);
+        let x = self.relu.forward(self.fc1.forward(x));
+        let x = self.relu.forward(self.fc2.forward(self.dropout.forward(x)));
+        let max = x.clone().max_dim(1).reshape([batch, self.out_dim]);
+        let mean = x.mean_dim(1).reshape([batch, self.out_dim]);
+        max + mean
+    }
+
+    fn dim(&self) -> usize {
+        self.out_dim
+    }
+}
