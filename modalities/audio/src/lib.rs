@@ -43,6 +43,10 @@ pub struct AudioDataConfig {
     pub f_min: f32,
     /// Highest mel band edge in Hz (7800).
     pub f_max: f32,
+    /// Clips shorter than this many frames are padded with silence at the end (BYOL-A pads the
+    /// waveform to the segment length), so that crops and resizing move the clip's boundary
+    /// differently in the two views instead of leaving its length as a shared cue.
+    pub min_frames: usize,
     /// Use a seeded subset of this many training clips (0: all).
     pub train_subset: usize,
     /// Use a seeded subset of this many test clips (0: all).
@@ -61,6 +65,7 @@ impl Default for AudioDataConfig {
             n_mels: f.n_mels,
             f_min: f.f_min,
             f_max: f.f_max,
+            min_frames: 96,
             train_subset: 0,
             test_subset: 0,
         }
@@ -197,6 +202,7 @@ pub struct AudioBatch {
 pub struct AudioModality {
     stats: RwLock<Option<NormStats>>,
     min_frames: RwLock<usize>,
+    pad_frames: RwLock<usize>,
 }
 
 impl AudioModality {
@@ -238,6 +244,7 @@ impl Modality for AudioModality {
         }
         d.name = cfg.dataset.clone();
         *self.stats.write().expect("stats lock") = Some(NormStats::of(&d.train.items));
+        *self.pad_frames.write().expect("lock") = cfg.min_frames;
         Ok(d)
     }
 
@@ -247,10 +254,22 @@ impl Modality for AudioModality {
             std: 1.0,
         });
         let inv = 1.0 / s.std;
+        let frames = item.frames.max(*self.pad_frames.read().expect("lock"));
+        let silence = self.silence();
+        let mut data = vec![silence; item.n_mels * frames];
+        for m in 0..item.n_mels {
+            let src = &item.data[m * item.frames..(m + 1) * item.frames];
+            for (o, v) in data[m * frames..m * frames + item.frames]
+                .iter_mut()
+                .zip(src)
+            {
+                *o = (v - s.mean) * inv;
+            }
+        }
         Spectrogram {
             n_mels: item.n_mels,
-            frames: item.frames,
-            data: item.data.iter().map(|v| (v - s.mean) * inv).collect(),
+            frames,
+            data,
         }
     }
 
