@@ -233,16 +233,20 @@ fn unpack_archive(archive: &Path) -> Result<PathBuf> {
         archive.display(),
         dest.display()
     );
-    let staging = dest.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("{}", staging.display()))?;
+    let parent = dest.parent().expect("cache path has a parent");
+    std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+    // Unpack into a temporary folder beside the destination, then rename: an interrupted
+    // unpack never leaves a half-filled dataset behind.
+    let staging = tempfile::Builder::new()
+        .prefix(".unpacking-")
+        .tempdir_in(parent)
+        .with_context(|| format!("{}", parent.display()))?;
     let file =
         std::fs::File::open(archive).with_context(|| format!("--data {}", archive.display()))?;
-    if let Err(e) = tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&staging) {
-        let _ = std::fs::remove_dir_all(&staging);
-        bail!("--data {}: cannot unpack: {e}", archive.display());
-    }
-    std::fs::rename(&staging, &dest).with_context(|| format!("{}", dest.display()))?;
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(staging.path())
+        .with_context(|| format!("--data {}: cannot unpack", archive.display()))?;
+    std::fs::rename(staging.keep(), &dest).with_context(|| format!("{}", dest.display()))?;
     Ok(dest)
 }
 
