@@ -50,8 +50,8 @@ enum Command {
         /// Config file (TOML); default: the modality's CPU-scale config.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Dataset folder; default: $SSL_DATA_DIR, then the cache folder (downloading CIFAR-10
-        /// there when needed).
+        /// Dataset folder or .tar.gz archive (unpacked once into the cache); default:
+        /// $SSL_DATA_DIR, then the cache folder (downloading CIFAR-10 there when needed).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Override a config key, e.g. `--set train.epochs=20` (repeatable).
@@ -133,16 +133,7 @@ pub fn cache_dir() -> PathBuf {
 /// `.tar.gz`), then `$SSL_DATA_DIR/<dataset>` or `$SSL_DATA_DIR`, then the cache.
 fn resolve_local_data(explicit: Option<PathBuf>, dataset: &str) -> Result<PathBuf> {
     if let Some(d) = explicit {
-        if is_archive(&d) {
-            return unpack_archive(&d);
-        }
-        if !d.is_dir() {
-            bail!(
-                "--data {}: not a folder (or a .tar.gz archive)",
-                d.display()
-            );
-        }
-        return Ok(d);
+        return explicit_data(d);
     }
     let mut tried = Vec::new();
     if let Some(env) = std::env::var_os("SSL_DATA_DIR").map(PathBuf::from) {
@@ -165,16 +156,7 @@ fn resolve_local_data(explicit: Option<PathBuf>, dataset: &str) -> Result<PathBu
 /// `$SSL_DATA_DIR`, then the cache; downloads CIFAR-10 into the cache when nothing is found.
 pub fn resolve_vision_data(explicit: Option<PathBuf>, dataset: &str) -> Result<PathBuf> {
     if let Some(d) = explicit {
-        if is_archive(&d) {
-            return unpack_archive(&d);
-        }
-        if !d.is_dir() {
-            bail!(
-                "--data {}: not a folder (or a .tar.gz archive)",
-                d.display()
-            );
-        }
-        return Ok(d);
+        return explicit_data(d);
     }
     if let Some(env) = std::env::var_os("SSL_DATA_DIR").map(PathBuf::from) {
         for cand in [env.join(dataset), env.clone()] {
@@ -203,6 +185,23 @@ pub fn resolve_vision_data(explicit: Option<PathBuf>, dataset: &str) -> Result<P
         true,
     )?;
     Ok(cached)
+}
+
+/// A `--data` given on the command line: a folder, or an archive unpacked into the cache.
+fn explicit_data(d: PathBuf) -> Result<PathBuf> {
+    if is_archive(&d) {
+        return unpack_archive(&d);
+    }
+    if !d.exists() {
+        bail!("--data {}: no such file or folder", d.display());
+    }
+    if !d.is_dir() {
+        bail!(
+            "--data {}: not a folder (or a .tar.gz archive)",
+            d.display()
+        );
+    }
+    Ok(d)
 }
 
 fn is_archive(p: &Path) -> bool {

@@ -133,6 +133,16 @@ fn train_vision_on_cifar_slice_then_resume() {
         let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
         assert!((lx - ly).abs() < 1e-4, "step {}: {lx} vs {ly}", x["step"]);
     }
+    // --resume of a finished run shows its results and changes nothing.
+    let before = std::fs::read(run.join("results.json")).unwrap();
+    let o = train(&data, &run, &["--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("already finished"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(run.join("results.json")).unwrap(),
+        before,
+        "results.json untouched"
+    );
     // Training the same folder again without --resume refuses to overwrite it.
     let o = train(&data, &run, &[]);
     assert!(!o.status.success());
@@ -145,6 +155,34 @@ fn bad_input_gives_one_line_errors() {
     let d = tmp.path().to_str().unwrap();
     let out = format!("{d}/out");
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["train", "--modality", "vision", "--data", "/nonexistent/x"],
+            "/nonexistent/x: no such file",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--set",
+                "train.epochs",
+            ],
+            "KEY=VALUE",
+        ),
+        (
+            vec![
+                "train",
+                "--modality",
+                "vision",
+                "--data",
+                d,
+                "--set",
+                "augment.view1=[{type=\"Blur\"}]",
+            ],
+            "Blur",
+        ),
         (
             vec![
                 "train",
@@ -241,7 +279,15 @@ fn bad_input_gives_one_line_errors() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
         let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(error_lines.len(), 1, "{err}");
+        assert!(
+            err.trim_end().lines().last().unwrap().starts_with("error:"),
+            "the error is one line, and the last: {err}"
+        );
     }
+    assert!(
+        !tmp.path().join("out").exists(),
+        "no output folder is left behind when the data is unusable"
+    );
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "[train]\nepochs = = 2\n").unwrap();
     let o = ssl(&[

@@ -178,6 +178,29 @@ impl<S, A: Augmentation<S>> Augmentation<S> for Vec<A> {
     }
 }
 
+/// Applies its ops in order: a pipeline as one op (a view's list of ops is one already).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compose<A> {
+    /// The ops, applied in order.
+    pub ops: Vec<A>,
+}
+
+impl<S, A: Augmentation<S>> Augmentation<S> for Compose<A> {
+    fn name(&self) -> &'static str {
+        "Compose"
+    }
+    fn validate(&self) -> Result<(), AugmentationError> {
+        self.ops.validate()
+    }
+    fn apply(&self, x: S, rng: &mut StdRng) -> S {
+        self.ops.apply(x, rng)
+    }
+    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
+        self.ops.apply_with(x, rng, source)
+    }
+}
+
 /// Applies the inner ops (in order) with probability `p`, else passes the sample through.
 ///
 /// BYOL's Table 6 uses it for color jitter (p 0.8), grayscale (0.2), blur (1.0 / 0.1) and
@@ -246,7 +269,7 @@ impl<S, A: Augmentation<S>> Augmentation<S> for OneOf<A> {
     }
 }
 
-/// Registers the generic combinators (`RandomApply`, `OneOf`) with a modality's typetag
+/// Registers the generic combinators (`Compose`, `RandomApply`, `OneOf`) with a modality's typetag
 /// augmentation trait, so they can be written in config files as
 /// `{ type = "RandomApply", p = 0.8, ops = [...] }`.
 ///
@@ -255,6 +278,8 @@ impl<S, A: Augmentation<S>> Augmentation<S> for OneOf<A> {
 #[macro_export]
 macro_rules! register_combinators {
     ($trait:ident) => {
+        #[$crate::typetag::serde(name = "Compose")]
+        impl $trait for $crate::augmentation::Compose<Box<dyn $trait>> {}
         #[$crate::typetag::serde(name = "RandomApply")]
         impl $trait for $crate::augmentation::RandomApply<Box<dyn $trait>> {}
         #[$crate::typetag::serde(name = "OneOf")]

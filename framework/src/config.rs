@@ -401,10 +401,8 @@ pub fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError>
 /// non-table value.
 pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
     let origin = format!("--set {assignment}");
-    let (key, raw) = assignment.split_once('=').ok_or_else(|| ConfigError::Key {
-        origin: origin.clone(),
-        key: assignment.into(),
-        message: "expected key=value".into(),
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        ConfigError::value("--set", assignment, "KEY=VALUE, e.g. --set train.epochs=20")
     })?;
     let key = key.trim();
     let parts: Vec<&str> = key.split('.').collect();
@@ -439,6 +437,13 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), C
     Ok(())
 }
 
+/// The first paragraph of a deserializer's message on one line (toml appends an `in path`
+/// line that repeats the key less precisely than the path we report).
+fn one_line_message(message: &str) -> String {
+    let first = message.trim().split("\nin `").next().unwrap_or("");
+    first.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Deserializes a table into a config, naming the dotted key of any error.
 ///
 /// # Errors
@@ -453,7 +458,7 @@ pub fn from_table<T: DeserializeOwned>(table: toml::Table, origin: &str) -> Resu
             } else {
                 key
             },
-            message: e.into_inner().to_string().trim().to_string(),
+            message: one_line_message(&e.into_inner().to_string()),
         }
     })
 }

@@ -25,7 +25,7 @@ pub mod modality;
 pub mod optim;
 pub mod train;
 
-pub use augmentation::{Augmentation, AugmentationError, OneOf, RandomApply};
+pub use augmentation::{Augmentation, AugmentationError, Compose, OneOf, RandomApply};
 pub use encoder::Encoder;
 pub use modality::Modality;
 

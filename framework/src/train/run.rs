@@ -121,7 +121,6 @@ pub fn train_and_evaluate<M: Modality>(
     cfg.validate()?;
     let config_json = cfg.to_json();
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_checkpoints(&ckpt_root);
     let resume_from = match (opts.resume, existing.last()) {
@@ -140,11 +139,18 @@ pub fn train_and_evaluate<M: Modality>(
         }
         (false, None) => None,
     };
-    crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
-        .map_err(io_err(out))?;
+    if let Some(dir) = &resume_from
+        && let Some(report) = finished_report(dir, out, &config_json)?
+    {
+        return Ok(report);
+    }
 
     let modality = Arc::new(modality);
     let datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
+    // The output folder is made only once the data is known to be usable.
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
+        .map_err(io_err(out))?;
     if datasets.skipped > 0 {
         eprintln!(
             "warning: skipped {} unreadable files in {}",
@@ -429,6 +435,35 @@ pub fn train_and_evaluate<M: Modality>(
     let text = serde_json::to_string_pretty(&results).expect("results serialize");
     crate::fsutil::write_atomic(&out.join("results.json"), text.as_bytes()).map_err(io_err(out))?;
     Ok(RunReport { results, probes })
+}
+
+/// The stored report of a run whose newest checkpoint is its last step, when `results.json`
+/// exists: `--resume` of a finished run shows its results instead of evaluating again and
+/// overwriting them.
+fn finished_report(
+    dir: &Path,
+    out: &Path,
+    config: &serde_json::Value,
+) -> Result<Option<RunReport>, TrainError> {
+    let state = checkpoint::read_state(dir)?;
+    let results_path = out.join("results.json");
+    if state.step < state.total_steps || state.config != *config || !results_path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&results_path).map_err(io_err(&results_path))?;
+    let Ok(results) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(None);
+    };
+    let Ok(probes) = serde_json::from_value::<Vec<ProbeResult>>(results["probes"].clone()) else {
+        return Ok(None);
+    };
+    eprintln!(
+        "the run in {} is already finished (step {} of {}); its results:",
+        out.display(),
+        state.step,
+        state.total_steps
+    );
+    Ok(Some(RunReport { results, probes }))
 }
 
 fn progress_bar(enabled: bool, total: usize, at: usize) -> ProgressBar {

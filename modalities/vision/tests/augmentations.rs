@@ -357,3 +357,17 @@ fn pipelines_round_trip_through_toml_and_json() {
         .to_string();
     assert!(err.contains("threshhold"), "{err}");
 }
+
+#[test]
+fn combinators_nest_in_configs() {
+    let json = r#"[{"type": "OneOf", "ops": [{"type": "Grayscale"}, {"type": "Compose", "ops": [{"type": "Solarize", "threshold": 0.0}, {"type": "HorizontalFlip", "p": 1.0}]}]}]"#;
+    let ops: Vec<VisionOp> = serde_json::from_str(json).unwrap();
+    ops.validate().unwrap();
+    let img = gradient_image(4, 4);
+    let outs: std::collections::HashSet<String> = (0..40)
+        .map(|s| format!("{:?}", ops.apply(img.clone(), &mut rng(s)).data))
+        .collect();
+    assert_eq!(outs.len(), 2, "OneOf picks one of its two branches");
+    let bad: Vec<VisionOp> = serde_json::from_str(r#"[{"type": "OneOf", "ops": []}]"#).unwrap();
+    assert!(bad.validate().is_err());
+}
