@@ -36,6 +36,60 @@ pub enum DataError {
     Unusable(String),
 }
 
+/// The class-folder layout shared by modalities: `root/train/<class>/...` and `root/test/<class>/`
+/// (or `root/val/<class>/`), classes being the sorted folder names of the training split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassFolders {
+    /// The training split's folder.
+    pub train: PathBuf,
+    /// The held-out split's folder (`test/`, else `val/`).
+    pub test: PathBuf,
+    /// Sorted class names.
+    pub classes: Vec<String>,
+}
+
+impl ClassFolders {
+    /// Finds the layout under `root`; `expected` describes the files, for the error message.
+    ///
+    /// # Errors
+    /// [`DataError::NoData`] naming `root` when a split folder or the class folders are missing.
+    pub fn find(root: &std::path::Path, expected: &str) -> Result<Self, DataError> {
+        let train = root.join("train");
+        let test = if root.join("test").is_dir() {
+            root.join("test")
+        } else {
+            root.join("val")
+        };
+        if !train.is_dir() || !test.is_dir() {
+            return Err(DataError::NoData {
+                path: root.to_path_buf(),
+                reason: format!("expected train/ and test/ (or val/) class folders of {expected}"),
+            });
+        }
+        let rd = std::fs::read_dir(&train).map_err(|source| DataError::Io {
+            path: train.clone(),
+            source,
+        })?;
+        let mut classes: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        classes.sort();
+        if classes.is_empty() {
+            return Err(DataError::NoData {
+                path: train,
+                reason: "no class folders".into(),
+            });
+        }
+        Ok(Self {
+            train,
+            test,
+            classes,
+        })
+    }
+}
+
 /// One way of labelling the samples of a split (e.g. digit, or speaker).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelSet {

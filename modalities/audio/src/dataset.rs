@@ -8,7 +8,7 @@ use crate::melspec::{LogMel, Spectrogram};
 use crate::resample::resample;
 use crate::wav::read_wav;
 use serde::{Deserialize, Serialize};
-use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
+use ssl_framework::data::{ClassFolders, DataError, Datasets, LabelSet, Split};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -177,30 +177,14 @@ fn load_fsdd(dir: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataEr
 }
 
 fn load_folders(root: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataError> {
-    let train_dir = root.join("train");
-    let test_dir = if root.join("test").is_dir() {
-        root.join("test")
-    } else {
-        root.join("val")
-    };
-    for d in [&train_dir, &test_dir] {
-        if !d.is_dir() {
-            return Err(DataError::NoData {
-                path: root.to_path_buf(),
-                reason: "no audio dataset found: expected FSDD files ({digit}_{speaker}_{index}.wav) or train/ and test/ class folders of .wav files".into(),
-            });
-        }
-    }
-    let rd = std::fs::read_dir(&train_dir).map_err(|source| DataError::Io {
-        path: train_dir.clone(),
-        source,
-    })?;
-    let mut classes: Vec<String> = rd
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    classes.sort();
+    let ClassFolders {
+        train: train_dir,
+        test: test_dir,
+        classes,
+    } = ClassFolders::find(
+        root,
+        ".wav files (or FSDD files named {digit}_{speaker}_{index}.wav)",
+    )?;
     let mut skipped = 0;
     let mut split = |dir: &Path| -> Result<Split<Spectrogram>, DataError> {
         let mut paths = Vec::new();

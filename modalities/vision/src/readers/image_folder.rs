@@ -2,7 +2,7 @@
 //! the training split. Decoding (the `image` crate) runs on all cores.
 
 use crate::image::StoredImage;
-use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
+use ssl_framework::data::{ClassFolders, DataError, Datasets, LabelSet, Split};
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -125,36 +125,11 @@ pub fn load_split(
 /// # Errors
 /// [`DataError::NoData`] when a split folder or class folders are missing, or no image decodes.
 pub fn load(root: &Path) -> Result<Datasets<StoredImage>, DataError> {
-    let train_dir = root.join("train");
-    let test_dir = if root.join("test").is_dir() {
-        root.join("test")
-    } else {
-        root.join("val")
-    };
-    for d in [&train_dir, &test_dir] {
-        if !d.is_dir() {
-            return Err(DataError::NoData {
-                path: d.clone(),
-                reason: "missing split folder (expected train/ and test/ or val/)".into(),
-            });
-        }
-    }
-    let rd = std::fs::read_dir(&train_dir).map_err(|source| DataError::Io {
-        path: train_dir.clone(),
-        source,
-    })?;
-    let mut classes: Vec<String> = rd
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
-    classes.sort();
-    if classes.is_empty() {
-        return Err(DataError::NoData {
-            path: train_dir,
-            reason: "no class folders".into(),
-        });
-    }
+    let ClassFolders {
+        train: train_dir,
+        test: test_dir,
+        classes,
+    } = ClassFolders::find(root, ".jpg/.jpeg/.png images")?;
     let (train, s1) = load_split(&train_dir, &classes)?;
     let (test, s2) = load_split(&test_dir, &classes)?;
     for (split, dir) in [(&train, &train_dir), (&test, &test_dir)] {
