@@ -366,3 +366,111 @@ fn train_audio_on_fsdd_reports_digit_and_speaker_probes() {
         "and stored with the checkpoint"
     );
 }
+
+#[test]
+fn killed_run_resumes_with_bit_identical_losses() {
+    let Some(data) =
+        ssl_test_support::cifar_slice("killed_run_resumes_with_bit_identical_losses", 20, 10)
+    else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let args = |run: &Path| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "--modality",
+            "vision",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--no-progress",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for kv in [
+            "train.epochs=3",
+            "train.batch_size=25",
+            "train.checkpoint_every=3",
+            "train.keep_checkpoints=2",
+            "train.log_every=1",
+            "eval.probe_epochs=2",
+            "byol.projector_hidden=128",
+        ] {
+            a.push("--set".into());
+            a.push(kv.into());
+        }
+        a
+    };
+    let full = out.path().join("full");
+    let o = Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args(args(&full))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics = |run: &Path| -> Vec<(u64, String, String, String)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["step"].as_u64().unwrap(),
+                    v["loss"].to_string(),
+                    v["lr"].to_string(),
+                    v["tau"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let expected = metrics(&full);
+    assert_eq!(expected.len(), 24);
+    // Kill at three points (SIGKILL, no chance to clean up), resuming after each.
+    let run = out.path().join("killed");
+    for kill_after in [4usize, 10, 16] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ssl"))
+            .args(args(&run))
+            .args(if run.join("checkpoints").exists() {
+                vec!["--resume"]
+            } else {
+                vec![]
+            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let steps = std::fs::read_to_string(run.join("metrics.jsonl"))
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            if steps >= kill_after
+                || child.try_wait().unwrap().is_some()
+                || std::time::Instant::now() > deadline
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args(args(&run))
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        metrics(&run),
+        expected,
+        "losses, lr and tau after kill-and-resume are bit-identical"
+    );
+    let probes = |run: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+        v["probes"].clone()
+    };
+    assert_eq!(probes(&run), probes(&full), "the same evaluation results");
+}
