@@ -515,3 +515,22 @@ fn config_errors_name_the_key() {
     .to_string();
     assert!(e.contains("Nope"), "{e}");
 }
+
+#[test]
+fn collapse_is_detected_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_toy(
+        dir.path(),
+        &["encoder.constant=true", "train.epochs=1"],
+        false,
+    );
+    assert_eq!(report.results["collapsed"], true);
+    let metrics = read_metrics(&dir.path().join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.iter().all(|m| m.collapsed && m.collapse_std < 1e-3),
+        "{metrics:?}"
+    );
+    let healthy = tempfile::tempdir().unwrap();
+    let report = run_toy(healthy.path(), &["train.epochs=1"], false);
+    assert_eq!(report.results["collapsed"], false);
+}

@@ -69,11 +69,16 @@ impl ConfigSection for ToyData {
 #[serde(deny_unknown_fields, default)]
 pub struct ToyEncoderConfig {
     pub hidden: usize,
+    /// Output zeros whatever the input: a collapsed encoder, for the collapse detector's test.
+    pub constant: bool,
 }
 
 impl Default for ToyEncoderConfig {
     fn default() -> Self {
-        Self { hidden: 16 }
+        Self {
+            hidden: 16,
+            constant: false,
+        }
     }
 }
 
@@ -89,12 +94,14 @@ pub struct ToyEncoder {
     pub bn: BatchNorm,
     pub relu: Relu,
     pub hidden: usize,
+    pub constant: bool,
 }
 
 impl Encoder for ToyEncoder {
     type Input = Tensor<2>;
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.relu.forward(self.bn.forward(self.fc.forward(x)))
+        let y = self.relu.forward(self.bn.forward(self.fc.forward(x)));
+        if self.constant { y.mul_scalar(0.0) } else { y }
     }
     fn dim(&self) -> usize {
         self.hidden
@@ -107,6 +114,7 @@ pub fn toy_encoder(hidden: usize, device: &Device) -> ToyEncoder {
         bn: BatchNormConfig::new(hidden).init(device),
         relu: Relu::new(),
         hidden,
+        constant: false,
     }
 }
 
@@ -172,7 +180,10 @@ impl Modality for Toy {
         _: &ToyData,
         device: &Device,
     ) -> Result<ToyEncoder, ConfigError> {
-        Ok(toy_encoder(cfg.hidden, device))
+        Ok(ToyEncoder {
+            constant: cfg.constant,
+            ..toy_encoder(cfg.hidden, device)
+        })
     }
 }
 
