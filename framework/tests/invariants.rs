@@ -534,3 +534,41 @@ fn collapse_is_detected_and_reported() {
     let report = run_toy(healthy.path(), &["train.epochs=1"], false);
     assert_eq!(report.results["collapsed"], false);
 }
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        out_dir: dir.path().to_path_buf(),
+        data_root: dir.path().to_path_buf(),
+        device: device(),
+        resume: false,
+        progress: false,
+    };
+    // A few samples of view 1 turn into NaNs: at some step the loss is NaN.
+    let cfg = toy::config(&[
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=100",
+        "augment.view1=[{ type = \"RandomApply\", p = 0.01, ops = [{ type = \"Poison\" }] }]",
+    ]);
+    let e = train_and_evaluate(Toy, cfg, &opts).unwrap_err();
+    let msg = e.to_string();
+    let ssl_framework::train::TrainError::NonFinite { step, .. } = e else {
+        panic!("expected a non-finite loss error, got: {msg}")
+    };
+    assert!(msg.contains(&format!("optimizer step {step}")), "{msg}");
+    let steps = ssl_framework::train::checkpoint::list_checkpoints(&dir.path().join("checkpoints"));
+    assert_eq!(
+        steps.last().copied().unwrap_or(0),
+        step - 1,
+        "every good step before the fault is checkpointed"
+    );
+    for s in steps {
+        let d =
+            ssl_framework::train::checkpoint::checkpoint_dir(&dir.path().join("checkpoints"), s);
+        let state = ssl_framework::train::checkpoint::read_state(&d).unwrap();
+        assert_eq!(state.step, s);
+        assert!(d.join("online.bpk").is_file());
+    }
+    assert!(!dir.path().join("results.json").exists());
+}

@@ -43,6 +43,27 @@ impl Augmentation<Vec<f32>> for Noise {
 #[typetag::serde(name = "Noise")]
 impl ToyAugmentation for Noise {}
 
+/// Turns the sample into NaNs: bad input that makes the loss non-finite.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Poison {}
+
+impl Augmentation<Vec<f32>> for Poison {
+    fn name(&self) -> &'static str {
+        "Poison"
+    }
+    fn validate(&self) -> Result<(), AugmentationError> {
+        Ok(())
+    }
+    fn apply(&self, mut x: Vec<f32>, _: &mut StdRng) -> Vec<f32> {
+        x.iter_mut().for_each(|v| *v = f32::NAN);
+        x
+    }
+}
+
+#[typetag::serde(name = "Poison")]
+impl ToyAugmentation for Poison {}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToyData {
