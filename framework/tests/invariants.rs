@@ -94,15 +94,30 @@ fn loss_pairs_view_i_with_target_view_j_and_sums_directions() {
     assert!((scalar(byol_loss(neg.clone(), neg, z1.clone(), z1)) - 8.0).abs() < 1e-5);
 }
 
-#[test]
-fn no_gradient_reaches_the_target_and_target_changes_only_by_ema() {
+/// A fresh online network and its target on the autodiff device, and two random view batches.
+fn networks_and_views(
+    seed: u64,
+) -> (
+    Device,
+    OnlineNetwork<toy::ToyEncoder>,
+    ssl_framework::byol::TargetNetwork<toy::ToyEncoder>,
+    Tensor<2>,
+    Tensor<2>,
+) {
     let ad = device().autodiff();
-    ad.seed(0);
+    ad.seed(seed);
     let cfg = toy::config(&[]);
     let online = OnlineNetwork::new(toy_encoder(16, &ad), &cfg.byol, &ad);
     let target = online.make_target();
     let x1 = Tensor::<2>::random([8, DIM], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
     let x2 = Tensor::<2>::random([8, DIM], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
+    (ad, online, target, x1, x2)
+}
+
+#[test]
+fn no_gradient_reaches_the_target_and_target_changes_only_by_ema() {
+    let cfg = toy::config(&[]);
+    let (_, online, target, x1, x2) = networks_and_views(0);
     let (loss, _) = forward_loss(&online, &target, x1, x2);
     let mut grads = loss.backward();
     let target_grads = GradientsParams::from_module(&mut grads, &target);
@@ -119,14 +134,9 @@ fn no_gradient_reaches_the_target_and_target_changes_only_by_ema() {
 
 #[test]
 fn ema_blends_every_parameter_and_keeps_target_bn_statistics() {
-    let ad = device().autodiff();
-    ad.seed(1);
     let cfg = toy::config(&[]);
-    let online = OnlineNetwork::new(toy_encoder(16, &ad), &cfg.byol, &ad);
-    let target = online.make_target();
+    let (ad, online, target, x1, x2) = networks_and_views(1);
     // Move the online weights away from the target's.
-    let x1 = Tensor::<2>::random([8, DIM], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
-    let x2 = Tensor::<2>::random([8, DIM], burn::tensor::Distribution::Normal(0.0, 1.0), &ad);
     let (loss, _) = forward_loss(&online, &target, x1, x2);
     let grads = GradientsParams::from_grads(loss.backward(), &online);
     let mut optim = ssl_framework::optim::build_optimizer(&cfg.optim);

@@ -47,6 +47,18 @@ pub fn cache_root() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("ssl-test-data"))
 }
 
+/// A fresh staging folder in the cache, unique to this process and thread.
+fn new_staging() -> PathBuf {
+    let staging = cache_root().join(format!(
+        ".staging-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).expect("create staging folder");
+    staging
+}
+
 /// Unpacks the first `train_per_class` and `test_per_class` images of each class from
 /// `cifar10-jpeg.tar.gz` into an ImageFolder (`train/<class>/`, `test/<class>/`) and returns
 /// its path. Done once per size; concurrent tests share it (staged, then renamed).
@@ -56,13 +68,7 @@ pub fn cifar_slice(test: &str, train_per_class: usize, test_per_class: usize) ->
     if dest.join("train").is_dir() && dest.join("test").is_dir() {
         return Some(dest);
     }
-    let staging = cache_root().join(format!(
-        ".staging-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging).expect("create staging folder");
+    let staging = new_staging();
     let file = fs::File::open(data.join("cifar10-jpeg.tar.gz")).expect("open cifar10-jpeg.tar.gz");
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut counts: HashMap<(String, String), usize> = HashMap::new();
@@ -111,13 +117,7 @@ pub fn unpack_all(test: &str, archive_name: &str) -> Option<PathBuf> {
     if dest.is_dir() {
         return Some(dest);
     }
-    let staging = cache_root().join(format!(
-        ".staging-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging).expect("create staging folder");
+    let staging = new_staging();
     let file = fs::File::open(data.join(archive_name)).expect("open archive");
     tar::Archive::new(flate2::read::GzDecoder::new(file))
         .unpack(&staging)
