@@ -79,10 +79,15 @@ enum Command {
 
 /// Formats an error chain on one line.
 pub fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        // A cause that its context already quotes (`path: error` over `error`) is said once.
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    ssl_framework::data::one_line(&parts.join(": "))
 }
 
 /// Parses `cpu` or `cuda:N` into a device.
@@ -277,6 +282,11 @@ pub fn read_config<M: Modality>(
 }
 
 fn print_table(report: &ssl_framework::train::RunReport) {
+    let split = report.results["eval_split"].as_str().unwrap_or("test");
+    println!(
+        "top-1 accuracy on the {split} split ({} samples)",
+        report.results["test_samples"]
+    );
     println!(
         "{:<8} {:<10} {:>7} {:>10} {:>12}",
         "probe", "labels", "classes", "trained", "random-init"

@@ -1,24 +1,11 @@
 //! End to end: `ssl train --modality vision` on a small slice of the real CIFAR-10, resume from
 //! a checkpoint, and one-line errors for bad input.
 
+mod common;
+
+use common::{ssl, text};
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn ssl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ssl"))
-        .args(args)
-        .env_remove("SSL_DATA_DIR")
-        .output()
-        .expect("run ssl")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 const QUICK: [&str; 14] = [
     "--set",

@@ -204,6 +204,28 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Write a metrics line every this many optimizer steps.
     pub log_every: usize,
+    /// What a non-finite loss or gradient does: `"stop"` the run (the default), `"skip"` the
+    /// optimizer step, or `"rollback"` to the newest checkpoint and replay without that step.
+    /// May differ between a run and its `--resume`.
+    pub on_nan: OnNan,
+    /// With `on_nan = "skip"` or `"rollback"`: the run stops at the fault after this many.
+    pub max_faults: usize,
+}
+
+/// The response to a non-finite loss or gradient (see [`TrainConfig::on_nan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNan {
+    /// Stop with an error naming the step and the faulty term; every checkpoint stays.
+    #[default]
+    Stop,
+    /// Skip the step's update (parameters, optimizer state and target unchanged; the step's
+    /// data is consumed). Stops instead when the faulty forward pass has already poisoned the
+    /// online network's BatchNorm statistics, which only a rollback undoes.
+    Skip,
+    /// Reload the newest checkpoint (a step-0 one is written at the start) and replay from it,
+    /// skipping the faulty step's update; the skipped steps are stored in the checkpoints.
+    Rollback,
 }
 
 impl Default for TrainConfig {
@@ -218,6 +240,8 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             keep_checkpoints: 3,
             log_every: 10,
+            on_nan: OnNan::Stop,
+            max_faults: 10,
         }
     }
 }
@@ -236,6 +260,7 @@ impl ConfigSection for TrainConfig {
         check_positive(&format!("{p}.accumulation_steps"), self.accumulation_steps)?;
         check_positive(&format!("{p}.prefetch_batches"), self.prefetch_batches)?;
         check_positive(&format!("{p}.keep_checkpoints"), self.keep_checkpoints)?;
+        check_positive(&format!("{p}.max_faults"), self.max_faults)?;
         check_positive(&format!("{p}.log_every"), self.log_every)
     }
 }
@@ -258,6 +283,24 @@ pub struct EvalConfig {
     pub probe_batch_size: usize,
     /// Batch for feature extraction.
     pub batch_size: usize,
+    /// The split the probes are scored on: `"test"` (the dataset's held-out split) or
+    /// `"validation"` (a seeded `validation_fraction` of the training split, held out of
+    /// pre-training and of the probes' fitting; the test split is then never read). Tune on
+    /// `"validation"`, report on `"test"`.
+    pub split: EvalSplit,
+    /// Fraction of the training split held out when `split = "validation"`, in (0, 0.9].
+    pub validation_fraction: f64,
+}
+
+/// Which split evaluation scores on (see [`EvalConfig::split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// The dataset's own held-out split.
+    #[default]
+    Test,
+    /// A seeded part of the training split.
+    Validation,
 }
 
 impl Default for EvalConfig {
@@ -270,6 +313,8 @@ impl Default for EvalConfig {
             probe_weight_decay: 1e-5,
             probe_batch_size: 256,
             batch_size: 256,
+            split: EvalSplit::Test,
+            validation_fraction: 0.1,
         }
     }
 }
@@ -292,6 +337,12 @@ impl ConfigSection for EvalConfig {
             10.0,
         )?;
         check_positive(&format!("{p}.probe_batch_size"), self.probe_batch_size)?;
+        check_f64(
+            &format!("{p}.validation_fraction"),
+            self.validation_fraction,
+            1e-6,
+            0.9,
+        )?;
         check_positive(&format!("{p}.batch_size"), self.batch_size)
     }
 }

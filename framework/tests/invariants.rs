@@ -545,28 +545,38 @@ fn collapse_is_detected_and_reported() {
     assert_eq!(report.results["collapsed"], false);
 }
 
-#[test]
-fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        out_dir: dir.path().to_path_buf(),
-        data_root: dir.path().to_path_buf(),
+/// View 1 turns into NaNs in about one sample of a hundred: at some step the loss is NaN.
+const POISON_VIEW1: &str =
+    "augment.view1=[{ type = \"RandomApply\", p = 0.01, ops = [{ type = \"Poison\" }] }]";
+
+fn toy_options(dir: &std::path::Path) -> RunOptions {
+    RunOptions {
+        out_dir: dir.to_path_buf(),
+        data_root: dir.to_path_buf(),
         device: device(),
         resume: false,
         progress: false,
-    };
-    // A few samples of view 1 turn into NaNs: at some step the loss is NaN.
+    }
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
     let cfg = toy::config(&[
         "train.checkpoint_every=1",
         "train.keep_checkpoints=100",
-        "augment.view1=[{ type = \"RandomApply\", p = 0.01, ops = [{ type = \"Poison\" }] }]",
+        POISON_VIEW1,
     ]);
-    let e = train_and_evaluate(Toy, cfg, &opts).unwrap_err();
+    let e = train_and_evaluate(Toy, cfg, &toy_options(dir.path())).unwrap_err();
     let msg = e.to_string();
     let ssl_framework::train::TrainError::NonFinite { step, .. } = e else {
         panic!("expected a non-finite loss error, got: {msg}")
     };
     assert!(msg.contains(&format!("optimizer step {step}")), "{msg}");
+    assert!(
+        msg.contains("loss NaN of online(view 1) -> target(view 2)"),
+        "the message names the faulty term: {msg}"
+    );
     let steps = ssl_framework::train::checkpoint::list_checkpoints(&dir.path().join("checkpoints"));
     assert_eq!(
         steps.last().copied().unwrap_or(0),
@@ -581,4 +591,85 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         assert!(d.join("online.bpk").is_file());
     }
     assert!(!dir.path().join("results.json").exists());
+}
+
+#[test]
+fn on_nan_rollback_replays_from_the_checkpoint_and_skips_the_faulty_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = toy::config(&[
+        "train.checkpoint_every=4",
+        "train.keep_checkpoints=100",
+        "train.on_nan=\"rollback\"",
+        "train.max_faults=20",
+        POISON_VIEW1,
+    ]);
+    let report = train_and_evaluate(Toy, cfg, &toy_options(dir.path())).unwrap();
+    let total = report.results["total_steps"].as_u64().unwrap() as usize;
+    assert_eq!(report.results["steps"].as_u64().unwrap() as usize, total);
+    let root = dir.path().join("checkpoints");
+    let last = ssl_framework::train::checkpoint::list_checkpoints(&root);
+    let state = ssl_framework::train::checkpoint::read_state(
+        &ssl_framework::train::checkpoint::checkpoint_dir(&root, *last.last().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        !state.skipped_steps.is_empty(),
+        "the poisoned batches were met and skipped"
+    );
+    assert_eq!(
+        last.first(),
+        Some(&0),
+        "a step-0 checkpoint to roll back to"
+    );
+    // The log has each step once, in order, and only finite losses.
+    let m = read_metrics(&dir.path().join("metrics.jsonl")).unwrap();
+    assert!(m.windows(2).all(|w| w[0].step < w[1].step), "{m:?}");
+    assert!(m.iter().all(|r| r.loss.is_finite()), "{m:?}");
+    for p in &report.probes {
+        assert!(p.trained_top1.is_finite());
+    }
+}
+
+#[test]
+fn on_nan_skip_refuses_to_go_on_with_poisoned_batchnorm_statistics() {
+    // A NaN input also poisons the running statistics of the online BatchNorm layers during its
+    // forward pass: skipping the update cannot undo that, so the run stops and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = toy::config(&["train.on_nan=\"skip\"", POISON_VIEW1]);
+    let msg = train_and_evaluate(Toy, cfg, &toy_options(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("--on-nan rollback"), "{msg}");
+}
+
+#[test]
+fn non_finite_gradients_and_parameters_are_found_by_name() {
+    use ssl_framework::train::faults::{non_finite_gradient, non_finite_parameter};
+    let (_, online, target, x1, x2) = networks_and_views(3);
+    let (loss, _) = forward_loss(&online, &target, x1, x2);
+    let mut grads = GradientsParams::from_grads(loss.backward(), &online);
+    assert_eq!(non_finite_gradient(&online, &grads), None);
+    assert_eq!(non_finite_parameter(&online), None);
+    // Replace the gradient of the predictor's last weight by one holding an infinity.
+    struct Last(Option<(burn::module::ParamId, Vec<usize>)>);
+    impl ModuleVisitor for Last {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.val().is_require_grad() {
+                self.0 = Some((param.id, param.val().dims().to_vec()));
+            }
+        }
+    }
+    let mut last = Last(None);
+    online.visit(&mut last);
+    let (id, dims) = last.0.unwrap();
+    assert_eq!(dims.len(), 1, "the last parameter is a bias");
+    let mut values = vec![0f32; dims[0]];
+    values[0] = f32::INFINITY;
+    let bad = Tensor::<1>::from_data(TensorData::new(values, [dims[0]]), &device().autodiff());
+    grads.register::<1>(id, bad);
+    let name = non_finite_gradient(&online, &grads).expect("the infinity is found");
+    assert!(
+        name.contains("predictor") && name.ends_with("bias"),
+        "{name}"
+    );
 }

@@ -3,6 +3,10 @@
 //!
 //! When the data is absent, tests that need it print a loud `SKIPPED` message and pass, unless
 //! `SSL_REQUIRE_DATA=1` (set by `.ci/run`), which turns the absence into a failure.
+//!
+//! [`fuzz`] is a seeded mutation fuzzer for the readers.
+
+pub mod fuzz;
 
 use std::collections::HashMap;
 use std::fs;

@@ -13,4 +13,4 @@ pub use heads::{Mlp, MlpConfig};
 pub use loss::{byol_loss, regression_loss};
 pub use network::{OnlineNetwork, TargetNetwork};
 pub use schedule::tau_at;
-pub use step::forward_loss;
+pub use step::{LossTerms, forward_loss, forward_loss_terms};

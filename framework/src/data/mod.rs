@@ -15,8 +15,9 @@ pub enum DataError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A file whose content is not what its format requires.
-    #[error("{path}: {reason}")]
+    /// A file whose content is not what its format requires. Displayed on one line, whatever
+    /// line breaks a decoding library put in its message.
+    #[error("{path}: {}", one_line(.reason))]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -34,6 +35,12 @@ pub enum DataError {
     /// A dataset that cannot be trained or evaluated on as configured.
     #[error("{0}")]
     Unusable(String),
+}
+
+/// `text` on one line: every run of whitespace (line breaks included) becomes one space, and
+/// the ends are trimmed. Library error messages are passed through this before a user sees them.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The class-folder layout shared by modalities: `root/train/<class>/...` and `root/test/<class>/`
@@ -151,6 +158,55 @@ impl<I> Split<I> {
     }
 }
 
+impl<I> Split<I> {
+    /// Splits off a seeded `fraction` of the samples (at least one, and at least one left):
+    /// returns `(rest, held_out)`, both in their original order, label sets aligned. The same
+    /// seed and length give the same partition.
+    pub fn hold_out(self, fraction: f64, seed: u64) -> (Self, Self) {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let n = self.items.len();
+        let held = ((n as f64 * fraction).round() as usize).clamp(1.min(n), n.saturating_sub(1));
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut is_held = vec![false; n];
+        for &i in &order[..held] {
+            is_held[i] = true;
+        }
+        let pick = |want: bool| -> Vec<usize> { (0..n).filter(|&i| is_held[i] == want).collect() };
+        let (rest_idx, held_idx) = (pick(false), pick(true));
+        let labels = |idx: &[usize]| -> Vec<LabelSet> {
+            self.label_sets
+                .iter()
+                .map(|ls| LabelSet {
+                    labels: idx.iter().map(|&i| ls.labels[i]).collect(),
+                    ..ls.clone()
+                })
+                .collect()
+        };
+        let (rest_labels, held_labels) = (labels(&rest_idx), labels(&held_idx));
+        let mut rest = Vec::with_capacity(rest_idx.len());
+        let mut held_items = Vec::with_capacity(held_idx.len());
+        for (i, item) in self.items.into_iter().enumerate() {
+            if is_held[i] {
+                held_items.push(item);
+            } else {
+                rest.push(item);
+            }
+        }
+        (
+            Split {
+                items: rest,
+                label_sets: rest_labels,
+            },
+            Split {
+                items: held_items,
+                label_sets: held_labels,
+            },
+        )
+    }
+}
+
 /// A dataset's training and held-out splits.
 #[derive(Debug, Clone)]
 pub struct Datasets<I> {
@@ -185,5 +241,29 @@ mod tests {
         assert_eq!(a.items, a.label_sets[0].labels);
         assert_ne!(a.items, split.clone().subset(10, 4).items);
         assert_eq!(split.clone().subset(1000, 0).len(), 100);
+    }
+
+    #[test]
+    fn hold_out_is_a_seeded_partition_with_aligned_labels() {
+        let split = Split {
+            items: (0..50).collect::<Vec<usize>>(),
+            label_sets: vec![LabelSet {
+                name: "id".into(),
+                classes: (0..50).map(|i| i.to_string()).collect(),
+                labels: (0..50).collect(),
+            }],
+        };
+        let (rest, held) = split.clone().hold_out(0.2, 7);
+        assert_eq!((rest.len(), held.len()), (40, 10));
+        assert_eq!(rest.items, rest.label_sets[0].labels);
+        assert_eq!(held.items, held.label_sets[0].labels);
+        let mut all: Vec<usize> = rest.items.iter().chain(&held.items).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..50).collect::<Vec<_>>());
+        assert_eq!(split.clone().hold_out(0.2, 7).1.items, held.items);
+        assert_ne!(split.clone().hold_out(0.2, 8).1.items, held.items);
+        // Never empties either side.
+        let (r, h) = split.clone().hold_out(1e-6, 0);
+        assert_eq!((r.len(), h.len()), (49, 1));
     }
 }

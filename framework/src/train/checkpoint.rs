@@ -42,6 +42,9 @@ pub struct CheckpointState {
     /// The modality's data-derived state ([`Modality::state`](crate::Modality::state)).
     #[serde(default)]
     pub modality_state: serde_json::Value,
+    /// Optimizer steps (1-based) whose update was skipped after a non-finite loss or gradient.
+    #[serde(default)]
+    pub skipped_steps: Vec<usize>,
 }
 
 /// The folder of the checkpoint at `step`.
@@ -88,6 +91,13 @@ pub fn save_checkpoint(
     fs::create_dir_all(&tmp).map_err(|e| CheckpointError::new(&tmp, e))?;
     let result = (|| {
         write_files(&tmp).map_err(|e| CheckpointError::new(&tmp, e))?;
+        // The files reach the disk before the rename makes the folder a checkpoint.
+        for entry in fs::read_dir(&tmp).map_err(|e| CheckpointError::new(&tmp, e))? {
+            let path = entry.map_err(|e| CheckpointError::new(&tmp, e))?.path();
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| CheckpointError::new(&path, e))?;
+        }
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
         crate::fsutil::write_atomic(&tmp.join("state.json"), &json)
             .map_err(|e| CheckpointError::new(&tmp, e))?;
@@ -131,6 +141,7 @@ mod tests {
             train_seconds: 1.0,
             config: serde_json::json!({"a": 1}),
             modality_state: serde_json::Value::Null,
+            skipped_steps: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The training loop, checkpoints and resume, the metrics log, progress, and the run report.
 
 pub mod checkpoint;
+pub mod faults;
 pub mod metrics;
 pub mod run;
 

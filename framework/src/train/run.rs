@@ -2,11 +2,12 @@
 //! random-init baseline, with checkpoints, resume, a metrics log and `results.json`.
 
 use super::checkpoint::{self, CheckpointError, CheckpointState};
+use super::faults::{non_finite_gradient, non_finite_parameter};
 use super::metrics::{MetricsRecord, MetricsWriter};
-use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, ema_update, forward_loss, tau_at};
-use crate::config::{ConfigError, ExperimentConfig};
+use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, ema_update, forward_loss_terms, tau_at};
+use crate::config::{ConfigError, EvalSplit, ExperimentConfig, OnNan};
 use crate::data::loader::{WorkerError, resolve_workers, two_view_epoch};
-use crate::data::{DataError, Datasets};
+use crate::data::{DataError, Datasets, Split};
 use crate::eval::{
     ProbeConfig, ProbeResult, collapse_std, extract_features, knn_top1, linear_probe_top1,
 };
@@ -47,17 +48,17 @@ pub enum TrainError {
         /// The error.
         source: std::io::Error,
     },
-    /// The loss became NaN or infinite; the last good checkpoint is kept.
+    /// A loss term or a gradient became NaN or infinite; every checkpoint is kept.
     #[error(
-        "non-finite loss {value} at optimizer step {step} (epoch {epoch}); the last good checkpoint is kept in {checkpoints}"
+        "non-finite {what} at optimizer step {step} (epoch {epoch}); the last good checkpoint is kept in {checkpoints}"
     )]
     NonFinite {
-        /// The step being computed.
+        /// The step being computed (1-based).
         step: usize,
         /// Its epoch.
         epoch: usize,
-        /// The loss value.
-        value: f32,
+        /// Which term: a loss direction with its value, or the parameter whose gradient it is.
+        what: String,
         /// The checkpoint folder.
         checkpoints: PathBuf,
     },
@@ -146,7 +147,22 @@ pub fn train_and_evaluate<M: Modality>(
     }
 
     let modality = Arc::new(modality);
-    let datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
+    let mut datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
+    if cfg.eval.split == EvalSplit::Validation {
+        // The test split is never read: the probes score on a seeded part of the training split,
+        // which pre-training does not see either.
+        let train = std::mem::replace(
+            &mut datasets.train,
+            Split {
+                items: Vec::new(),
+                label_sets: Vec::new(),
+            },
+        );
+        let (rest, validation) = train.hold_out(cfg.eval.validation_fraction, cfg.seed);
+        datasets.train = rest;
+        datasets.test = validation;
+    }
+    check_probe_labels(&datasets)?;
     // The output folder is made only once the data is known to be usable.
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
@@ -185,27 +201,21 @@ pub fn train_and_evaluate<M: Modality>(
     let mut optim: ModuleOptimizer = build_optimizer(&cfg.optim);
     let mut step = 0usize;
     let mut prior_seconds = 0.0;
+    let mut skipped_steps: Vec<usize> = Vec::new();
     if let Some(dir) = &resume_from {
         let state = checkpoint::read_state(dir)?;
-        if state.config != config_json {
+        if resume_identity(&state.config) != resume_identity(&config_json) {
             return Err(TrainError::Resume(format!(
                 "--resume: the checkpoint {} was written with a different config; resume with the run's own {}",
                 dir.display(),
                 out.join("config.toml").display()
             )));
         }
-        online = online
-            .try_load_file(dir.join("online.bpk"))
-            .map_err(|e| CheckpointError::new(&dir.join("online.bpk"), format!("{e:?}")))?;
-        target = target
-            .try_load_file(dir.join("target.bpk"))
-            .map_err(|e| CheckpointError::new(&dir.join("target.bpk"), format!("{e:?}")))?;
-        optim = optim
-            .load(dir.join("optimizer.bpk"))
-            .map_err(|e| CheckpointError::new(&dir.join("optimizer.bpk"), format!("{e:?}")))?;
+        (online, target, optim) = load_networks(dir, online, target, optim)?;
         modality.restore_state(&state.modality_state)?;
         step = state.step;
         prior_seconds = state.train_seconds;
+        skipped_steps = state.skipped_steps;
         eprintln!(
             "resuming from {} (step {step} of {total_steps})",
             dir.display()
@@ -218,17 +228,26 @@ pub fn train_and_evaluate<M: Modality>(
     let workers = resolve_workers(cfg.train.num_workers);
     let train_items = Arc::new(datasets.train.items);
     let bar = progress_bar(opts.progress, total_steps, step);
+    let say = |msg: String| {
+        if bar.is_hidden() {
+            eprintln!("{msg}")
+        } else {
+            bar.println(msg)
+        }
+    };
     let save = |online: &OnlineNetwork<M::Encoder>,
                 target: &TargetNetwork<M::Encoder>,
                 optim: &ModuleOptimizer,
                 step: usize,
-                secs: f64| {
+                secs: f64,
+                skipped_steps: &[usize]| {
         let state = CheckpointState {
             step,
             total_steps,
             train_seconds: secs,
             config: config_json.clone(),
             modality_state: modality.state(),
+            skipped_steps: skipped_steps.to_vec(),
         };
         // burn defers BatchNorm running-statistic updates; `valid()` applies them, so the
         // checkpoint holds the current statistics.
@@ -237,16 +256,27 @@ pub fn train_and_evaluate<M: Modality>(
             online
                 .clone()
                 .save_file(dir.join("online.bpk"))
-                .map_err(|e| format!("online.bpk: {e:?}"))?;
+                .map_err(|e| format!("online.bpk: {e}"))?;
             target
                 .clone()
                 .save_file(dir.join("target.bpk"))
-                .map_err(|e| format!("target.bpk: {e:?}"))?;
+                .map_err(|e| format!("target.bpk: {e}"))?;
             optim
                 .save(dir.join("optimizer.bpk"))
-                .map_err(|e| format!("optimizer.bpk: {e:?}"))
+                .map_err(|e| format!("optimizer.bpk: {e}"))
         })
     };
+    if cfg.train.on_nan == OnNan::Rollback && checkpoint::list_checkpoints(&ckpt_root).is_empty() {
+        // A rollback needs a state to go back to before the first periodic checkpoint.
+        save(
+            &online,
+            &target,
+            &optim,
+            step,
+            prior_seconds,
+            &skipped_steps,
+        )?;
+    }
 
     let train_start = Instant::now();
     let mut window = (Instant::now(), 0usize, 0f64); // (start, samples, data wait seconds)
@@ -255,9 +285,10 @@ pub fn train_and_evaluate<M: Modality>(
     let mut step_loss = 0f64;
     let mut last_collapse = f64::NAN;
     let mut collapse_warned = false;
+    let mut faults = 0usize;
     let collapse_floor = COLLAPSE_THRESHOLD / (cfg.byol.projection_dim as f64).sqrt();
     let start_step = step;
-    while step < total_steps {
+    'steps: while step < total_steps {
         let epoch = step / spe;
         let first_micro = (step % spe) * accum;
         let loader = two_view_epoch(
@@ -273,6 +304,8 @@ pub fn train_and_evaluate<M: Modality>(
         );
         let mut accumulator = GradientsAccumulator::<OnlineNetwork<M::Encoder>>::new();
         let mut micro = 0usize;
+        // The fault of the step being computed, if any: its later micro-batches are only read.
+        let mut fault: Option<String> = None;
         let mut loader = loader.take(spe * accum - first_micro);
         loop {
             let waited = Instant::now();
@@ -281,48 +314,116 @@ pub fn train_and_evaluate<M: Modality>(
             let wait = waited.elapsed().as_secs_f64();
             window.2 += wait;
             total_wait += wait;
-            let x1 = modality.to_input(batch.view1, &ad);
-            let x2 = modality.to_input(batch.view2, &ad);
-            let (loss, projection) = forward_loss(&online, &target, x1, x2);
-            let log_now = (step + 1) % cfg.train.log_every == 0 || step + 1 == total_steps;
-            if log_now && micro + 1 == accum {
-                last_collapse = collapse_std(projection);
-            }
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: step + 1,
-                    epoch,
-                    value,
-                    checkpoints: ckpt_root.clone(),
-                });
-            }
-            step_loss += value as f64 / accum as f64;
-            let loss = if accum > 1 {
-                loss.div_scalar(accum as f64)
-            } else {
-                loss
-            };
-            let grads = GradientsParams::from_grads(loss.backward(), &online);
             micro += 1;
             window.1 += bs;
-            let grads = if accum > 1 {
-                accumulator.accumulate(&online, grads);
-                if micro < accum {
-                    continue;
+            // Random ops on the device (dropout) draw from a stream fixed by (seed, step,
+            // micro-batch), so a resumed run draws what the uninterrupted one did.
+            ad.seed(device_seed(cfg.seed, step, micro));
+            let replay_skip = skipped_steps.contains(&(step + 1));
+            if fault.is_none() && !replay_skip {
+                let x1 = modality.to_input(batch.view1, &ad);
+                let x2 = modality.to_input(batch.view2, &ad);
+                let terms = forward_loss_terms(&online, &target, x1, x2);
+                let log_now = (step + 1) % cfg.train.log_every == 0 || step + 1 == total_steps;
+                if log_now && micro == accum {
+                    last_collapse = collapse_std(terms.projection);
                 }
-                accumulator.grads()
-            } else {
-                grads
-            };
+                let values = Tensor::cat(
+                    vec![
+                        terms.view1_to_view2.clone().detach(),
+                        terms.view2_to_view1.clone().detach(),
+                    ],
+                    0,
+                )
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_else(|_| vec![f32::NAN; 2]);
+                let (v12, v21) = (values[0], values[1]);
+                if !v12.is_finite() {
+                    fault = Some(format!("loss {v12} of online(view 1) -> target(view 2)"));
+                } else if !v21.is_finite() {
+                    fault = Some(format!("loss {v21} of online(view 2) -> target(view 1)"));
+                } else {
+                    step_loss += (v12 + v21) as f64 / accum as f64;
+                    let loss = terms.view1_to_view2 + terms.view2_to_view1;
+                    let loss = if accum > 1 {
+                        loss.div_scalar(accum as f64)
+                    } else {
+                        loss
+                    };
+                    let grads = GradientsParams::from_grads(loss.backward(), &online);
+                    if let Some(param) = non_finite_gradient(&online, &grads) {
+                        fault = Some(format!("gradient of {param}"));
+                    } else {
+                        accumulator.accumulate(&online, grads);
+                    }
+                }
+            }
+            if micro < accum {
+                continue;
+            }
             micro = 0;
-            last_loss = std::mem::take(&mut step_loss);
+            let grads = accumulator.grads();
             let lr = warmup_cosine_lr(peak, step, warmup, total_steps);
             let tau = tau_at(cfg.byol.tau_base, step, total_steps);
-            online = optim.step(lr, online, grads);
-            target = ema_update(target, &online, tau)?;
+            if let Some(what) = fault.take() {
+                let at = step + 1;
+                step_loss = 0.0;
+                let give_up = cfg.train.on_nan == OnNan::Stop || faults >= cfg.train.max_faults;
+                let poisoned = cfg.train.on_nan == OnNan::Skip
+                    && non_finite_parameter(&online.valid()).is_some();
+                if give_up || poisoned {
+                    let why = if poisoned {
+                        "; the faulty batch also made the online network's BatchNorm statistics non-finite, which only --on-nan rollback undoes".to_string()
+                    } else if cfg.train.on_nan != OnNan::Stop {
+                        format!(" after {faults} earlier faults (train.max_faults)")
+                    } else {
+                        String::new()
+                    };
+                    return Err(TrainError::NonFinite {
+                        step: at,
+                        epoch,
+                        what: format!("{what}{why}"),
+                        checkpoints: ckpt_root.clone(),
+                    });
+                }
+                faults += 1;
+                skipped_steps.push(at);
+                if cfg.train.on_nan == OnNan::Rollback {
+                    let newest =
+                        *checkpoint::list_checkpoints(&ckpt_root)
+                            .last()
+                            .ok_or_else(|| {
+                                TrainError::Resume(format!(
+                                    "--on-nan rollback: no checkpoint left in {}",
+                                    ckpt_root.display()
+                                ))
+                            })?;
+                    let dir = checkpoint::checkpoint_dir(&ckpt_root, newest);
+                    (online, target, optim) = load_networks(&dir, online, target, optim)?;
+                    say(format!(
+                        "warning: {what} at optimizer step {at}: rolled back to the checkpoint of step {newest}; step {at} will be skipped (fault {faults} of at most {})",
+                        cfg.train.max_faults
+                    ));
+                    step = newest;
+                    metrics = MetricsWriter::open(&out.join("metrics.jsonl"), step)
+                        .map_err(io_err(out))?;
+                    bar.set_position(step as u64);
+                    continue 'steps;
+                }
+                say(format!(
+                    "warning: {what} at optimizer step {at}: its update is skipped (fault {faults} of at most {})",
+                    cfg.train.max_faults
+                ));
+            } else if !skipped_steps.contains(&(step + 1)) {
+                last_loss = std::mem::take(&mut step_loss);
+                online = optim.step(lr, online, grads);
+                target = ema_update(target, &online, tau)?;
+            }
             step += 1;
             bar.set_position(step as u64);
+            let log_now = step % cfg.train.log_every == 0 || step == total_steps;
             if log_now {
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                 let record = MetricsRecord {
@@ -338,15 +439,10 @@ pub fn train_and_evaluate<M: Modality>(
                 };
                 if record.collapsed && !collapse_warned {
                     collapse_warned = true;
-                    let msg = format!(
+                    say(format!(
                         "warning: representation collapse at step {step}: std of the normalized projections {:.5} < {:.5} ({COLLAPSE_THRESHOLD} / sqrt(projection_dim)); the outputs no longer depend on the input",
                         record.collapse_std, collapse_floor
-                    );
-                    if bar.is_hidden() {
-                        eprintln!("{msg}")
-                    } else {
-                        bar.println(msg)
-                    }
+                    ));
                 }
                 metrics.write(&record).map_err(io_err(out))?;
                 let line = format!(
@@ -370,6 +466,7 @@ pub fn train_and_evaluate<M: Modality>(
                     &optim,
                     step,
                     prior_seconds + train_start.elapsed().as_secs_f64(),
+                    &skipped_steps,
                 )?;
             }
             if step >= total_steps {
@@ -383,7 +480,14 @@ pub fn train_and_evaluate<M: Modality>(
     let images_per_sec = (steps_run * global_batch) as f64 / train_seconds.max(1e-9);
     let total_train_seconds = prior_seconds + train_seconds;
     if existing.last() != Some(&step) {
-        save(&online, &target, &optim, step, total_train_seconds)?;
+        save(
+            &online,
+            &target,
+            &optim,
+            step,
+            total_train_seconds,
+            &skipped_steps,
+        )?;
     }
 
     eprintln!("evaluating (kNN and linear probe, trained and random-init encoders)...");
@@ -420,6 +524,7 @@ pub fn train_and_evaluate<M: Modality>(
         "global_batch": global_batch,
         "peak_lr": peak,
         "train_samples": eval_data.train.len(),
+        "eval_split": cfg.eval.split,
         "test_samples": eval_data.test.len(),
         "skipped_files": datasets.skipped,
         "modality_state": modality.state(),
@@ -437,6 +542,84 @@ pub fn train_and_evaluate<M: Modality>(
     Ok(RunReport { results, probes })
 }
 
+/// Every label set must have at least two classes among the training samples and some test
+/// samples, or the probes have nothing to tell apart.
+///
+/// # Errors
+/// [`DataError::Unusable`] naming the dataset, the label set and its classes.
+fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
+    if datasets.test.is_empty() {
+        return Err(DataError::Unusable(format!(
+            "{}: the evaluation split has no samples",
+            datasets.name
+        )));
+    }
+    for ls in &datasets.train.label_sets {
+        let mut present: Vec<usize> = ls.labels.clone();
+        present.sort_unstable();
+        present.dedup();
+        if present.len() < 2 {
+            let names: Vec<&str> = present
+                .iter()
+                .filter_map(|&c| ls.classes.get(c).map(String::as_str))
+                .collect();
+            return Err(DataError::Unusable(format!(
+                "{}: the training split has {} class(es) of label set `{}` ({}); the linear probe and kNN need at least 2",
+                datasets.name,
+                present.len(),
+                ls.name,
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The part of a resolved config that a resumed run must share with its checkpoint: all of it
+/// but the keys that only say how to react to faults (`train.on_nan`, `train.max_faults`).
+fn resume_identity(config: &serde_json::Value) -> serde_json::Value {
+    let mut c = config.clone();
+    if let Some(train) = c.get_mut("train").and_then(|t| t.as_object_mut()) {
+        train.remove("on_nan");
+        train.remove("max_faults");
+    }
+    c
+}
+
+/// The seed of the device's random stream for micro-batch `micro` (1-based) of optimizer step
+/// `step` (0-based): a SplitMix64 mix, so neighbouring steps get unrelated streams.
+fn device_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut z = seed
+        ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Loads the online and target networks and the optimizer state of the checkpoint in `dir`.
+///
+/// # Errors
+/// [`CheckpointError`] naming the file that fails to load and why.
+fn load_networks<E: crate::Encoder>(
+    dir: &Path,
+    online: OnlineNetwork<E>,
+    target: TargetNetwork<E>,
+    optim: ModuleOptimizer,
+) -> Result<(OnlineNetwork<E>, TargetNetwork<E>, ModuleOptimizer), TrainError> {
+    let file = |name: &str| dir.join(name);
+    let online = online
+        .try_load_file(file("online.bpk"))
+        .map_err(|e| CheckpointError::new(&file("online.bpk"), e.to_string()))?;
+    let target = target
+        .try_load_file(file("target.bpk"))
+        .map_err(|e| CheckpointError::new(&file("target.bpk"), e.to_string()))?;
+    let optim = optim
+        .load(file("optimizer.bpk"))
+        .map_err(|e| CheckpointError::new(&file("optimizer.bpk"), e.to_string()))?;
+    Ok((online, target, optim))
+}
+
 /// The stored report of a run whose newest checkpoint is its last step, when `results.json`
 /// exists: `--resume` of a finished run shows its results instead of evaluating again and
 /// overwriting them.
@@ -447,7 +630,10 @@ fn finished_report(
 ) -> Result<Option<RunReport>, TrainError> {
     let state = checkpoint::read_state(dir)?;
     let results_path = out.join("results.json");
-    if state.step < state.total_steps || state.config != *config || !results_path.is_file() {
+    if state.step < state.total_steps
+        || resume_identity(&state.config) != resume_identity(config)
+        || !results_path.is_file()
+    {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&results_path).map_err(io_err(&results_path))?;

@@ -6,7 +6,7 @@
 
 use crate::melspec::{LogMel, Spectrogram};
 use crate::resample::resample;
-use crate::wav::read_wav;
+use crate::wav::parse_wav;
 use serde::{Deserialize, Serialize};
 use ssl_framework::data::{ClassFolders, DataError, Datasets, LabelSet, Split};
 use std::collections::BTreeSet;
@@ -25,10 +25,30 @@ pub enum Layout {
     Folders,
 }
 
+/// The log-mel spectrogram of one WAV file's bytes: decoded, mixed to mono, resampled to the
+/// front end's rate (`path` only names the file in errors).
+///
+/// # Errors
+/// [`DataError::Corrupt`] naming `path` when the bytes are not a usable WAV file (see
+/// [`parse_wav`]) or cannot be resampled.
+pub fn clip_spectrogram(
+    path: &Path,
+    bytes: &[u8],
+    front: &LogMel,
+) -> Result<Spectrogram, DataError> {
+    let w = parse_wav(path, bytes)?;
+    let x = resample(&w.samples, w.sample_rate, front.config().sample_rate).map_err(|reason| {
+        DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
+    Ok(front.compute(&x))
+}
+
 /// Decodes, resamples and transforms `files` in parallel; returns per file its spectrogram or
 /// the error.
 pub fn load_spectrograms(files: &[PathBuf], front: &LogMel) -> Vec<Result<Spectrogram, DataError>> {
-    let rate = front.config().sample_rate;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -41,15 +61,11 @@ pub fn load_spectrograms(files: &[PathBuf], front: &LogMel) -> Vec<Result<Spectr
                 s.spawn(move || {
                     part.iter()
                         .map(|p| {
-                            let w = read_wav(p)?;
-                            let x =
-                                resample(&w.samples, w.sample_rate, rate).map_err(|reason| {
-                                    DataError::Corrupt {
-                                        path: p.clone(),
-                                        reason,
-                                    }
-                                })?;
-                            Ok(front.compute(&x))
+                            let bytes = std::fs::read(p).map_err(|source| DataError::Io {
+                                path: p.clone(),
+                                source,
+                            })?;
+                            clip_spectrogram(p, &bytes, front)
                         })
                         .collect::<Vec<_>>()
                 })

@@ -16,7 +16,16 @@ pub fn decode_file(path: &Path) -> Result<StoredImage, DataError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let img = image::load_from_memory(&bytes).map_err(|e| DataError::Corrupt {
+    decode_bytes(path, &bytes)
+}
+
+/// Decodes the bytes of a JPEG or PNG file into 8-bit RGB (`path` only names it in errors).
+/// The `image` crate's default limits apply (at most 512 MiB decoded).
+///
+/// # Errors
+/// [`DataError::Corrupt`] naming `path` when the bytes are not a decodable image.
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<StoredImage, DataError> {
+    let img = image::load_from_memory(bytes).map_err(|e| DataError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
