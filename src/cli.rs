@@ -72,6 +72,11 @@ enum Command {
         /// No progress bar (a log line per log step instead).
         #[arg(long)]
         no_progress: bool,
+        /// On a non-finite loss or gradient: `stop` (default), `skip` the step's update, or
+        /// `rollback` to the newest checkpoint and replay without that step (same as
+        /// --set train.on_nan=...; may change on --resume).
+        #[arg(long, value_name = "stop|skip|rollback", value_parser = ["stop", "skip", "rollback"])]
+        on_nan: Option<String>,
     },
     /// Throughput benchmarks (build with --release): BYOL steps and the augmentation pipeline.
     Bench(crate::bench::BenchArgs),
@@ -371,9 +376,13 @@ pub fn run() -> Result<()> {
             resume,
             seed,
             no_progress,
+            on_nan,
         } => {
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
+            }
+            if let Some(mode) = on_nan {
+                overrides.push(format!("train.on_nan=\"{mode}\""));
             }
             let device = parse_device(&device)?;
             let common = Common {

@@ -461,3 +461,109 @@ fn killed_run_resumes_with_bit_identical_losses() {
     };
     assert_eq!(probes(&run), probes(&full), "the same evaluation results");
 }
+
+fn copy_checkpoint(from_run: &Path, step: usize, to_run: &Path) -> std::path::PathBuf {
+    let name = format!("step-{step:08}");
+    let src = from_run.join("checkpoints").join(&name);
+    let dst = to_run.join("checkpoints").join(&name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dst.join(f.file_name())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn audio_resume_with_dropout_is_bit_identical_and_broken_checkpoints_are_named() {
+    let Some(root) = ssl_test_support::unpack_all(
+        "audio_resume_with_dropout_is_bit_identical",
+        "fsdd-recordings.tar.gz",
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &Path, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--modality",
+            "audio",
+            "--data",
+            root.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ];
+        // The default audio encoder has dropout (0.3): its masks must replay exactly.
+        args.extend_from_slice(&[
+            "--set",
+            "data.train_subset=200",
+            "--set",
+            "data.test_subset=60",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.batch_size=25",
+            "--set",
+            "train.checkpoint_every=4",
+            "--set",
+            "train.keep_checkpoints=10",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "eval.probe_epochs=2",
+            "--set",
+            "encoder.channels=8",
+            "--set",
+            "encoder.dim=64",
+        ]);
+        if resume {
+            args.push("--resume");
+        }
+        ssl(&args)
+    };
+    let full = tmp.path().join("full");
+    let o = run(&full, false);
+    assert!(o.status.success(), "{}", text(&o));
+    let part = tmp.path().join("part");
+    copy_checkpoint(&full, 8, &part);
+    let o = run(&part, true);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (f, p) = (metrics(&full), metrics(&part));
+    assert_eq!(f.len(), 16);
+    assert_eq!(p.len(), 8);
+    for m in &p {
+        let step = m["step"].as_u64().unwrap() as usize;
+        assert!(step > 8);
+        assert_eq!(
+            m["loss"],
+            f[step - 1]["loss"],
+            "step {step}: the resumed loss differs"
+        );
+    }
+    let results = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap()
+    };
+    assert_eq!(results(&full)["probes"], results(&part)["probes"]);
+
+    // A checkpoint that fails to load names its file and the reason.
+    for (file, needle) in [("online.bpk", "online.bpk"), ("state.json", "state.json")] {
+        let broken = tmp.path().join(format!("broken-{file}"));
+        let dir = copy_checkpoint(&full, 8, &broken);
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        std::fs::write(dir.join(file), &bytes[..bytes.len() / 2]).unwrap();
+        let o = run(&broken, true);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{err}");
+        let last = err.trim_end().lines().last().unwrap();
+        assert!(last.starts_with("error:") && last.contains(needle), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
