@@ -9,6 +9,7 @@ use ssl_audio::AudioModality;
 use ssl_framework::config::{ExperimentConfig, load_config};
 use ssl_framework::modality::Modality;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
+use ssl_text::TextModality;
 use ssl_vision::VisionModality;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,11 @@ pub const VISION_DEFAULT: (&str, &str) = (
 pub const AUDIO_DEFAULT: (&str, &str) = (
     "configs/audio/fsdd.toml",
     include_str!("../configs/audio/fsdd.toml"),
+);
+/// See [`VISION_DEFAULT`].
+pub const TEXT_DEFAULT: (&str, &str) = (
+    "configs/text/vader.toml",
+    include_str!("../configs/text/vader.toml"),
 );
 
 #[derive(Parser)]
@@ -38,6 +44,7 @@ struct Cli {
 enum ModalityName {
     Vision,
     Audio,
+    Text,
 }
 
 #[derive(Subcommand)]
@@ -141,8 +148,15 @@ pub fn cache_dir() -> PathBuf {
 
 /// Finds the data folder of a dataset that cannot be downloaded: `--data` (a folder or a
 /// `.tar.gz`), then `$SSL_DATA_DIR/<dataset>` or `$SSL_DATA_DIR`, then the cache.
-fn resolve_local_data(explicit: Option<PathBuf>, dataset: &str) -> Result<PathBuf> {
+fn resolve_local_data(
+    explicit: Option<PathBuf>,
+    dataset: &str,
+    allow_file: bool,
+) -> Result<PathBuf> {
     if let Some(d) = explicit {
+        if allow_file && d.is_file() && !is_archive(&d) {
+            return Ok(d);
+        }
         return explicit_data(d);
     }
     let mut tried = Vec::new();
@@ -406,7 +420,14 @@ pub fn run() -> Result<()> {
                     AudioModality::default(),
                     AUDIO_DEFAULT,
                     common,
-                    |d, cfg| resolve_local_data(d, &cfg.data.dataset),
+                    |d, cfg| resolve_local_data(d, &cfg.data.dataset, false),
+                    |c| c.data.dataset.clone(),
+                ),
+                ModalityName::Text => run_train(
+                    TextModality::default(),
+                    TEXT_DEFAULT,
+                    common,
+                    |d, cfg| resolve_local_data(d, &cfg.data.dataset, true),
                     |c| c.data.dataset.clone(),
                 ),
             }

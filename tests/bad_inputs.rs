@@ -530,3 +530,59 @@ fn a_read_only_or_full_output_folder_is_a_one_line_error() {
         }
     }
 }
+
+#[test]
+fn broken_text_lines_are_skipped_counted_and_named_by_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("corpus.tsv");
+    let mut body = b"text\tlabel\n".to_vec();
+    for i in 0..200 {
+        body.extend(
+            format!(
+                "sentence number {i} is {}\t{}\n",
+                ["good", "bad"][i % 2],
+                i % 2
+            )
+            .as_bytes(),
+        );
+    }
+    // Line 202: ragged; 203: invalid UTF-8; 204: empty text.
+    body.extend(b"only one field\n");
+    body.extend(b"bad \xff\xfe bytes\t1\n");
+    body.extend(b"\t0\n");
+    std::fs::write(&data, &body).unwrap();
+    let out = tmp.path().join("run");
+    let mut args = train_args("text", &data, &out);
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(&[
+        "--set",
+        "data.label_columns=[\"label\"]",
+        "--set",
+        "data.vocab_size=400",
+        "--set",
+        "encoder.d_model=16",
+        "--set",
+        "encoder.d_ff=32",
+    ]);
+    let o = ssl(&args);
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    for line in [202, 203, 204] {
+        assert!(
+            all.contains(&format!(
+                "warning: skipping line {line} of {}",
+                data.display()
+            )),
+            "line {line}: {all}"
+        );
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["skipped_files"], 3);
+
+    // A named column that is not there: one line naming the file and the column.
+    let run2 = tmp.path().join("run2");
+    let mut args = train_args("text", &data, &run2);
+    args.extend_from_slice(&["--set", "data.text_column=\"body\""]);
+    assert_one_line_error(&ssl(&args), &["corpus.tsv", "body"]);
+}

@@ -567,3 +567,78 @@ fn audio_resume_with_dropout_is_bit_identical_and_broken_checkpoints_are_named()
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn train_text_on_a_vader_slice_reports_sentiment_and_source_probes() {
+    let Some(data) = ssl_test_support::shared_data("train_text_on_a_vader_slice") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let o = ssl(&[
+        "train",
+        "--modality",
+        "text",
+        "--data",
+        data.join("vader").to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--no-progress",
+        "--set",
+        "data.train_subset=600",
+        "--set",
+        "data.test_subset=300",
+        "--set",
+        "data.vocab_size=1000",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=50",
+        "--set",
+        "eval.probe_epochs=3",
+        "--set",
+        "encoder.d_model=32",
+        "--set",
+        "encoder.d_ff=64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["modality"], "text");
+    assert_eq!(results["steps"], 12);
+    let probes: Vec<(&str, &str, u64)> = results["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["probe"].as_str().unwrap(),
+                p["labels"].as_str().unwrap(),
+                p["classes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            ("knn", "sentiment", 2),
+            ("linear", "sentiment", 2),
+            ("knn", "source", 4),
+            ("linear", "source", 4)
+        ]
+    );
+    for p in results["probes"].as_array().unwrap() {
+        let (t, r) = (
+            p["trained_top1"].as_f64().unwrap(),
+            p["random_init_top1"].as_f64().unwrap(),
+        );
+        assert!((0.2..=1.0).contains(&t) && (0.2..=1.0).contains(&r), "{p}");
+    }
+    // The vocabulary is stored with the checkpoint and restores the same tokenization.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run.join("checkpoints/step-00000012/state.json")).unwrap(),
+    )
+    .unwrap();
+    let json = state["modality_state"]["tokenizer"].as_str().unwrap();
+    assert!(ssl_text::tokenizer::Vocabulary::from_json(json).is_ok());
+}

@@ -55,3 +55,19 @@ fn every_audio_config_loads_and_validates() {
     );
     assert_eq!((byol_a.optim.base_lr, byol_a.byol.tau_base), (3e-4, 0.99));
 }
+
+#[test]
+fn every_text_config_loads_and_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/text");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let cfg = load_config_file::<ssl_text::TextModality>(&path, &[])
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!cfg.augment.view1.is_empty() && !cfg.augment.view2.is_empty());
+        n += 1;
+    }
+    assert!(n >= 1);
+    let vader = load_config_file::<ssl_text::TextModality>(&dir.join("vader.toml"), &[]).unwrap();
+    assert_eq!((vader.data.test_fraction, vader.data.split_seed), (0.2, 0));
+}

@@ -104,8 +104,22 @@ pub struct LabelSet {
     pub name: String,
     /// Class names; `labels[i]` indexes into this.
     pub classes: Vec<String>,
-    /// The label of each sample of the split, `< classes.len()`.
+    /// The label of each sample of the split, `< classes.len()`, or [`LabelSet::UNLABELED`]
+    /// for a sample this labelling does not cover (the probes of this label set leave it out).
     pub labels: Vec<usize>,
+}
+
+impl LabelSet {
+    /// The label of a sample outside this labelling (e.g. a neutral sentence for a sentiment
+    /// sign label set).
+    pub const UNLABELED: usize = usize::MAX;
+
+    /// Indices of the labelled samples.
+    pub fn labelled(&self) -> Vec<usize> {
+        (0..self.labels.len())
+            .filter(|&i| self.labels[i] != Self::UNLABELED)
+            .collect()
+    }
 }
 
 /// The samples of one split with zero or more label sets (for evaluation).

@@ -16,6 +16,18 @@ pub struct Features {
 }
 
 impl Features {
+    /// The rows `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Features {
+        let mut data = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            data.extend_from_slice(&self.data[r * self.dim..(r + 1) * self.dim]);
+        }
+        Features {
+            data,
+            dim: self.dim,
+        }
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.data.len().checked_div(self.dim).unwrap_or(0)

@@ -555,7 +555,12 @@ fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
         )));
     }
     for ls in &datasets.train.label_sets {
-        let mut present: Vec<usize> = ls.labels.clone();
+        let mut present: Vec<usize> = ls
+            .labels
+            .iter()
+            .copied()
+            .filter(|&l| l != crate::data::LabelSet::UNLABELED)
+            .collect();
         present.sort_unstable();
         present.dedup();
         if present.len() < 2 {
@@ -731,24 +736,38 @@ pub fn evaluate_encoder<M: Modality>(
     let mut out = Vec::new();
     for (train_ls, test_ls) in data.train_labels.iter().zip(&data.test_labels) {
         let classes = train_ls.classes.len().max(test_ls.classes.len());
-        let knn = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
+        // Samples outside this labelling (`LabelSet::UNLABELED`) are left out of its probes.
+        let (train_rows, test_rows) = (train_ls.labelled(), test_ls.labelled());
+        let pick = |labels: &[usize], rows: &[usize]| -> Vec<usize> {
+            rows.iter().map(|&i| labels[i]).collect()
+        };
+        let (train_labels, test_labels) = (
+            pick(&train_ls.labels, &train_rows),
+            pick(&test_ls.labels, &test_rows),
+        );
+        let select = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
+            (tr.select(&train_rows), te.select(&test_rows))
+        };
+        let knn = |f: &(crate::eval::Features, crate::eval::Features)| {
+            let (tr, te) = select(f);
             knn_top1(
-                tr,
-                &train_ls.labels,
-                te,
-                &test_ls.labels,
+                &tr,
+                &train_labels,
+                &te,
+                &test_labels,
                 classes,
                 eval.knn_k,
                 eval.knn_temperature,
                 device,
             )
         };
-        let linear = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
+        let linear = |f: &(crate::eval::Features, crate::eval::Features)| {
+            let (tr, te) = select(f);
             linear_probe_top1(
-                tr,
-                &train_ls.labels,
-                te,
-                &test_ls.labels,
+                &tr,
+                &train_labels,
+                &te,
+                &test_labels,
                 classes,
                 &probe_cfg,
                 device,
