@@ -372,6 +372,13 @@ fn run_train<M: Modality>(
     };
     let report = train_and_evaluate(modality, cfg, &opts)?;
     print_table(&report);
+    let plot = out_dir.join("training.svg");
+    match crate::plot::write_training_plot(&out_dir.join("metrics.jsonl"), &plot) {
+        Ok(true) => println!("training curves: {}", plot.display()),
+        Ok(false) => {}
+        // The results are written; a plot that fails is reported, not fatal.
+        Err(e) => eprintln!("warning: no training plot: {}", one_line(&e)),
+    }
     println!("results: {}", out_dir.join("results.json").display());
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod plot;
 
 fn main() {
     if let Err(e) = cli::run() {

@@ -71,6 +71,12 @@ fn train_vision_on_cifar_slice_then_resume() {
     assert!(results["train_images_per_sec"].as_f64().unwrap() > 0.0);
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4);
+    // The training curves: one SVG with the four panels, each a drawn line.
+    let svg = std::fs::read_to_string(run.join("training.svg")).unwrap();
+    for panel in ["BYOL loss", "learning rate", "tau", "collapse metric"] {
+        assert!(svg.contains(panel), "{panel} missing from training.svg");
+    }
+    assert!(svg.matches("<polyline").count() >= 4, "four curves");
     let ckpts = run.join("checkpoints");
     for s in [4, 8] {
         for f in ["online.bpk", "target.bpk", "optimizer.bpk", "state.json"] {
