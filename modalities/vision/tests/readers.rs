@@ -242,3 +242,22 @@ fn download_checks_md5_and_unpacks_from_a_local_server() {
     .to_string();
     assert!(e.contains("--data"), "{e}");
 }
+
+#[test]
+fn decoder_errors_are_one_line() {
+    // Found by fuzzing: the JPEG decoder's messages end with a line break, which split the
+    // skip warning over two lines.
+    let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, y as u8 * 16, 7]));
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    let mut errors = 0;
+    for cut in 0..jpeg.len() {
+        if let Err(e) = readers::image_folder::decode_bytes(Path::new("cut.jpg"), &jpeg[..cut]) {
+            let e = e.to_string();
+            assert!(e.starts_with("cut.jpg: ") && !e.contains('\n'), "{e:?}");
+            errors += 1;
+        }
+    }
+    assert!(errors > 10, "truncated JPEGs are rejected: {errors}");
+}
