@@ -19,7 +19,8 @@ pub struct ConvBlock {
     pool: MaxPool2d,
 }
 
-/// The encoder: `[batch, 1, n_mels, frames]` -> `[batch, dim]`. Needs `frames >= 2^blocks`.
+/// The encoder: [`AudioInput`] `[batch, 1, n_mels, frames]` -> `[batch, dim]`. Needs
+/// `frames >= 2^blocks`.
 #[derive(Module, Debug)]
 pub struct AudioEncoder {
     blocks: Vec<ConvBlock>,
@@ -69,11 +70,21 @@ impl AudioEncoder {
     }
 }
 
-impl Encoder for AudioEncoder {
-    /// `[batch, 1, n_mels, frames]`, normalized log-mel.
-    type Input = Tensor<4>;
+/// A batch of normalized log-mel spectrograms and which of their frames are real.
+#[derive(Debug, Clone)]
+pub struct AudioInput {
+    /// `[batch, 1, n_mels, frames]`, shorter clips padded at the end.
+    pub x: Tensor<4>,
+    /// `[batch, frames >> blocks]`: 1 for a time step (after the conv blocks' pooling) that
+    /// covers a clip's own frames, 0 for batch padding, which pooling leaves out.
+    pub valid: Tensor<2>,
+}
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+impl Encoder for AudioEncoder {
+    type Input = AudioInput;
+
+    fn forward(&self, input: AudioInput) -> Tensor<2> {
+        let AudioInput { x, valid } = input;
         let x = self.blocks.iter().fold(x, |x, b| {
             b.pool
                 .forward(b.relu.forward(b.bn.forward(b.conv.forward(x))))
@@ -85,8 +96,14 @@ impl Encoder for AudioEncoder {
             .reshape([batch, time, freq * channels]);
         let x = self.relu.forward(self.fc1.forward(x));
         let x = self.relu.forward(self.fc2.forward(self.dropout.forward(x)));
+        // Mean and max over the clip's own time steps only, so that a clip's representation
+        // does not depend on how long the other clips of its batch are. `x >= 0` after the
+        // ReLU, so zeroing the padding leaves the max of the real steps.
+        let valid = valid.slice([0..batch, 0..time]).reshape([batch, time, 1]);
+        let x = x * valid.clone();
+        let count = valid.sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
         let max = x.clone().max_dim(1).reshape([batch, self.out_dim]);
-        let mean = x.mean_dim(1).reshape([batch, self.out_dim]);
+        let mean = x.sum_dim(1).reshape([batch, self.out_dim]) / count;
         max + mean
     }
 

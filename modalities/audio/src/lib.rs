@@ -14,7 +14,7 @@ pub mod wav;
 use augment::AudioOp;
 use burn::prelude::*;
 use dataset::Layout;
-use encoder::AudioEncoder;
+use encoder::{AudioEncoder, AudioInput};
 use melspec::{LOG_EPS, LogMel, LogMelConfig, Spectrogram};
 use serde::{Deserialize, Serialize};
 use ssl_framework::config::{ConfigError, ConfigSection, check_f64, check_positive};
@@ -195,6 +195,8 @@ pub struct AudioBatch {
     pub data: Vec<f32>,
     /// `[batch, 1, n_mels, frames]`.
     pub shape: [usize; 4],
+    /// Each clip's own frames (the rest of its row is batch padding).
+    pub frames: Vec<usize>,
 }
 
 /// Sound: WAV folders or FSDD, log-mel front end, BYOL-A augmentations and encoder.
@@ -297,11 +299,25 @@ impl Modality for AudioModality {
         AudioBatch {
             data,
             shape: [samples.len(), 1, n_mels, frames],
+            frames: samples.iter().map(|s| s.frames).collect(),
         }
     }
 
-    fn to_input(&self, batch: AudioBatch, device: &Device) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(batch.data, batch.shape), device)
+    fn to_input(&self, batch: AudioBatch, device: &Device) -> AudioInput {
+        // Time steps after the encoder's pooling (by 2 per block): a step is valid when it
+        // covers the clip's own frames (at least one per clip).
+        let factor = (*self.min_frames.read().expect("lock")).max(1);
+        let [b, _, _, frames] = batch.shape;
+        let steps = frames / factor;
+        let mut valid = vec![0f32; b * steps];
+        for (i, &n) in batch.frames.iter().enumerate() {
+            let own = (n / factor).clamp(1, steps.max(1));
+            valid[i * steps..i * steps + own.min(steps)].fill(1.0);
+        }
+        AudioInput {
+            x: Tensor::from_data(TensorData::new(batch.data, batch.shape), device),
+            valid: Tensor::from_data(TensorData::new(valid, [b, steps]), device),
+        }
     }
 
     fn state(&self) -> serde_json::Value {
