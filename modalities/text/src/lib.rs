@@ -45,6 +45,10 @@ pub struct TextDataConfig {
     pub test_fraction: f64,
     /// Seed of that split, fixed apart from the experiment's seed so the split never changes.
     pub split_seed: u64,
+    /// A saved vocabulary to use instead of training one: a `tokenizer.json` file, e.g. the
+    /// `modality_state.tokenizer` string of an earlier run's `results.json` or checkpoint
+    /// `state.json`, written to a file. Empty: train one on the pre-training texts.
+    pub tokenizer: String,
     /// Largest vocabulary (special tokens included); also the embedding table's size.
     pub vocab_size: usize,
     /// A subword enters the vocabulary when seen at least this often.
@@ -70,6 +74,7 @@ impl Default for TextDataConfig {
             header: true,
             test_fraction: 0.2,
             split_seed: 0,
+            tokenizer: String::new(),
             vocab_size: 8000,
             min_frequency: 2,
             lowercase: true,
@@ -219,10 +224,31 @@ impl Modality for TextModality {
         if !cfg.dataset.is_empty() {
             d.name = cfg.dataset.clone();
         }
-        // The vocabulary comes from the pre-training texts only.
-        let texts: Vec<String> = d.train.items.iter().map(|t| t.text.clone()).collect();
-        let vocab = Vocabulary::train(&texts, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
-            .map_err(|e| DataError::Unusable(format!("{}: {e}", root.display())))?;
+        let vocab = if cfg.tokenizer.is_empty() {
+            // The vocabulary comes from the pre-training texts only.
+            let texts: Vec<String> = d.train.items.iter().map(|t| t.text.clone()).collect();
+            Vocabulary::train(&texts, cfg.vocab_size, cfg.min_frequency, cfg.lowercase)
+                .map_err(|e| DataError::Unusable(format!("{}: {e}", root.display())))?
+        } else {
+            let path = Path::new(&cfg.tokenizer);
+            let json = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let vocab = Vocabulary::from_json(&json).map_err(|e| DataError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            if vocab.len() > cfg.vocab_size {
+                return Err(DataError::Unusable(format!(
+                    "{}: {} tokens, more than data.vocab_size = {} (the embedding table's size)",
+                    path.display(),
+                    vocab.len(),
+                    cfg.vocab_size
+                )));
+            }
+            vocab
+        };
         *self.vocabulary.write().expect("vocabulary lock") = Some(Arc::new(vocab));
         *self.max_len.write().expect("max_len lock") = cfg.max_len;
         Ok(d)

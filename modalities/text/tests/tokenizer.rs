@@ -92,3 +92,40 @@ fn modality_state_restores_the_vocabulary() {
             .is_err()
     );
 }
+
+#[test]
+fn a_saved_vocabulary_is_loaded_instead_of_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = corpus().iter().map(|t| format!("{t}\n")).collect();
+    std::fs::write(dir.path().join("corpus.txt"), &lines).unwrap();
+    let saved = Vocabulary::train(&corpus(), 300, 2, true).unwrap();
+    let file = dir.path().join("tokenizer.json");
+    std::fs::write(&file, saved.to_json()).unwrap();
+    let cfg = TextDataConfig {
+        tokenizer: file.display().to_string(),
+        vocab_size: 300,
+        ..Default::default()
+    };
+    let m = TextModality::default();
+    m.load(&cfg, &dir.path().join("corpus.txt")).unwrap();
+    assert_eq!(m.vocabulary().unwrap().to_json(), saved.to_json());
+    // Too large for the embedding table, or not a tokenizer: errors naming the file.
+    let small = TextDataConfig {
+        vocab_size: 100,
+        ..cfg.clone()
+    };
+    let e = m
+        .load(&small, &dir.path().join("corpus.txt"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("data.vocab_size"),
+        "{e}"
+    );
+    std::fs::write(&file, "{}").unwrap();
+    let e = m
+        .load(&cfg, &dir.path().join("corpus.txt"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tokenizer.json"), "{e}");
+}
