@@ -23,6 +23,16 @@ use std::time::Instant;
 /// Options of `ssl bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// A config-driven benchmark (`configs/bench/<name>.toml`): runs its grid of settings and
+    /// seeds (resumable) and writes a table and plots, instead of the throughput workloads.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output folder of a --config benchmark (default: runs/bench-<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Device of a --config benchmark: `cpu`, or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
@@ -32,7 +42,7 @@ pub struct BenchArgs {
     /// Timed steps per workload (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// CIFAR-10 for augment-cifar: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
+    /// The dataset (for --config: as `ssl train --data`). CIFAR-10 for augment-cifar: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Images for augment-cifar.
@@ -142,6 +152,10 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
 
 /// Runs the selected workloads and prints one table.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(config) = &args.config {
+        let device = crate::cli::parse_device(&args.device)?;
+        return crate::grid::run(config, args.data.clone(), args.out.clone(), device);
+    }
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: a debug build: figures are not meaningful, use `cargo run --release -- bench`"

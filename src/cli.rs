@@ -85,8 +85,122 @@ enum Command {
         #[arg(long, value_name = "stop|skip|rollback", value_parser = ["stop", "skip", "rollback"])]
         on_nan: Option<String>,
     },
-    /// Throughput benchmarks (build with --release): BYOL steps and the augmentation pipeline.
+    /// Evaluates a checkpoint: kNN, linear probe, and fine-tuning on all labels and on 10% and
+    /// 1% of them (the paper's Table 2 protocol), each beside a random-init encoder.
+    Eval {
+        #[command(flatten)]
+        source: CheckpointSource,
+        /// Skip fine-tuning (kNN and linear probe only).
+        #[arg(long)]
+        no_finetune: bool,
+        /// Results file (JSON); default: eval.json in the run folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Writes a checkpoint's embeddings `[n, dim]` and labels of the train and test splits.
+    Embed {
+        #[command(flatten)]
+        source: CheckpointSource,
+        /// Output: FILE.safetensors or FILE.npz (numpy); class names go to FILE.json beside it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which split to embed.
+        #[arg(long, default_value = "both", value_parser = ["train", "test", "both"])]
+        split: String,
+    },
+    /// Exports a checkpoint's encoder as safetensors in PyTorch's layout (torchvision's names
+    /// for ResNets: see scripts/load_torchvision.py).
+    Export {
+        /// A run folder, or one of its checkpoints/step-N folders (default: the newest).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The checkpoint's modality (default: the one it records).
+        #[arg(long, value_enum)]
+        modality: Option<ModalityName>,
+        /// Output FILE.safetensors.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Benchmarks: a config-driven grid of runs (`--config configs/bench/<name>.toml`: table and
+    /// plots), or throughput (build with --release): BYOL steps and the augmentation pipeline.
     Bench(crate::bench::BenchArgs),
+}
+
+/// Where `ssl eval` and `ssl embed` read from.
+#[derive(clap::Args)]
+struct CheckpointSource {
+    /// A run folder, or one of its checkpoints/step-N folders (default: the newest).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset folder or .tar.gz archive; default: as `ssl train` finds the run's dataset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The checkpoint's modality (default: the one it records).
+    #[arg(long, value_enum)]
+    modality: Option<ModalityName>,
+    /// Override a key of the run's config, e.g. `--set eval.finetune_epochs=5` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Device: `cpu`, or `cuda:N` (build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// The checkpoint folder and modality named on the command line.
+fn open_checkpoint(
+    checkpoint: &Path,
+    modality: Option<ModalityName>,
+) -> Result<(PathBuf, ModalityName, serde_json::Value)> {
+    let dir = ssl_framework::train::find_checkpoint(checkpoint)
+        .with_context(|| format!("--checkpoint {}", checkpoint.display()))?;
+    let state = ssl_framework::train::checkpoint::read_state(&dir)?;
+    // Checkpoints written before the modality was recorded: the run's results.json says it.
+    let results = crate::checkpoint_cmds::run_folder(&dir).join("results.json");
+    let from_results = std::fs::read_to_string(&results)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["modality"].as_str().map(String::from))
+        .unwrap_or_default();
+    let name = if state.modality.is_empty() {
+        from_results.as_str()
+    } else {
+        state.modality.as_str()
+    };
+    let recorded = match name {
+        "vision" => Some(ModalityName::Vision),
+        "audio" => Some(ModalityName::Audio),
+        "text" => Some(ModalityName::Text),
+        _ => None,
+    };
+    let modality = match (modality, recorded) {
+        (Some(m), _) | (None, Some(m)) => m,
+        (None, None) => bail!(
+            "--checkpoint {}: the checkpoint does not record its modality: pass --modality vision|audio|text",
+            dir.display()
+        ),
+    };
+    Ok((dir, modality, state.config))
+}
+
+fn checkpoint_args(
+    source: CheckpointSource,
+) -> Result<(ModalityName, crate::checkpoint_cmds::CheckpointArgs)> {
+    let (dir, modality, config) = open_checkpoint(&source.checkpoint, source.modality)?;
+    let dataset = config["data"]["dataset"].as_str().unwrap_or_default();
+    let data = match modality {
+        ModalityName::Vision => resolve_vision_data(source.data, dataset)?,
+        ModalityName::Audio => resolve_local_data(source.data, dataset, false)?,
+        ModalityName::Text => resolve_local_data(source.data, dataset, true)?,
+    };
+    Ok((
+        modality,
+        crate::checkpoint_cmds::CheckpointArgs {
+            dir,
+            data,
+            overrides: source.overrides,
+            device: parse_device(&source.device)?,
+        },
+    ))
 }
 
 /// Formats an error chain on one line.
@@ -148,7 +262,7 @@ pub fn cache_dir() -> PathBuf {
 
 /// Finds the data folder of a dataset that cannot be downloaded: `--data` (a folder or a
 /// `.tar.gz`), then `$SSL_DATA_DIR/<dataset>` or `$SSL_DATA_DIR`, then the cache.
-fn resolve_local_data(
+pub fn resolve_local_data(
     explicit: Option<PathBuf>,
     dataset: &str,
     allow_file: bool,
@@ -439,6 +553,90 @@ pub fn run() -> Result<()> {
                 ),
             }
         }
+        Command::Eval {
+            source,
+            no_finetune,
+            out,
+        } => {
+            use crate::checkpoint_cmds::eval;
+            let (modality, a) = checkpoint_args(source)?;
+            match modality {
+                ModalityName::Vision => eval(VisionModality, &a, !no_finetune, out),
+                ModalityName::Audio => eval(AudioModality::default(), &a, !no_finetune, out),
+                ModalityName::Text => eval(TextModality::default(), &a, !no_finetune, out),
+            }
+        }
+        Command::Embed { source, out, split } => {
+            use crate::checkpoint_cmds::embed;
+            let (modality, a) = checkpoint_args(source)?;
+            match modality {
+                ModalityName::Vision => embed(VisionModality, &a, &split, &out),
+                ModalityName::Audio => embed(AudioModality::default(), &a, &split, &out),
+                ModalityName::Text => embed(TextModality::default(), &a, &split, &out),
+            }
+        }
+        Command::Export {
+            checkpoint,
+            modality,
+            out,
+        } => run_export(&checkpoint, modality, &out),
         Command::Bench(args) => crate::bench::run(args),
     }
+}
+
+/// `ssl export`: torchvision names for a ResNet, the module's own names otherwise.
+fn run_export(checkpoint: &Path, modality: Option<ModalityName>, out: &Path) -> Result<()> {
+    use crate::checkpoint_cmds::export;
+    use ssl_framework::train::load_encoder;
+    let (dir, modality, _) = open_checkpoint(checkpoint, modality)?;
+    let device = cpu_device()?;
+    let source = ("source", dir.display().to_string());
+    let (tensors, naming) = match modality {
+        ModalityName::Vision => {
+            let (_, _, encoder) = load_encoder(&VisionModality, &dir, &[], &device)?;
+            match &encoder {
+                ssl_vision::encoders::VisionEncoder::ResNet(r) => {
+                    let stem = format!("{:?}", r.stem()).to_lowercase();
+                    let n = export(
+                        &encoder,
+                        out,
+                        &r.torchvision_renames(),
+                        &[
+                            source,
+                            ("architecture", format!("resnet{}", r.depth())),
+                            ("stem", stem),
+                            ("naming", "torchvision".into()),
+                        ],
+                    )?;
+                    (n, format!("torchvision resnet{} names", r.depth()))
+                }
+                _ => (
+                    export(&encoder, out, &[], &[source, ("naming", "ssl".into())])?,
+                    "the module's own names (not a ResNet)".into(),
+                ),
+            }
+        }
+        ModalityName::Audio => {
+            let m = AudioModality::default();
+            let (_, _, encoder) = load_encoder(&m, &dir, &[], &device)?;
+            (
+                export(&encoder, out, &[], &[source, ("naming", "ssl".into())])?,
+                "the module's own names".into(),
+            )
+        }
+        ModalityName::Text => {
+            let m = TextModality::default();
+            let (_, _, encoder) = load_encoder(&m, &dir, &[], &device)?;
+            (
+                export(&encoder, out, &[], &[source, ("naming", "ssl".into())])?,
+                "the module's own names".into(),
+            )
+        }
+    };
+    println!(
+        "exported {tensors} tensors of {} ({naming}) to {}",
+        dir.display(),
+        out.display()
+    );
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! `ssl`: BYOL self-supervised pre-training for any modality.
 
 mod bench;
+mod checkpoint_cmds;
 mod cli;
+mod grid;
 mod plot;
 
 fn main() {

@@ -273,7 +273,7 @@ pub struct EvalConfig {
     pub knn_k: usize,
     /// Temperature of the kNN weights `exp(cos / T)` (0.1).
     pub knn_temperature: f64,
-    /// Epochs of the linear probe (softmax regression on frozen, standardized features).
+    /// Epochs of the linear probe (softmax regression on frozen features, centred and scaled by one factor).
     pub probe_epochs: usize,
     /// Learning rate of the probe (Adam).
     pub probe_lr: f64,
@@ -290,6 +290,20 @@ pub struct EvalConfig {
     pub split: EvalSplit,
     /// Fraction of the training split held out when `split = "validation"`, in (0, 0.9].
     pub validation_fraction: f64,
+    /// Fine-tuning (`ssl eval`): passes over the labelled subset.
+    pub finetune_epochs: usize,
+    /// Fine-tuning: peak learning rate (AdamW, cosine decay to 0).
+    pub finetune_lr: f64,
+    /// Fine-tuning: decoupled weight decay.
+    pub finetune_weight_decay: f64,
+    /// Fine-tuning: mini-batch size.
+    pub finetune_batch_size: usize,
+    /// Fine-tuning: the fractions of the labelled training samples to fine-tune on, each a
+    /// class-balanced seeded subset, in (0, 1] (the paper's Table 2: 1% and 10%; 1.0 is full
+    /// fine-tuning).
+    pub finetune_fractions: Vec<f64>,
+    /// Fine-tuning: the label sets to fine-tune on (empty: every label set).
+    pub finetune_labels: Vec<String>,
 }
 
 /// Which split evaluation scores on (see [`EvalConfig::split`]).
@@ -315,6 +329,12 @@ impl Default for EvalConfig {
             batch_size: 256,
             split: EvalSplit::Test,
             validation_fraction: 0.1,
+            finetune_epochs: 10,
+            finetune_lr: 1e-3,
+            finetune_weight_decay: 1e-4,
+            finetune_batch_size: 64,
+            finetune_fractions: vec![1.0, 0.1, 0.01],
+            finetune_labels: Vec::new(),
         }
     }
 }
@@ -343,6 +363,21 @@ impl ConfigSection for EvalConfig {
             1e-6,
             0.9,
         )?;
+        check_positive(&format!("{p}.finetune_epochs"), self.finetune_epochs)?;
+        check_f64(&format!("{p}.finetune_lr"), self.finetune_lr, 1e-9, 10.0)?;
+        check_f64(
+            &format!("{p}.finetune_weight_decay"),
+            self.finetune_weight_decay,
+            0.0,
+            10.0,
+        )?;
+        check_positive(
+            &format!("{p}.finetune_batch_size"),
+            self.finetune_batch_size,
+        )?;
+        for (i, f) in self.finetune_fractions.iter().enumerate() {
+            check_f64(&format!("{p}.finetune_fractions[{i}]"), *f, 1e-6, 1.0)?;
+        }
         check_positive(&format!("{p}.batch_size"), self.batch_size)
     }
 }
@@ -359,6 +394,10 @@ pub struct AugmentConfig<M: Modality> {
     /// Deterministic ops applied to every sample before feature extraction at evaluation.
     #[serde(default)]
     pub eval: Vec<M::Op>,
+    /// Random ops applied to the labelled training samples when fine-tuning (`ssl eval`; the
+    /// paper fine-tunes with random crops and flips); empty: the `eval` ops.
+    #[serde(default)]
+    pub finetune: Vec<M::Op>,
 }
 
 /// A whole experiment: one TOML file.

@@ -1,4 +1,4 @@
-//! Linear probe: softmax regression on frozen, standardized features (the paper's linear
+//! Linear probe: softmax regression on frozen features, centred and scaled (the paper's linear
 //! evaluation protocol, Section 4.1, without augmentation: features are extracted once).
 
 use super::features::Features;
@@ -25,8 +25,17 @@ pub struct ProbeConfig {
     pub seed: u64,
 }
 
-/// Per-dimension mean and std of `f` (std floored at 1e-6).
-fn moments(f: &Features) -> (Vec<f32>, Vec<f32>) {
+/// Per-dimension mean of `f`, and one scale for all dimensions: the root mean square of the
+/// per-dimension standard deviations (floored at 1e-6).
+///
+/// One scale, not a standard deviation per dimension: standardizing each dimension on its
+/// own multiplies a nearly dead unit (std 1e-3 on the training features, more on the test
+/// features) by its inverse std, and those dimensions then dominate the probe. Measured on a
+/// BYOL audio encoder whose features had 39 constant dimensions of 512: per-dimension
+/// standardization put test values at 7,800 standard deviations and the probe at 44% where the
+/// kNN monitor read 77%; one scale: 94% (scikit-learn's logistic regression on the same
+/// features).
+fn moments(f: &Features) -> (Vec<f32>, f32) {
     let n = f.len().max(1) as f64;
     let mut mean = vec![0f64; f.dim];
     let mut sq = vec![0f64; f.dim];
@@ -37,19 +46,24 @@ fn moments(f: &Features) -> (Vec<f32>, Vec<f32>) {
         }
     }
     let mean: Vec<f64> = mean.iter().map(|m| m / n).collect();
-    let std = sq
+    let mean_var = sq
         .iter()
         .zip(&mean)
-        .map(|(s, m)| ((s / n - m * m).max(0.0).sqrt().max(1e-6)) as f32)
-        .collect();
-    (mean.into_iter().map(|m| m as f32).collect(), std)
+        .map(|(s, m)| (s / n - m * m).max(0.0))
+        .sum::<f64>()
+        / f.dim.max(1) as f64;
+    (
+        mean.into_iter().map(|m| m as f32).collect(),
+        mean_var.sqrt().max(1e-6) as f32,
+    )
 }
 
-fn standardized(f: &Features, mean: &[f32], std: &[f32]) -> Vec<f32> {
+fn standardized(f: &Features, mean: &[f32], scale: f32) -> Vec<f32> {
+    let inv = 1.0 / scale;
     let mut out = f.data.clone();
     for row in out.chunks_mut(f.dim) {
         for (j, v) in row.iter_mut().enumerate() {
-            *v = (*v - mean[j]) / std[j];
+            *v = (*v - mean[j]) * inv;
         }
     }
     out
@@ -57,7 +71,7 @@ fn standardized(f: &Features, mean: &[f32], std: &[f32]) -> Vec<f32> {
 
 /// Trains a linear classifier on `train` and returns its top-1 accuracy in `[0, 1]` on `test`.
 /// `device` is a plain (non-autodiff) device; the probe trains on its autodiff twin. The
-/// features are standardized with the training split's statistics.
+/// features are centred and scaled with the training split's statistics (see [`moments`]).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_probe_top1(
     train: &Features,
@@ -76,7 +90,7 @@ pub fn linear_probe_top1(
     ad.seed(cfg.seed);
     let (mean, std) = moments(train);
     let x_train = Tensor::<2>::from_data(
-        TensorData::new(standardized(train, &mean, &std), [n, d]),
+        TensorData::new(standardized(train, &mean, std), [n, d]),
         &ad,
     );
     let y_train = Tensor::<1, Int>::from_data(
@@ -119,7 +133,7 @@ pub fn linear_probe_top1(
     }
     let model = model.valid();
     let x_test = Tensor::<2>::from_data(
-        TensorData::new(standardized(test, &mean, &std), [m, d]),
+        TensorData::new(standardized(test, &mean, std), [m, d]),
         device,
     );
     let pred = model

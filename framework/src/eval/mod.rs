@@ -5,11 +5,13 @@
 
 pub mod collapse;
 pub mod features;
+pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
 
 pub use collapse::collapse_std;
 pub use features::{Features, extract_features};
+pub use finetune::{Classifier, FinetuneConfig, balanced_fraction, finetune_top1};
 pub use knn::knn_top1;
 pub use linear_probe::{ProbeConfig, linear_probe_top1};
 

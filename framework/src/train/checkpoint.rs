@@ -31,6 +31,10 @@ impl CheckpointError {
 /// The run's position and identity, stored as `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointState {
+    /// The modality's name ([`Modality::name`](crate::Modality::name); empty in checkpoints
+    /// written before it was recorded).
+    #[serde(default)]
+    pub modality: String,
     /// Optimizer steps done.
     pub step: usize,
     /// Total optimizer steps of the run.
@@ -136,6 +140,7 @@ mod tests {
 
     fn state(step: usize) -> CheckpointState {
         CheckpointState {
+            modality: "test".into(),
             step,
             total_steps: 100,
             train_seconds: 1.0,

@@ -148,20 +148,7 @@ pub fn train_and_evaluate<M: Modality>(
 
     let modality = Arc::new(modality);
     let mut datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
-    if cfg.eval.split == EvalSplit::Validation {
-        // The test split is never read: the probes score on a seeded part of the training split,
-        // which pre-training does not see either.
-        let train = std::mem::replace(
-            &mut datasets.train,
-            Split {
-                items: Vec::new(),
-                label_sets: Vec::new(),
-            },
-        );
-        let (rest, validation) = train.hold_out(cfg.eval.validation_fraction, cfg.seed);
-        datasets.train = rest;
-        datasets.test = validation;
-    }
+    apply_eval_split(&mut datasets, &cfg.eval, cfg.seed);
     check_probe_labels(&datasets)?;
     // The output folder is made only once the data is known to be usable.
     std::fs::create_dir_all(out).map_err(io_err(out))?;
@@ -242,6 +229,7 @@ pub fn train_and_evaluate<M: Modality>(
                 secs: f64,
                 skipped_steps: &[usize]| {
         let state = CheckpointState {
+            modality: modality.name().to_string(),
             step,
             total_steps,
             train_seconds: secs,
@@ -500,7 +488,11 @@ pub fn train_and_evaluate<M: Modality>(
     let trained = online.encoder.valid();
     // Every evaluation reports a random-init encoder of the same architecture (DESIGN.md).
     base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
-    let random_init = modality.init_encoder(&cfg.encoder, &cfg.data, &base)?;
+    // `valid()` right away: burn initializes parameters lazily, at their first use, so without it
+    // the draws would follow the forward pass's order of parameters instead of the module's.
+    let random_init = modality
+        .init_encoder(&cfg.encoder, &cfg.data, &base)?
+        .valid();
     let probes = evaluate_encoder(
         &modality,
         &cfg.eval,
@@ -542,12 +534,33 @@ pub fn train_and_evaluate<M: Modality>(
     Ok(RunReport { results, probes })
 }
 
+/// With `eval.split = "validation"`, replaces the test split by a seeded part of the training
+/// split (which pre-training then does not see either); the test split is never read.
+pub(crate) fn apply_eval_split<I>(
+    datasets: &mut Datasets<I>,
+    eval: &crate::config::EvalConfig,
+    seed: u64,
+) {
+    if eval.split == EvalSplit::Validation {
+        let train = std::mem::replace(
+            &mut datasets.train,
+            Split {
+                items: Vec::new(),
+                label_sets: Vec::new(),
+            },
+        );
+        let (rest, validation) = train.hold_out(eval.validation_fraction, seed);
+        datasets.train = rest;
+        datasets.test = validation;
+    }
+}
+
 /// Every label set must have at least two classes among the training samples and some test
 /// samples, or the probes have nothing to tell apart.
 ///
 /// # Errors
 /// [`DataError::Unusable`] naming the dataset, the label set and its classes.
-fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
+pub(crate) fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
     if datasets.test.is_empty() {
         return Err(DataError::Unusable(format!(
             "{}: the evaluation split has no samples",
@@ -581,12 +594,20 @@ fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
 }
 
 /// The part of a resolved config that a resumed run must share with its checkpoint: all of it
-/// but the keys that only say how to react to faults (`train.on_nan`, `train.max_faults`).
+/// but the keys that only say how to react to faults (`train.on_nan`, `train.max_faults`) and
+/// how to evaluate the encoder afterwards (every `eval` key but `split` and
+/// `validation_fraction`, which decide what pre-training sees), and the fine-tuning ops.
 fn resume_identity(config: &serde_json::Value) -> serde_json::Value {
     let mut c = config.clone();
     if let Some(train) = c.get_mut("train").and_then(|t| t.as_object_mut()) {
         train.remove("on_nan");
         train.remove("max_faults");
+    }
+    if let Some(eval) = c.get_mut("eval").and_then(|t| t.as_object_mut()) {
+        eval.retain(|k, _| k == "split" || k == "validation_fraction");
+    }
+    if let Some(augment) = c.get_mut("augment").and_then(|t| t.as_object_mut()) {
+        augment.remove("finetune");
     }
     c
 }

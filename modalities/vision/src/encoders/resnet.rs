@@ -189,4 +189,56 @@ impl ResNet {
     pub fn dim(&self) -> usize {
         self.out_dim
     }
+
+    /// The stem this network was built with.
+    pub fn stem(&self) -> Stem {
+        if self.max_pool.is_some() {
+            Stem::Imagenet
+        } else {
+            Stem::Cifar
+        }
+    }
+
+    /// The torchvision depth (18, 34 or 50) of this network.
+    pub fn depth(&self) -> usize {
+        match (self.blocks.len(), &self.blocks.first()) {
+            (8, _) => 18,
+            (_, Some(Block::Bottleneck(_))) => 50,
+            _ => 34,
+        }
+    }
+
+    /// Renames from this module's tensor paths (enum variants skipped, norm parameters already
+    /// named `weight`/`bias` as in PyTorch) to torchvision's `ResNet` state-dict keys, as
+    /// `(regex, replacement)` pairs applied in order: `stem_conv` -> `conv1`, `stem_bn` ->
+    /// `bn1`, `blocks.K` -> `layerS.J`, `downsample.conv`/`.bn` -> `downsample.0`/`.1`.
+    pub fn torchvision_renames(&self) -> Vec<(String, String)> {
+        let layers: [usize; 4] = match self.depth() {
+            18 => [2, 2, 2, 2],
+            _ => [3, 4, 6, 3],
+        };
+        let mut renames = vec![
+            (r"^stem_conv\.".to_string(), "conv1.".to_string()),
+            (r"^stem_bn\.".to_string(), "bn1.".to_string()),
+            (
+                r"\.downsample\.conv\.".to_string(),
+                ".downsample.0.".to_string(),
+            ),
+            (
+                r"\.downsample\.bn\.".to_string(),
+                ".downsample.1.".to_string(),
+            ),
+        ];
+        let mut k = 0;
+        for (stage, &n) in layers.iter().enumerate() {
+            for j in 0..n {
+                renames.push((
+                    format!(r"^blocks\.{k}\."),
+                    format!("layer{}.{j}.", stage + 1),
+                ));
+                k += 1;
+            }
+        }
+        renames
+    }
 }
