@@ -27,7 +27,7 @@ pub struct BenchArgs {
     /// seeds (resumable) and writes a table and plots, instead of the throughput workloads.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Output folder of a --config benchmark (default: runs/bench-<name>).
+    /// Output folder of a --config benchmark (default: `runs/bench-<name>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Device of a --config benchmark: `cpu`, or `cuda:N`.

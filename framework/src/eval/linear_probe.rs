@@ -71,7 +71,8 @@ fn standardized(f: &Features, mean: &[f32], scale: f32) -> Vec<f32> {
 
 /// Trains a linear classifier on `train` and returns its top-1 accuracy in `[0, 1]` on `test`.
 /// `device` is a plain (non-autodiff) device; the probe trains on its autodiff twin. The
-/// features are centred and scaled with the training split's statistics (see [`moments`]).
+/// features are centred per dimension and scaled by one factor (the root mean square of the
+/// per-dimension standard deviations) with the training split's statistics.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_probe_top1(
     train: &Features,
