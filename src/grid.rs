@@ -31,9 +31,10 @@ pub struct BenchFile {
     /// What the benchmark asks (printed above the table).
     #[serde(default)]
     pub description: String,
-    /// `vision`, `audio` or `text`.
+    /// `vision`, `audio` or `text`: the default of every setting.
     pub modality: String,
-    /// Base config, relative to the benchmark file (default: the modality's default config).
+    /// Base config, relative to the benchmark file (default: the modality's default config):
+    /// the default of every setting.
     #[serde(default)]
     pub config: Option<PathBuf>,
     /// Seeds: every setting runs once per seed.
@@ -54,7 +55,8 @@ fn default_seeds() -> Vec<u64> {
     vec![0]
 }
 
-/// One setting: a name and its overrides.
+/// One setting: a name and its overrides, and optionally its own modality and base config
+/// (one benchmark may compare settings of several modalities).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Setting {
@@ -63,6 +65,13 @@ pub struct Setting {
     /// `key=value` overrides, as `ssl train --set`.
     #[serde(default)]
     pub set: Vec<String>,
+    /// This setting's modality (default: the file's).
+    #[serde(default)]
+    pub modality: Option<String>,
+    /// This setting's base config, relative to the benchmark file (default: the file's, when
+    /// the modality is the file's; else that modality's default config).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 impl BenchFile {
@@ -84,17 +93,20 @@ impl BenchFile {
                     .join(" ")
             )
         })?;
-        if !["vision", "audio", "text"].contains(&bench.modality.as_str()) {
-            bail!(
-                "--config {}: modality = {:?}: expected vision, audio or text",
-                path.display(),
-                bench.modality
-            );
+        let settings = bench.all_settings();
+        for m in std::iter::once(&bench.modality)
+            .chain(settings.iter().filter_map(|s| s.modality.as_ref()))
+        {
+            if !["vision", "audio", "text"].contains(&m.as_str()) {
+                bail!(
+                    "--config {}: modality = {m:?}: expected vision, audio or text",
+                    path.display()
+                );
+            }
         }
         if bench.seeds.is_empty() {
             bail!("--config {}: seeds is empty", path.display());
         }
-        let settings = bench.all_settings();
         if settings.is_empty() {
             bail!(
                 "--config {}: no [[setting]] and no [grid]: nothing to run",
@@ -139,6 +151,8 @@ impl BenchFile {
                         .collect::<Vec<_>>()
                         .join(", "),
                     set: c.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    modality: None,
+                    config: None,
                 });
             }
         }
@@ -180,24 +194,36 @@ pub fn run(
 ) -> Result<()> {
     let bench = BenchFile::read(bench_path)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", bench.name)));
-    let (base_text, base_origin) = match &bench.config {
-        Some(rel) => {
-            let p = bench_path.parent().unwrap_or(Path::new(".")).join(rel);
-            (
-                std::fs::read_to_string(&p).with_context(|| {
-                    format!("--config {}: config {}", bench_path.display(), p.display())
-                })?,
-                p.display().to_string(),
-            )
-        }
-        None => {
-            let d = match bench.modality.as_str() {
-                "vision" => VISION_DEFAULT,
-                "audio" => AUDIO_DEFAULT,
-                _ => TEXT_DEFAULT,
-            };
-            (d.1.to_string(), format!("{} (built-in default)", d.0))
-        }
+    let base = |setting: &Setting| -> Result<(String, String, String)> {
+        let modality = setting
+            .modality
+            .clone()
+            .unwrap_or_else(|| bench.modality.clone());
+        let config = match (&setting.config, &setting.modality) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(m)) if *m != bench.modality => None,
+            (None, _) => bench.config.clone(),
+        };
+        let (text, origin) = match config {
+            Some(rel) => {
+                let p = bench_path.parent().unwrap_or(Path::new(".")).join(rel);
+                (
+                    std::fs::read_to_string(&p).with_context(|| {
+                        format!("--config {}: config {}", bench_path.display(), p.display())
+                    })?,
+                    p.display().to_string(),
+                )
+            }
+            None => {
+                let d = match modality.as_str() {
+                    "vision" => VISION_DEFAULT,
+                    "audio" => AUDIO_DEFAULT,
+                    _ => TEXT_DEFAULT,
+                };
+                (d.1.to_string(), format!("{} (built-in default)", d.0))
+            }
+        };
+        Ok((modality, text, origin))
     };
     let settings = bench.all_settings();
     let total = settings.len() * bench.seeds.len();
@@ -212,6 +238,7 @@ pub fn run(
     let mut all = Vec::new();
     let mut done = 0;
     for setting in &settings {
+        let (modality, base_text, base_origin) = base(setting)?;
         let mut runs = Vec::new();
         for &seed in &bench.seeds {
             done += 1;
@@ -232,7 +259,7 @@ pub fn run(
                 }
             );
             let results = train_one(
-                &bench.modality,
+                &modality,
                 &base_text,
                 &base_origin,
                 &overrides,
@@ -690,6 +717,34 @@ name = "default"
         );
         assert_eq!(s[4].set, ["byol.tau_base=0.99", "train.batch_size=128"]);
         assert_eq!(b.seeds, [0]);
+    }
+
+    #[test]
+    fn a_setting_may_name_its_own_modality_and_config() {
+        let b = bench(
+            r#"
+name = "t"
+modality = "vision"
+[[setting]]
+name = "vision"
+[[setting]]
+name = "audio"
+modality = "audio"
+set = ["train.epochs=1"]
+"#,
+        );
+        let s = b.all_settings();
+        assert_eq!(s[1].modality.as_deref(), Some("audio"));
+        assert_eq!(s[0].modality, None);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.toml");
+        std::fs::write(
+            &p,
+            "name = \"x\"\nmodality = \"vision\"\n[[setting]]\nname = \"a\"\nmodality = \"smell\"",
+        )
+        .unwrap();
+        let e = BenchFile::read(&p).unwrap_err().to_string();
+        assert!(e.contains("smell"), "{e}");
     }
 
     #[test]
