@@ -74,6 +74,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
                 predictor_hidden: 1024,
                 predictor: true,
                 tau_base: 0.99,
+                tau_schedule: Default::default(),
             },
         ),
         "step-resnet18-cifar" => (
@@ -84,6 +85,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
                 predictor_hidden: 4096,
                 predictor: true,
                 tau_base: 0.99,
+                tau_schedule: Default::default(),
             },
         ),
         other => bail!("unknown workload {other}"),

@@ -279,8 +279,9 @@ pub fn run(
             name: setting.name.clone(),
             runs,
         });
+        // After every setting, so a long benchmark shows its table while it runs.
+        write_reports(&bench, &all, &out, all.len() == settings.len())?;
     }
-    write_reports(&bench, &all, &out)?;
     Ok(())
 }
 
@@ -403,7 +404,7 @@ fn column_stats(s: &SettingResults, col: &(String, String), field: &str) -> Opti
     (!v.is_empty()).then(|| mean_std(&v))
 }
 
-fn write_reports(bench: &BenchFile, all: &[SettingResults], out: &Path) -> Result<()> {
+fn write_reports(bench: &BenchFile, all: &[SettingResults], out: &Path, last: bool) -> Result<()> {
     let cols = probe_columns(all);
     // Markdown: one row per setting, mean +- std over seeds, random init in parentheses.
     let mut md = String::new();
@@ -511,6 +512,9 @@ fn write_reports(bench: &BenchFile, all: &[SettingResults], out: &Path) -> Resul
 
     accuracy_plot(all, &cols, &out.join("accuracy.svg"))?;
     curves_plot(all, &out.join("curves.svg"))?;
+    if !last {
+        return Ok(());
+    }
     print!("{md}");
     println!(
         "\ntable: {} (and table.csv); plots: accuracy.svg, curves.svg",

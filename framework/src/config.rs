@@ -103,6 +103,39 @@ pub struct ByolConfig {
     pub predictor: bool,
     /// Base EMA rate tau_base; tau goes from it to 1 by a cosine over the run (paper: 0.996).
     pub tau_base: f64,
+    /// `"cosine"` (the paper's schedule, the default) or `"constant"` (tau = tau_base for the
+    /// whole run: the paper's ablation of the target's decay rate, Table 5a).
+    #[serde(skip_serializing_if = "TauSchedule::is_cosine")]
+    pub tau_schedule: TauSchedule,
+}
+
+/// How tau moves over a run (see [`ByolConfig::tau_schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TauSchedule {
+    /// From `tau_base` to 1 by a cosine over the optimizer steps (Section 3.2).
+    #[default]
+    Cosine,
+    /// `tau_base` throughout.
+    Constant,
+}
+
+impl TauSchedule {
+    /// Whether this is the default (configs and checkpoints omit it, so runs made before the
+    /// key existed keep their identity).
+    pub fn is_cosine(&self) -> bool {
+        *self == TauSchedule::Cosine
+    }
+}
+
+impl ByolConfig {
+    /// tau at optimizer step `step` (0-based) of `total_steps`.
+    pub fn tau(&self, step: usize, total_steps: usize) -> f64 {
+        match self.tau_schedule {
+            TauSchedule::Cosine => crate::byol::tau_at(self.tau_base, step, total_steps),
+            TauSchedule::Constant => self.tau_base,
+        }
+    }
 }
 
 impl Default for ByolConfig {
@@ -113,6 +146,7 @@ impl Default for ByolConfig {
             predictor_hidden: 4096,
             predictor: true,
             tau_base: 0.996,
+            tau_schedule: TauSchedule::Cosine,
         }
     }
 }

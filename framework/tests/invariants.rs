@@ -332,6 +332,34 @@ fn tau_follows_the_cosine_once_per_optimizer_step_with_accumulation() {
 }
 
 #[test]
+fn a_constant_tau_schedule_keeps_tau_base_throughout() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_toy(
+        dir.path(),
+        &["byol.tau_schedule=\"constant\"", "byol.tau_base=0.0"],
+        false,
+    );
+    let metrics = read_metrics(&dir.path().join("metrics.jsonl")).unwrap();
+    assert!(!metrics.is_empty());
+    assert!(
+        metrics.iter().all(|m| m.tau == 0.0),
+        "tau stays at tau_base"
+    );
+    assert_eq!(
+        report.results["config"]["byol"]["tau_schedule"], "constant",
+        "a non-default schedule is recorded"
+    );
+    // The default schedule is left out of configs and checkpoints (older runs keep resuming).
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_toy(dir.path(), &[], false);
+    assert!(
+        report.results["config"]["byol"]
+            .get("tau_schedule")
+            .is_none()
+    );
+}
+
+#[test]
 fn evaluation_reads_the_online_encoder_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let report = run_toy(dir.path(), &[], false);

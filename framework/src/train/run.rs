@@ -4,7 +4,7 @@
 use super::checkpoint::{self, CheckpointError, CheckpointState};
 use super::faults::{non_finite_gradient, non_finite_parameter};
 use super::metrics::{MetricsRecord, MetricsWriter};
-use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, ema_update, forward_loss_terms, tau_at};
+use crate::byol::{EmaError, OnlineNetwork, TargetNetwork, ema_update, forward_loss_terms};
 use crate::config::{ConfigError, EvalSplit, ExperimentConfig, OnNan};
 use crate::data::loader::{WorkerError, resolve_workers, two_view_epoch};
 use crate::data::{DataError, Datasets, Split};
@@ -354,7 +354,7 @@ pub fn train_and_evaluate<M: Modality>(
             micro = 0;
             let grads = accumulator.grads();
             let lr = warmup_cosine_lr(peak, step, warmup, total_steps);
-            let tau = tau_at(cfg.byol.tau_base, step, total_steps);
+            let tau = cfg.byol.tau(step, total_steps);
             if let Some(what) = fault.take() {
                 let at = step + 1;
                 step_loss = 0.0;
