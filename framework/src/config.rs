@@ -326,6 +326,8 @@ pub struct EvalConfig {
     pub validation_fraction: f64,
     /// Fine-tuning (`ssl eval`): passes over the labelled subset.
     pub finetune_epochs: usize,
+    /// Fine-tuning: at least this many optimizer steps (more passes over small subsets).
+    pub finetune_min_steps: usize,
     /// Fine-tuning: peak learning rate (AdamW, cosine decay to 0).
     pub finetune_lr: f64,
     /// Fine-tuning: decoupled weight decay.
@@ -364,6 +366,7 @@ impl Default for EvalConfig {
             split: EvalSplit::Test,
             validation_fraction: 0.1,
             finetune_epochs: 10,
+            finetune_min_steps: 100,
             finetune_lr: 1e-3,
             finetune_weight_decay: 1e-4,
             finetune_batch_size: 64,

@@ -130,6 +130,7 @@ fn fine_tuning_on_shuffled_labels_does_not_generalize() {
     let test_rows: Vec<usize> = (0..test.len()).collect();
     let ft = FinetuneConfig {
         epochs: 30,
+        min_steps: 0,
         lr: 0.01,
         weight_decay: 0.0,
         batch_size: 16,

@@ -49,6 +49,8 @@ impl<E: Encoder> Classifier<E> {
 pub struct FinetuneConfig {
     /// Passes over the labelled subset.
     pub epochs: usize,
+    /// At least this many optimizer steps: small subsets (1% of the labels) get more passes.
+    pub min_steps: usize,
     /// Peak learning rate (AdamW, cosine decay to 0, no warmup).
     pub lr: f64,
     /// Decoupled weight decay.
@@ -119,9 +121,10 @@ pub fn finetune_top1<M: Modality>(
     // BatchNorm needs two samples per batch: a last batch of one joins the one before.
     let batch = cfg.batch_size.clamp(2, rows.len().max(2));
     let batches_per_epoch = (rows.len() / batch).max(1);
-    let total = cfg.epochs * batches_per_epoch;
+    let epochs = passes(cfg.epochs, cfg.min_steps, batches_per_epoch);
+    let total = epochs * batches_per_epoch;
     let mut step = 0usize;
-    for epoch in 0..cfg.epochs {
+    for epoch in 0..epochs {
         let batches = Arc::new(epoch_batches(
             rows,
             cfg.seed,
@@ -182,6 +185,11 @@ pub fn finetune_top1<M: Modality>(
         .filter(|&&r| predictions[r] as usize == test_labels[r])
         .count();
     Ok(correct as f64 / test_rows.len() as f64)
+}
+
+/// Passes over a subset of `batches` batches: `epochs`, or more to reach `min_steps` steps.
+fn passes(epochs: usize, min_steps: usize, batches: usize) -> usize {
+    epochs.max(min_steps.div_ceil(batches.max(1)))
 }
 
 /// The rows of each of the `batches` batches of one epoch: a seeded shuffle of `rows` cut into
@@ -248,6 +256,14 @@ mod tests {
                 .iter()
                 .all(|r| r % 2 == 1)
         );
+    }
+
+    #[test]
+    fn small_subsets_get_enough_steps() {
+        assert_eq!(passes(10, 100, 42), 10, "420 steps already");
+        assert_eq!(passes(10, 100, 4), 25, "100 steps");
+        assert_eq!(passes(10, 100, 1), 100);
+        assert_eq!(passes(3, 0, 5), 3);
     }
 
     #[test]

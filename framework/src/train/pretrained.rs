@@ -239,6 +239,7 @@ pub fn evaluate_pretrained<M: Modality>(
     });
     let ft_cfg = FinetuneConfig {
         epochs: cfg.eval.finetune_epochs,
+        min_steps: cfg.eval.finetune_min_steps,
         lr: cfg.eval.finetune_lr,
         weight_decay: cfg.eval.finetune_weight_decay,
         batch_size: cfg.eval.finetune_batch_size,
