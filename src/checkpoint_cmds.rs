@@ -12,7 +12,9 @@ use ssl_framework::data::LabelSet;
 use ssl_framework::data::loader::resolve_workers;
 use ssl_framework::eval::{Features, ProbeResult, extract_features};
 use ssl_framework::modality::Modality;
-use ssl_framework::train::{EvalOptions, Pretrained, evaluate_pretrained, load_pretrained};
+use ssl_framework::train::{
+    EvalOptions, Pretrained, clone_ops, evaluate_pretrained, load_pretrained,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -377,10 +379,4 @@ pub fn export<E: Encoder>(
         .map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
     let tensors = encoder.collect(None, None, true).len();
     Ok(tensors)
-}
-
-/// The ops of a config copied (they are serde types: a JSON round trip copies any of them).
-fn clone_ops<M: Modality>(ops: &[M::Op]) -> Vec<M::Op> {
-    serde_json::from_value(serde_json::to_value(ops).expect("ops serialize"))
-        .expect("ops deserialize")
 }

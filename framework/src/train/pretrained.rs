@@ -313,8 +313,9 @@ fn describe(r: &ProbeResult) -> String {
     )
 }
 
-fn clone_ops<M: Modality>(ops: &[M::Op]) -> Vec<M::Op> {
-    // Ops are serde types (typetag for trait objects): a JSON round trip copies any of them.
+/// A copy of a list of a modality's ops (they are serde types, typetag for trait objects: a
+/// JSON round trip copies any of them).
+pub fn clone_ops<M: Modality>(ops: &[M::Op]) -> Vec<M::Op> {
     serde_json::from_value(serde_json::to_value(ops).expect("ops serialize"))
         .expect("ops deserialize")
 }
