@@ -119,8 +119,14 @@ pub fn eval<M: Modality>(
 /// Prints probe results as a table.
 pub fn print_probes(split: &str, samples: usize, probes: &[ProbeResult]) {
     println!("top-1 accuracy on the {split} split ({samples} samples)");
+    let w = probes
+        .iter()
+        .map(|p| p.probe.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(8);
     println!(
-        "{:<14} {:<10} {:>7} {:>10} {:>12}",
+        "{:<w$} {:<10} {:>7} {:>10} {:>12}",
         "probe", "labels", "classes", "trained", "random-init"
     );
     for p in probes {
@@ -129,7 +135,7 @@ pub fn print_probes(split: &str, samples: usize, probes: &[ProbeResult]) {
             .map(|v| format!("{:.2}%", v * 100.0))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<14} {:<10} {:>7} {:>9.2}% {:>12}",
+            "{:<w$} {:<10} {:>7} {:>9.2}% {:>12}",
             p.probe,
             p.labels,
             p.classes,

@@ -416,28 +416,8 @@ pub fn read_config<M: Modality>(
 
 fn print_table(report: &ssl_framework::train::RunReport) {
     let split = report.results["eval_split"].as_str().unwrap_or("test");
-    println!(
-        "top-1 accuracy on the {split} split ({} samples)",
-        report.results["test_samples"]
-    );
-    println!(
-        "{:<8} {:<10} {:>7} {:>10} {:>12}",
-        "probe", "labels", "classes", "trained", "random-init"
-    );
-    for p in &report.probes {
-        let random = p
-            .random_init_top1
-            .map(|v| format!("{:.2}%", v * 100.0))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<8} {:<10} {:>7} {:>9.2}% {:>12}",
-            p.probe,
-            p.labels,
-            p.classes,
-            p.trained_top1 * 100.0,
-            random
-        );
-    }
+    let samples = report.results["test_samples"].as_u64().unwrap_or(0) as usize;
+    crate::checkpoint_cmds::print_probes(split, samples, &report.probes);
     let r = &report.results;
     println!(
         "steps {} | train {:.0} s | {:.0} images/s | wall {:.0} s | final loss {:.4} | collapse std {:.4}",
