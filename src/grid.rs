@@ -546,7 +546,7 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 fn accuracy_plot(all: &[SettingResults], cols: &[(String, String)], path: &Path) -> Result<()> {
     let mut svg = String::new();
     {
-        let h = 120 + 34 * all.len() as u32;
+        let h = 140 + 34 * all.len() as u32;
         let root = SVGBackend::with_string(&mut svg, (560 * cols.len().max(1) as u32, h))
             .into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
@@ -571,6 +571,7 @@ fn accuracy_plot(all: &[SettingResults], cols: &[(String, String)], path: &Path)
                     }
                 })
                 .disable_y_mesh()
+                .x_desc("blue: trained encoder (mean, black: ± std over seeds); red: random init")
                 .draw()
                 .map_err(plot_err)?;
             for (i, s) in all.iter().enumerate() {
