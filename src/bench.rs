@@ -155,6 +155,11 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
 /// Runs the selected workloads and prints one table.
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(config) = &args.config {
+        if args.json.is_some() || !args.workloads.is_empty() || args.batch.is_some() {
+            bail!(
+                "--config runs a benchmark file; --json, --workloads and --batch belong to the throughput benchmarks (without --config)"
+            );
+        }
         let device = crate::cli::parse_device(&args.device)?;
         return crate::grid::run(config, args.data.clone(), args.out.clone(), device);
     }

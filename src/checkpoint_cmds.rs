@@ -40,6 +40,21 @@ pub fn run_folder(checkpoint: &Path) -> PathBuf {
     }
 }
 
+/// Fails early (before any work) when `out`'s folder does not exist.
+pub fn check_out_folder(out: &Path) -> Result<()> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent
+        && !p.is_dir()
+    {
+        bail!(
+            "--out {}: the folder {} does not exist",
+            out.display(),
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 fn load<M: Modality>(modality: M, a: &CheckpointArgs) -> Result<Pretrained<M>> {
     eprintln!(
         "loading {} (step {}) and the data in {}",
@@ -68,6 +83,9 @@ pub fn eval<M: Modality>(
     out: Option<PathBuf>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
+    if let Some(o) = &out {
+        check_out_folder(o)?;
+    }
     let p = load(modality, a)?;
     let split = if p.config.eval.split == ssl_framework::config::EvalSplit::Validation {
         "validation"
@@ -147,6 +165,7 @@ pub fn print_probes(split: &str, samples: usize, probes: &[ProbeResult]) {
 
 /// One split's embeddings and labels.
 struct SplitEmbeddings {
+    /// `train`, `test`, or `validation` (the held-out part of the training split).
     name: &'static str,
     features: Features,
     labels: Vec<LabelSet>,
@@ -156,16 +175,24 @@ struct SplitEmbeddings {
 /// every label set (`-1` where a sample has no label), as safetensors or `.npz`.
 pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Path) -> Result<()> {
     let format = EmbeddingFormat::of(out)?;
+    check_out_folder(out)?;
     let p = load(modality, a)?;
     let workers = resolve_workers(p.config.train.num_workers);
     let encoder = p.encoder.valid();
     let ops = Arc::new(clone_ops::<M>(&p.config.augment.eval));
     let mut splits = Vec::new();
+    // With `eval.split = "validation"` the held-out part is a validation split: named so.
+    let held_out = if p.config.eval.split == ssl_framework::config::EvalSplit::Validation {
+        "validation"
+    } else {
+        "test"
+    };
     for (name, items, labels) in [
         ("train", &p.data.train, &p.data.train_labels),
-        ("test", &p.data.test, &p.data.test_labels),
+        (held_out, &p.data.test, &p.data.test_labels),
     ] {
-        if split != "both" && split != name {
+        let wanted = if name == "train" { "train" } else { "test" };
+        if split != "both" && split != wanted {
             continue;
         }
         eprintln!("embedding the {name} split ({} samples)", items.len());
@@ -219,7 +246,11 @@ enum EmbeddingFormat {
 
 impl EmbeddingFormat {
     fn of(path: &Path) -> Result<Self> {
-        match path.extension().and_then(|e| e.to_str()) {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
             Some("safetensors") => Ok(Self::Safetensors),
             Some("npz") => Ok(Self::Npz),
             _ => bail!(
@@ -345,8 +376,10 @@ fn write_embeddings(
     };
     ssl_framework::fsutil::write_atomic(out, &bytes)
         .with_context(|| format!("--out {}", out.display()))?;
-    // The class names (and where the embeddings come from) beside the arrays.
-    let side = out.with_extension("json");
+    // The class names (and where the embeddings come from) beside the arrays: FILE.json.
+    let mut side = out.as_os_str().to_owned();
+    side.push(".json");
+    let side = PathBuf::from(side);
     ssl_framework::fsutil::write_atomic(
         &side,
         serde_json::to_string_pretty(meta)
@@ -366,9 +399,14 @@ pub fn export<E: Encoder>(
     renames: &[(String, String)],
     metadata: &[(&str, String)],
 ) -> Result<usize> {
-    if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+    if !out
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
         bail!("--out {}: expected a .safetensors file", out.display());
     }
+    check_out_folder(out)?;
     let encoder = encoder.valid();
     let mut store = SafetensorsStore::from_file(out)
         .with_to_adapter(BurnToPyTorchAdapter)

@@ -40,7 +40,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ModalityName {
     Vision,
     Audio,
@@ -101,7 +101,7 @@ enum Command {
     Embed {
         #[command(flatten)]
         source: CheckpointSource,
-        /// Output: FILE.safetensors or FILE.npz (numpy); class names go to FILE.json beside it.
+        /// Output: FILE.safetensors or FILE.npz (numpy); class names go to FILE.safetensors.json or FILE.npz.json beside it.
         #[arg(long)]
         out: PathBuf,
         /// Which split to embed.
@@ -152,7 +152,7 @@ fn open_checkpoint(
     modality: Option<ModalityName>,
 ) -> Result<(PathBuf, ModalityName, serde_json::Value)> {
     let dir = ssl_framework::train::find_checkpoint(checkpoint)
-        .with_context(|| format!("--checkpoint {}", checkpoint.display()))?;
+        .map_err(|e| anyhow::anyhow!("--checkpoint: {e}"))?;
     let state = ssl_framework::train::checkpoint::read_state(&dir)?;
     // Checkpoints written before the modality was recorded: the run's results.json says it.
     let results = crate::checkpoint_cmds::run_folder(&dir).join("results.json");
@@ -173,6 +173,11 @@ fn open_checkpoint(
         _ => None,
     };
     let modality = match (modality, recorded) {
+        (Some(m), Some(r)) if m != r => bail!(
+            "--checkpoint {}: a {name} checkpoint, not {}",
+            dir.display(),
+            format!("{m:?}").to_lowercase()
+        ),
         (Some(m), _) | (None, Some(m)) => m,
         (None, None) => bail!(
             "--checkpoint {}: the checkpoint does not record its modality: pass --modality vision|audio|text",

@@ -226,6 +226,20 @@ pub fn run(
         Ok((modality, text, origin))
     };
     let settings = bench.all_settings();
+    // Every setting's config is checked before the first run: a typo in the last setting
+    // should not surface an hour in.
+    for setting in &settings {
+        let (modality, text, origin) = base(setting)?;
+        let mut overrides = bench.set.clone();
+        overrides.extend(setting.set.iter().cloned());
+        check_config(&modality, &text, &origin, &overrides)
+            .with_context(|| format!("setting {:?}", setting.name))?;
+    }
+    if let Some(d) = &data
+        && !d.exists()
+    {
+        bail!("--data {}: no such file or folder", d.display());
+    }
     let total = settings.len() * bench.seeds.len();
     eprintln!(
         "ssl bench {}: {} settings x {} seeds = {total} runs into {}",
@@ -302,6 +316,16 @@ fn short_probes(results: &serde_json::Value) -> String {
         results["final_loss"].as_f64().unwrap_or(f64::NAN),
         results["collapsed"]
     )
+}
+
+/// Loads (and validates) a setting's config without running it.
+fn check_config(modality: &str, text: &str, origin: &str, overrides: &[String]) -> Result<()> {
+    match modality {
+        "vision" => drop(load_config::<VisionModality>(text, origin, overrides)?),
+        "audio" => drop(load_config::<AudioModality>(text, origin, overrides)?),
+        _ => drop(load_config::<TextModality>(text, origin, overrides)?),
+    }
+    Ok(())
 }
 
 fn train_one(

@@ -84,4 +84,13 @@ name = "default"
     .unwrap();
     let o = ssl(&args);
     assert_one_line_error(&o, &["oops", "tau_base"]);
+    // ... before any run, even when it is not the first setting.
+    std::fs::write(
+        &bench,
+        "name = \"bad\"\nmodality = \"vision\"\nset = [\"train.epochs=1\"]\n[[setting]]\nname = \"fine\"\n[[setting]]\nname = \"typo\"\nset = [\"byol.predictr=false\"]\n",
+    )
+    .unwrap();
+    let o = ssl(&args);
+    assert_one_line_error(&o, &["typo", "predictr"]);
+    assert!(!text(&o).contains("training"), "{}", text(&o));
 }

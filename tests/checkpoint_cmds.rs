@@ -177,7 +177,8 @@ fn eval_embed_and_export_a_resnet_checkpoint() {
         "the two formats hold the same embeddings"
     );
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("emb.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(tmp.path().join("emb.safetensors.json")).unwrap())
+            .unwrap();
     assert_eq!(meta["classes"]["class"].as_array().unwrap().len(), 10);
 
     // ssl export: torchvision's resnet18 keys and shapes (CIFAR stem), BatchNorm statistics
@@ -214,7 +215,36 @@ fn eval_embed_and_export_a_resnet_checkpoint() {
         "--checkpoint",
         tmp.path().join("nothing").to_str().unwrap(),
     ]);
-    assert_one_line_error(&o, &["--checkpoint", "nothing", "no such folder"]);
+    let line = assert_one_line_error(&o, &["--checkpoint", "nothing", "no such folder"]);
+    assert_eq!(
+        line.matches("nothing").count(),
+        1,
+        "the path is said once: {line}"
+    );
+    let o = ssl(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--modality",
+        "audio",
+        "--data",
+        d,
+    ]);
+    assert_one_line_error(&o, &["a vision checkpoint, not audio"]);
+    let o = ssl(&[
+        "embed",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        tmp.path().join("no/such/dir/e.npz").to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, &["does not exist"]);
+    assert!(
+        !text(&o).contains("embedding the"),
+        "failed before any work"
+    );
     let o = ssl(&[
         "embed",
         "--checkpoint",

@@ -193,6 +193,25 @@ pub fn evaluate_pretrained<M: Modality>(
     let workers = resolve_workers(cfg.train.num_workers);
     let data = &p.data;
     let (train, test) = (&data.train, &data.test);
+    // Checked before any work: a typo here should not cost the probes' time first.
+    let wanted = &cfg.eval.finetune_labels;
+    for name in wanted.iter().filter(|_| opts.finetune) {
+        if !data.train_labels.iter().any(|ls| &ls.name == name) {
+            return Err(crate::config::ConfigError::Value {
+                key: "eval.finetune_labels".into(),
+                value: format!("{name:?}"),
+                expected: format!(
+                    "a label set of this dataset ({})",
+                    data.train_labels
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            .into());
+        }
+    }
     let eval_ops = Arc::new(clone_ops::<M>(&cfg.augment.eval));
     let random = random_init_encoder(p)?;
     let mut results = evaluate_encoder(
@@ -213,24 +232,6 @@ pub fn evaluate_pretrained<M: Modality>(
     }
     if !opts.finetune {
         return Ok(results);
-    }
-    let wanted = &cfg.eval.finetune_labels;
-    for name in wanted {
-        if !data.train_labels.iter().any(|ls| &ls.name == name) {
-            return Err(crate::config::ConfigError::Value {
-                key: "eval.finetune_labels".into(),
-                value: format!("{name:?}"),
-                expected: format!(
-                    "a label set of this dataset ({})",
-                    data.train_labels
-                        .iter()
-                        .map(|l| l.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-            .into());
-        }
     }
     let ft_ops = Arc::new(if cfg.augment.finetune.is_empty() {
         clone_ops::<M>(&cfg.augment.eval)
