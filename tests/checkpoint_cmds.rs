@@ -232,6 +232,16 @@ fn eval_embed_and_export_a_resnet_checkpoint() {
     ]);
     assert_one_line_error(&o, &["a vision checkpoint, not audio"]);
     let o = ssl(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--data",
+        d,
+        "--set",
+        "encoder.width=8",
+    ]);
+    assert_one_line_error(&o, &["encoder.width=8", "keep their shapes"]);
+    let o = ssl(&[
         "embed",
         "--checkpoint",
         run.to_str().unwrap(),

@@ -118,6 +118,18 @@ pub fn checkpoint_config<M: Modality>(
     dir: &Path,
     overrides: &[String],
 ) -> Result<(ExperimentConfig<M>, CheckpointState), TrainError> {
+    // The networks' shapes are the checkpoint's: their keys cannot change here.
+    if let Some(o) = overrides.iter().find(|o| {
+        let key = o.split('=').next().unwrap_or("").trim();
+        key.starts_with("encoder.") || key.starts_with("byol.") || key == "encoder" || key == "byol"
+    }) {
+        return Err(crate::config::ConfigError::value(
+            "--set",
+            o,
+            "a key outside [encoder] and [byol]: a checkpoint's networks keep their shapes",
+        )
+        .into());
+    }
     let state = checkpoint::read_state(dir)?;
     let state_file = dir.join("state.json");
     let stored: ExperimentConfig<M> = serde_json::from_value(state.config.clone())
