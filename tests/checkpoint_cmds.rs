@@ -221,58 +221,25 @@ fn eval_embed_and_export_a_resnet_checkpoint() {
         1,
         "the path is said once: {line}"
     );
-    let o = ssl(&[
-        "eval",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--modality",
-        "audio",
-        "--data",
-        d,
-    ]);
+    let on_run = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "--checkpoint", run.to_str().unwrap(), "--data", d];
+        args.extend_from_slice(extra);
+        ssl(&args)
+    };
+    let o = on_run("eval", &["--modality", "audio"]);
     assert_one_line_error(&o, &["a vision checkpoint, not audio"]);
-    let o = ssl(&[
-        "eval",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--data",
-        d,
-        "--set",
-        "encoder.width=8",
-    ]);
+    let o = on_run("eval", &["--set", "encoder.width=8"]);
     assert_one_line_error(&o, &["encoder.width=8", "keep their shapes"]);
-    let o = ssl(&[
-        "embed",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--data",
-        d,
-        "--out",
-        tmp.path().join("no/such/dir/e.npz").to_str().unwrap(),
-    ]);
+    let missing = tmp.path().join("no/such/dir/e.npz");
+    let o = on_run("embed", &["--out", missing.to_str().unwrap()]);
     assert_one_line_error(&o, &["does not exist"]);
     assert!(
         !text(&o).contains("embedding the"),
         "failed before any work"
     );
-    let o = ssl(&[
-        "embed",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--data",
-        d,
-        "--out",
-        tmp.path().join("e.npy").to_str().unwrap(),
-    ]);
+    let npy = tmp.path().join("e.npy");
+    let o = on_run("embed", &["--out", npy.to_str().unwrap()]);
     assert_one_line_error(&o, &["e.npy", ".npz"]);
-    let o = ssl(&[
-        "eval",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--data",
-        d,
-        "--set",
-        "eval.finetune_fractions=[0.0]",
-    ]);
+    let o = on_run("eval", &["--set", "eval.finetune_fractions=[0.0]"]);
     assert_one_line_error(&o, &["eval.finetune_fractions[0]"]);
 }
