@@ -557,6 +557,8 @@ pub fn run(data: &Path, out: &Path, overrides: &[String]) -> Result<RunReport> {
         device: Device::flex(),
         resume: false,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     };
     Ok(train_and_evaluate(SeriesModality, cfg, &opts)?)
 }

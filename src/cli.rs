@@ -1,4 +1,4 @@
-//! Command-line interface: `ssl train`, `ssl bench`.
+//! Command-line interface: `ssl train`, `eval`, `embed`, `export`, `bench`, `search-augment`.
 
 #[cfg(feature = "cuda")]
 use anyhow::anyhow;
@@ -124,6 +124,11 @@ enum Command {
     /// Benchmarks: a config-driven grid of runs (`--config configs/bench/<name>.toml`: table and
     /// plots), or throughput (build with --release): BYOL steps and the augmentation pipeline.
     Bench(crate::bench::BenchArgs),
+    /// Automatic search of augmentation policies scored by downstream probe accuracy (TPE or
+    /// random sampling, successive halving over pre-training steps, crash-safe journal); the
+    /// best policy comes out as a config `ssl train` takes, with a report comparing it to the
+    /// default, crop-only and random policies over several seeds.
+    SearchAugment(crate::search_cmd::SearchArgs),
 }
 
 /// Where `ssl eval` and `ssl embed` read from.
@@ -468,6 +473,8 @@ fn run_train<M: Modality>(
         device: c.device,
         resume: c.resume,
         progress: c.progress,
+        pause_at_step: None,
+        random_init: true,
     };
     let report = train_and_evaluate(modality, cfg, &opts)?;
     print_table(&report);
@@ -566,6 +573,7 @@ pub fn run() -> Result<()> {
             out,
         } => run_export(&checkpoint, modality, &out),
         Command::Bench(args) => crate::bench::run(args),
+        Command::SearchAugment(args) => crate::search_cmd::run(args),
     }
 }
 

@@ -17,6 +17,7 @@ use ssl_framework::config::{ExperimentConfig, load_config};
 use ssl_framework::modality::Modality;
 use ssl_framework::train::metrics::read_metrics;
 use ssl_framework::train::{RunOptions, checkpoint, train_and_evaluate};
+use ssl_search::report::mean_std;
 use ssl_text::TextModality;
 use ssl_vision::VisionModality;
 use std::collections::BTreeMap;
@@ -351,6 +352,8 @@ fn train_one(
             device: device.clone(),
             resume,
             progress: true,
+            pause_at_step: None,
+            random_init: true,
         };
         let report = train_and_evaluate(m, cfg, &opts)?;
         if let Err(e) =
@@ -377,18 +380,6 @@ fn train_one(
             go(TextModality::default(), cfg, root, dir, device)
         }
     }
-}
-
-/// Mean and (sample) standard deviation; std 0 for one value.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
 }
 
 /// The probe columns `(probe, labels)` in the order of the first run.

@@ -5,6 +5,7 @@ mod checkpoint_cmds;
 mod cli;
 mod grid;
 mod plot;
+mod search_cmd;
 
 fn main() {
     if let Err(e) = cli::run() {

@@ -12,7 +12,8 @@
 //! - [`train`]: the training loop, checkpoints and resume, the metrics log and progress;
 //! - [`eval`]: kNN monitor, linear probe, collapse metric, random-init baselines;
 //! - [`data`]: datasets, splits and the parallel two-view loader;
-//! - [`config`]: serde configs, dotted-key overrides, validation with clear errors.
+//! - [`config`]: serde configs, dotted-key overrides, validation with clear errors;
+//! - [`search_space`]: what a modality lets `ssl search-augment` choose (ops and magnitudes).
 
 pub mod augmentation;
 pub mod byol;
@@ -23,6 +24,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod modality;
 pub mod optim;
+pub mod search_space;
 pub mod train;
 
 pub use augmentation::{Augmentation, AugmentationError, Compose, OneOf, RandomApply};

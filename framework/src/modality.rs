@@ -1,9 +1,10 @@
 //! The `Modality` plugin trait: everything that depends on the kind of data.
 
 use crate::augmentation::Augmentation;
-use crate::config::{ConfigError, ConfigSection};
+use crate::config::{ConfigError, ConfigSection, ExperimentConfig};
 use crate::data::{DataError, Datasets};
 use crate::encoder::Encoder;
+use crate::search_space::SearchSpace;
 use burn::tensor::Device;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -141,8 +142,7 @@ use std::path::Path;
 ///     ops = [{ type = "Jitter", amplitude = 0.4 }]
 /// "#, "points.toml", &[]).unwrap();
 /// let out = tempfile::tempdir().unwrap();
-/// let opts = RunOptions { out_dir: out.path().into(), data_root: out.path().into(),
-///                         device: Device::flex(), resume: false, progress: false };
+/// let opts = RunOptions::new(out.path(), out.path(), Device::flex());
 /// let report = train_and_evaluate(Points, cfg, &opts).unwrap();
 /// assert_eq!(report.probes.len(), 2); // kNN and linear probe on `side`
 /// assert!(out.path().join("results.json").is_file());
@@ -208,4 +208,14 @@ pub trait Modality: Send + Sync + Sized + 'static {
         data: &Self::DataConfig,
         device: &Device,
     ) -> Result<Self::Encoder, ConfigError>;
+
+    /// The augmentation search space `ssl search-augment` explores for this modality, given
+    /// the experiment the policies go into (its data section sets e.g. the crop size): the
+    /// crop every view starts with, the ops a policy may add with the meaning of each op's
+    /// magnitude, and the deterministic ops every view ends with. Default: `None` (the
+    /// modality cannot be searched).
+    fn search_space(&self, base: &ExperimentConfig<Self>) -> Option<SearchSpace<Self::Op>> {
+        let _ = base;
+        None
+    }
 }

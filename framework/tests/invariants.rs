@@ -303,6 +303,8 @@ fn run_toy(
         device: device(),
         resume,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     };
     train_and_evaluate(Toy, toy::config(overrides), &opts).unwrap()
 }
@@ -479,6 +481,8 @@ fn resume_continues_with_the_same_losses() {
         device: device(),
         resume: false,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     };
     let e = train_and_evaluate(Toy, toy::config(&[]), &opts)
         .unwrap_err()
@@ -491,6 +495,8 @@ fn resume_continues_with_the_same_losses() {
         device: device(),
         resume: true,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     };
     assert!(
         train_and_evaluate(Toy, toy::config(&[]), &opts)
@@ -509,6 +515,8 @@ fn batch_larger_than_the_dataset_is_a_clear_error() {
         device: device(),
         resume: false,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     };
     let e = train_and_evaluate(Toy, toy::config(&["train.batch_size=500"]), &opts)
         .unwrap_err()
@@ -584,6 +592,8 @@ fn toy_options(dir: &std::path::Path) -> RunOptions {
         device: device(),
         resume: false,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     }
 }
 

@@ -42,6 +42,8 @@ fn eval_of_a_checkpoint_reproduces_the_training_probes_and_fine_tunes_a_copy() {
         device: Device::flex(),
         resume: false,
         progress: false,
+        pause_at_step: None,
+        random_init: true,
     };
     let report = train_and_evaluate(Toy, toy::config(&[]), &opts).unwrap();
 

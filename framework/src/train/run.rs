@@ -87,6 +87,32 @@ pub struct RunOptions {
     pub resume: bool,
     /// Show a progress bar (else a line per log step on stderr).
     pub progress: bool,
+    /// Stop at this optimizer step (when it is below the run's total), checkpoint, evaluate
+    /// and return, leaving the run resumable with `resume`: the learning-rate and tau schedules
+    /// stay those of the whole run. The evaluation goes to `results-step-<N>.json`, not
+    /// `results.json`. Used by the augmentation search's successive halving. `None`: run to
+    /// the end.
+    pub pause_at_step: Option<usize>,
+    /// Evaluate a random-init encoder beside the trained one (DESIGN.md: every reported
+    /// evaluation has one; the augmentation search turns it off for its trials, whose scores
+    /// are only compared with each other).
+    pub random_init: bool,
+}
+
+impl RunOptions {
+    /// Options for a whole run into `out_dir` from `data_root` on `device`: no resume, no
+    /// progress bar, no pause, random-init baseline on.
+    pub fn new(out_dir: impl Into<PathBuf>, data_root: impl Into<PathBuf>, device: Device) -> Self {
+        Self {
+            out_dir: out_dir.into(),
+            data_root: data_root.into(),
+            device,
+            resume: false,
+            progress: false,
+            pause_at_step: None,
+            random_init: true,
+        }
+    }
 }
 
 /// What a finished run reports.
@@ -276,7 +302,12 @@ pub fn train_and_evaluate<M: Modality>(
     let mut faults = 0usize;
     let collapse_floor = COLLAPSE_THRESHOLD / (cfg.byol.projection_dim as f64).sqrt();
     let start_step = step;
-    'steps: while step < total_steps {
+    // Where this call stops: the end of the run, or the pause step when it comes first.
+    let stop_step = opts
+        .pause_at_step
+        .map_or(total_steps, |p| p.clamp(step.max(1), total_steps));
+    let paused = stop_step < total_steps;
+    'steps: while step < stop_step {
         let epoch = step / spe;
         let first_micro = (step % spe) * accum;
         let loader = two_view_epoch(
@@ -457,7 +488,7 @@ pub fn train_and_evaluate<M: Modality>(
                     &skipped_steps,
                 )?;
             }
-            if step >= total_steps {
+            if step >= stop_step {
                 break;
             }
         }
@@ -478,7 +509,11 @@ pub fn train_and_evaluate<M: Modality>(
         )?;
     }
 
-    eprintln!("evaluating (kNN and linear probe, trained and random-init encoders)...");
+    if opts.random_init {
+        eprintln!("evaluating (kNN and linear probe, trained and random-init encoders)...");
+    } else {
+        eprintln!("evaluating (kNN and linear probe) at step {step}...");
+    }
     let eval_data = EvalData {
         train: train_items,
         train_labels: datasets.train.label_sets,
@@ -490,15 +525,21 @@ pub fn train_and_evaluate<M: Modality>(
     base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
     // `valid()` right away: burn initializes parameters lazily, at their first use, so without it
     // the draws would follow the forward pass's order of parameters instead of the module's.
-    let random_init = modality
-        .init_encoder(&cfg.encoder, &cfg.data, &base)?
-        .valid();
+    let random_init = if opts.random_init {
+        Some(
+            modality
+                .init_encoder(&cfg.encoder, &cfg.data, &base)?
+                .valid(),
+        )
+    } else {
+        None
+    };
     let probes = evaluate_encoder(
         &modality,
         &cfg.eval,
         cfg.seed,
         &trained,
-        Some(&random_init),
+        random_init.as_ref(),
         &eval_data,
         &eval_ops,
         workers,
@@ -512,6 +553,7 @@ pub fn train_and_evaluate<M: Modality>(
         "config": config_json,
         "steps": step,
         "total_steps": total_steps,
+        "paused": paused,
         "epochs": (step as f64) / (spe as f64),
         "global_batch": global_batch,
         "peak_lr": peak,
@@ -530,7 +572,12 @@ pub fn train_and_evaluate<M: Modality>(
         "probes": probes,
     });
     let text = serde_json::to_string_pretty(&results).expect("results serialize");
-    crate::fsutil::write_atomic(&out.join("results.json"), text.as_bytes()).map_err(io_err(out))?;
+    let file = if paused {
+        format!("results-step-{step}.json")
+    } else {
+        "results.json".to_string()
+    };
+    crate::fsutil::write_atomic(&out.join(file), text.as_bytes()).map_err(io_err(out))?;
     Ok(RunReport { results, probes })
 }
 

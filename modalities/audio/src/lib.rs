@@ -337,6 +337,13 @@ impl Modality for AudioModality {
         Ok(())
     }
 
+    fn search_space(
+        &self,
+        base: &ssl_framework::config::ExperimentConfig<Self>,
+    ) -> Option<ssl_framework::search_space::SearchSpace<AudioOp>> {
+        Some(augment::search::search_space(&base.data))
+    }
+
     fn init_encoder(
         &self,
         cfg: &AudioEncoderConfig,

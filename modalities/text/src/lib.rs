@@ -320,6 +320,13 @@ impl Modality for TextModality {
         Ok(())
     }
 
+    fn search_space(
+        &self,
+        _base: &ssl_framework::config::ExperimentConfig<Self>,
+    ) -> Option<ssl_framework::search_space::SearchSpace<TextOp>> {
+        Some(augment::search::search_space())
+    }
+
     fn init_encoder(
         &self,
         cfg: &TextEncoderConfig,

@@ -204,6 +204,13 @@ impl Modality for VisionModality {
         Tensor::from_data(TensorData::new(batch.data, batch.shape), device)
     }
 
+    fn search_space(
+        &self,
+        base: &ssl_framework::config::ExperimentConfig<Self>,
+    ) -> Option<ssl_framework::search_space::SearchSpace<VisionOp>> {
+        Some(augment::search::search_space(base))
+    }
+
     fn init_encoder(
         &self,
         cfg: &VisionEncoderConfig,

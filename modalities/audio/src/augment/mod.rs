@@ -6,6 +6,7 @@
 
 mod ops;
 mod resize_crop;
+pub mod search;
 
 pub use ops::{
     FreqMask, Gain, GaussianNoise, Mixup, RandomCrop, RandomLinearFader, TimeMask, TimeShift,

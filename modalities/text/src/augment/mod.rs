@@ -5,6 +5,7 @@
 //! `OneOf` combine them. No op ever returns an empty sequence.
 
 mod ops;
+pub mod search;
 
 pub use ops::{EncoderDropout, RandomDeletion, RandomSwap, SpanCrop, TokenMask};
 

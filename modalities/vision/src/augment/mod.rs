@@ -10,6 +10,7 @@ pub mod color;
 mod crop;
 mod flip;
 mod normalize;
+pub mod search;
 
 pub use blur::GaussianBlur;
 pub use color::{ColorJitter, Grayscale, Solarize};

@@ -1,0 +1,318 @@
+//! A study of a [`Modality`] with `ssl train`'s trainer: every trial is a BYOL pre-training
+//! run of the base config with the policy's views (`trials/<name>/`, resumable, paused at each
+//! rung and continued when promoted), scored by the objective probe on a validation split
+//! carved from the training data (`eval.split = "validation"`: the test split is never read
+//! during the search); the final runs (`final/<policy>/seed-<s>/`) train on the whole
+//! training split and score on the test split, beside a random-init encoder.
+//!
+//! Once the search phase is over, the trials' checkpoints are removed (their scores are in the
+//! journal, their configs, metrics and results in their folders); the final runs keep theirs.
+//!
+//! Budgets are in optimizer steps: a trial's config gets `train.max_steps` = the full budget
+//! (so its learning-rate and tau schedules span the full budget at every rung) and
+//! `train.epochs` = the same number as an upper bound (an epoch has at least one step).
+
+use crate::SearchError;
+use crate::params::Params;
+use crate::policy::{
+    Policy, allowed_ops, build, choices, crop_only, describe, param_space, trivial_augment,
+};
+use crate::settings::SearchSettings;
+use crate::study::{
+    FinalJob, Outcome, Plan, RunFailure, Runner, StudySummary, TrialJob, run_study,
+};
+use ssl_framework::Modality;
+use ssl_framework::burn::tensor::Device;
+use ssl_framework::config::{ExperimentConfig, load_config};
+use ssl_framework::eval::ProbeResult;
+use ssl_framework::search_space::clone_ops;
+use ssl_framework::train::{RunOptions, TrainError, checkpoint, train_and_evaluate};
+use std::path::{Path, PathBuf};
+
+/// Where and how a study runs.
+#[derive(Debug, Clone)]
+pub struct StudyOptions {
+    /// Output folder: `journal.jsonl`, `report.md`, plots, `best-policy.toml`, `trials/`,
+    /// `final/`.
+    pub out: PathBuf,
+    /// Dataset folder given to [`Modality::load`].
+    pub data_root: PathBuf,
+    /// Devices; trials run on all of them at once (one trial per device).
+    pub devices: Vec<Device>,
+    /// Continue the study in `out`.
+    pub resume: bool,
+    /// Show each run's progress bar (one device only).
+    pub progress: bool,
+}
+
+struct ModalityRunner<'a, M: Modality, F: Fn() -> M + Sync> {
+    make: &'a F,
+    base_text: &'a str,
+    base_origin: &'a str,
+    settings: &'a SearchSettings,
+    opts: &'a StudyOptions,
+}
+
+impl<M: Modality, F: Fn() -> M + Sync> ModalityRunner<'_, M, F> {
+    fn config(
+        &self,
+        policy: &serde_json::Value,
+        extra: &[String],
+    ) -> Result<ExperimentConfig<M>, RunFailure> {
+        let mut overrides = self.settings.set.clone();
+        overrides.extend(extra.iter().cloned());
+        let mut cfg = load_config::<M>(self.base_text, self.base_origin, &overrides)
+            .map_err(|e| RunFailure::Fatal(SearchError::Settings(e.to_string())))?;
+        let policy = Policy::<M::Op>::from_json(policy).map_err(RunFailure::Fatal)?;
+        cfg.augment.view1 = policy.view1;
+        cfg.augment.view2 = policy.view2;
+        Ok(cfg)
+    }
+
+    fn run(
+        &self,
+        cfg: ExperimentConfig<M>,
+        dir: &Path,
+        worker: usize,
+        pause_at_step: Option<usize>,
+        random_init: bool,
+        context: String,
+    ) -> Result<Outcome, RunFailure> {
+        let resume = !checkpoint::list_checkpoints(&dir.join("checkpoints")).is_empty();
+        let opts = RunOptions {
+            out_dir: dir.to_path_buf(),
+            data_root: self.opts.data_root.clone(),
+            device: self.opts.devices[worker % self.opts.devices.len()].clone(),
+            resume,
+            progress: self.opts.progress && self.opts.devices.len() == 1,
+            pause_at_step,
+            random_init,
+        };
+        match train_and_evaluate((self.make)(), cfg, &opts) {
+            Ok(report) => {
+                let (score, random, labels) =
+                    objective(&report.probes, self.settings).map_err(RunFailure::Fatal)?;
+                Ok(Outcome {
+                    score,
+                    detail: serde_json::json!({
+                        "objective_labels": labels,
+                        "random_init_score": random,
+                        "probes": report.probes,
+                        "steps": report.results["steps"],
+                        "train_seconds": report.results["train_seconds"],
+                        "final_loss": report.results["final_loss"],
+                        "collapsed": report.results["collapsed"],
+                        "run": dir,
+                    }),
+                })
+            }
+            Err(e @ TrainError::NonFinite { .. }) => Err(RunFailure::Policy(e.to_string())),
+            Err(source) => Err(RunFailure::Fatal(SearchError::Run { context, source })),
+        }
+    }
+}
+
+/// The objective's score (and the random-init encoder's, when evaluated) and label set.
+fn objective(
+    probes: &[ProbeResult],
+    settings: &SearchSettings,
+) -> Result<(f64, Option<f64>, String), SearchError> {
+    let want = &settings.objective;
+    let labels = if want.labels.is_empty() {
+        probes.first().map(|p| p.labels.clone()).unwrap_or_default()
+    } else {
+        want.labels.clone()
+    };
+    probes
+        .iter()
+        .find(|p| p.probe == want.probe && p.labels == labels)
+        .map(|p| (p.trained_top1, p.random_init_top1, labels.clone()))
+        .ok_or_else(|| {
+            let mut sets: Vec<&str> = probes.iter().map(|p| p.labels.as_str()).collect();
+            sets.dedup();
+            SearchError::Settings(format!(
+                "objective.labels = {labels:?}: the dataset's label sets are {}",
+                sets.join(", ")
+            ))
+        })
+}
+
+impl<M: Modality, F: Fn() -> M + Sync> Runner for ModalityRunner<'_, M, F> {
+    fn workers(&self) -> usize {
+        self.opts.devices.len()
+    }
+
+    fn trial(&self, job: &TrialJob, worker: usize) -> Result<Outcome, RunFailure> {
+        let cfg = self.config(
+            &job.policy,
+            &[
+                format!("seed={}", self.settings.seed),
+                format!("train.epochs={}", job.full_steps),
+                format!("train.max_steps={}", job.full_steps),
+                "eval.split=validation".into(),
+            ],
+        )?;
+        let dir = self.opts.out.join("trials").join(&job.name);
+        self.run(
+            cfg,
+            &dir,
+            worker,
+            Some(job.steps),
+            false,
+            format!("trial {}", job.name),
+        )
+    }
+
+    /// The trials' checkpoints are no longer needed (their results are in the journal and
+    /// their folders): removed to free the disk (tens of MB a trial). The final runs keep theirs.
+    fn search_finished(&self) {
+        let trials = self.opts.out.join("trials");
+        for entry in std::fs::read_dir(&trials).into_iter().flatten().flatten() {
+            let ckpt = entry.path().join("checkpoints");
+            if ckpt.is_dir()
+                && let Err(e) = std::fs::remove_dir_all(&ckpt)
+            {
+                eprintln!("warning: could not remove {}: {e}", ckpt.display());
+            }
+        }
+    }
+
+    fn final_run(&self, job: &FinalJob, worker: usize) -> Result<Outcome, RunFailure> {
+        let cfg = self.config(
+            &job.policy,
+            &[
+                format!("seed={}", job.seed),
+                format!("train.epochs={}", job.steps),
+                format!("train.max_steps={}", job.steps),
+                "eval.split=test".into(),
+            ],
+        )?;
+        let dir = self
+            .opts
+            .out
+            .join("final")
+            .join(&job.policy_name)
+            .join(format!("seed-{}", job.seed));
+        self.run(
+            cfg,
+            &dir,
+            worker,
+            None,
+            job.random_init,
+            format!("final {} seed {}", job.policy_name, job.seed),
+        )
+    }
+}
+
+/// Runs (or resumes) the augmentation search of modality `make()` on the base config
+/// `base_text` (read from `base_origin`, for messages), as `settings` says.
+///
+/// # Errors
+/// [`SearchError`]: an invalid base config or search file (naming the key), a modality
+/// without a search space, a journal that does not match, or a run that fails for a reason
+/// other than its policy.
+pub fn search<M: Modality, F: Fn() -> M + Sync>(
+    make: F,
+    base_text: &str,
+    base_origin: &str,
+    settings: &SearchSettings,
+    opts: &StudyOptions,
+) -> Result<StudySummary, SearchError> {
+    if opts.devices.is_empty() {
+        return Err(SearchError::Settings("no device given".into()));
+    }
+    let base = load_config::<M>(base_text, base_origin, &settings.set)
+        .map_err(|e| SearchError::Settings(e.to_string()))?;
+    let modality = make();
+    let space = modality.search_space(&base).ok_or_else(|| {
+        SearchError::Settings(format!(
+            "the {} modality declares no augmentation search space (Modality::search_space)",
+            modality.name()
+        ))
+    })?;
+    let allowed = allowed_ops(&space, &settings.space)?;
+    let params = param_space(allowed.len(), &settings.space);
+    let default = Policy::<M::Op> {
+        view1: clone_ops(&base.augment.view1),
+        view2: clone_ops(&base.augment.view2),
+    };
+    let random = trivial_augment::<M>(&space, &allowed, settings.space.random_levels)?;
+    let names = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| space.ops[i].name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let baselines = vec![
+        (
+            "default".to_string(),
+            default.to_json(),
+            format!("the base config's own views ({base_origin})"),
+        ),
+        (
+            "crop-only".to_string(),
+            crop_only(&space).to_json(),
+            "the modality's crop only (and its finishing ops)".to_string(),
+        ),
+        (
+            "random".to_string(),
+            random.to_json(),
+            format!(
+                "TrivialAugment-style: per sample one op of {} at one of {} magnitudes, uniformly",
+                names(&allowed),
+                settings.space.random_levels
+            ),
+        ),
+    ];
+    let decode = |p: &Params| -> Result<(serde_json::Value, String), SearchError> {
+        let c = choices(&space, &allowed, &settings.space, p);
+        let policy = build::<M>(&space, &c)?;
+        Ok((policy.to_json(), describe(&c)))
+    };
+    let plan = Plan {
+        modality: modality.name().to_string(),
+        settings: settings.clone(),
+        space: params,
+        baselines,
+        decode: &decode,
+        ops: allowed
+            .iter()
+            .map(|&i| {
+                (
+                    space.ops[i].name.to_string(),
+                    space.ops[i].magnitude.to_string(),
+                )
+            })
+            .collect(),
+    };
+    let runner = ModalityRunner {
+        make: &make,
+        base_text,
+        base_origin,
+        settings,
+        opts,
+    };
+    let write_policy = |policy: &serde_json::Value, path: &Path| -> Result<(), SearchError> {
+        let mut cfg = load_config::<M>(base_text, base_origin, &settings.set)
+            .map_err(|e| SearchError::Settings(e.to_string()))?;
+        let p = Policy::<M::Op>::from_json(policy)?;
+        cfg.augment.view1 = p.view1;
+        cfg.augment.view2 = p.view2;
+        let text = format!(
+            "# The best policy of the augmentation search `{}` ({}): {} with the searched views.\n# Train with: ssl train --modality {} --config {}\n{}",
+            settings.name,
+            modality.name(),
+            base_origin,
+            modality.name(),
+            path.display(),
+            cfg.to_toml()
+        );
+        ssl_framework::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| {
+            SearchError::Output {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })
+    };
+    run_study(&plan, &runner, &opts.out, opts.resume, &write_policy)
+}

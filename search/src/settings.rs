@@ -1,0 +1,186 @@
+//! A search file (`configs/search/<modality>.toml`): what `ssl search-augment` runs.
+
+use crate::SearchError;
+use crate::asha::AshaConfig;
+use crate::policy::SpaceConfig;
+use crate::sampler::SamplerKind;
+use crate::tpe::TpeConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The objective: a probe's top-1 accuracy on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Objective {
+    /// `"linear"` (the linear probe, as the issue and the paper's protocol) or `"knn"`.
+    pub probe: String,
+    /// The label set scored (e.g. `"digit"`); empty: the dataset's first.
+    pub labels: String,
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Self {
+            probe: "linear".into(),
+            labels: String::new(),
+        }
+    }
+}
+
+/// The final comparison: the best policy and the baselines re-trained on the whole training
+/// split and scored on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinalConfig {
+    /// Seeds of every policy's re-training (at least 3 for a mean and a spread).
+    pub seeds: Vec<u64>,
+    /// Optimizer steps of each re-training; 0: `asha.max_steps` (the search's full budget).
+    pub steps: usize,
+}
+
+impl Default for FinalConfig {
+    fn default() -> Self {
+        Self {
+            seeds: vec![0, 1, 2],
+            steps: 0,
+        }
+    }
+}
+
+/// The whole search file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// Study name (default output folder `runs/search-<name>`).
+    pub name: String,
+    /// What the study is for.
+    #[serde(default)]
+    pub description: String,
+    /// `vision`, `audio` or `text` (must match `--modality`).
+    pub modality: String,
+    /// The experiment config the policies go into, relative to the search file; default: the
+    /// modality's default config.
+    #[serde(default)]
+    pub base: Option<PathBuf>,
+    /// `key=value` overrides of the base config for every run of the study (trials and final).
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Seed of the sampler and of every trial's training (trials share it, so policies are
+    /// compared on the same initialization and data order).
+    #[serde(default)]
+    pub seed: u64,
+    /// Searched policies to try (the baselines come on top).
+    #[serde(default = "default_trials")]
+    pub trials: usize,
+    /// Wall-clock budget of the search phase in minutes (0: none); no trial or promotion
+    /// starts after it, and the study goes on to the final re-training.
+    #[serde(default)]
+    pub budget_minutes: f64,
+    /// `"tpe"` or `"random"`.
+    #[serde(default = "default_sampler")]
+    pub sampler: SamplerKind,
+    /// What a trial is scored by.
+    #[serde(default)]
+    pub objective: Objective,
+    /// The policy space.
+    #[serde(default)]
+    pub space: SpaceConfig,
+    /// Successive halving over the pre-training steps.
+    #[serde(default)]
+    pub asha: AshaConfig,
+    /// TPE settings.
+    #[serde(default)]
+    pub tpe: TpeConfig,
+    /// The final comparison.
+    #[serde(default, rename = "final")]
+    pub final_runs: FinalConfig,
+}
+
+fn default_trials() -> usize {
+    16
+}
+
+fn default_sampler() -> SamplerKind {
+    SamplerKind::Tpe
+}
+
+impl SearchSettings {
+    /// Parses a search file.
+    ///
+    /// # Errors
+    /// [`SearchError::Settings`] with the TOML error (naming the key) or an invalid value.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SearchError> {
+        let s: SearchSettings = toml::from_str(text).map_err(|e| {
+            SearchError::Settings(format!(
+                "{origin}: {}",
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+        })?;
+        s.validate()
+            .map_err(|e| SearchError::Settings(format!("{origin}: {e}")))?;
+        Ok(s)
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// A message naming the key and the expected values.
+    pub fn validate(&self) -> Result<(), String> {
+        self.asha.validate()?;
+        if self.trials == 0 {
+            return Err("trials = 0: expected at least 1".into());
+        }
+        if !(self.budget_minutes.is_finite() && self.budget_minutes >= 0.0) {
+            return Err(format!(
+                "budget_minutes = {}: expected a number of minutes >= 0",
+                self.budget_minutes
+            ));
+        }
+        if !["linear", "knn"].contains(&self.objective.probe.as_str()) {
+            return Err(format!(
+                "objective.probe = {:?}: expected \"linear\" or \"knn\"",
+                self.objective.probe
+            ));
+        }
+        if !(self.tpe.gamma > 0.0 && self.tpe.gamma < 1.0) {
+            return Err(format!(
+                "tpe.gamma = {}: expected a number in (0, 1)",
+                self.tpe.gamma
+            ));
+        }
+        if self.tpe.candidates == 0 {
+            return Err("tpe.candidates = 0: expected at least 1".into());
+        }
+        if !(self.tpe.prior_weight.is_finite() && self.tpe.prior_weight > 0.0) {
+            return Err(format!(
+                "tpe.prior_weight = {}: expected a positive number",
+                self.tpe.prior_weight
+            ));
+        }
+        if self.final_runs.seeds.is_empty() {
+            return Err("final.seeds is empty: expected at least one seed (3 for a spread)".into());
+        }
+        let mut seeds = self.final_runs.seeds.clone();
+        seeds.sort();
+        seeds.dedup();
+        if seeds.len() != self.final_runs.seeds.len() {
+            return Err(format!(
+                "final.seeds = {:?}: a seed is repeated",
+                self.final_runs.seeds
+            ));
+        }
+        Ok(())
+    }
+
+    /// Optimizer steps of a final re-training.
+    pub fn final_steps(&self) -> usize {
+        if self.final_runs.steps == 0 {
+            self.asha.max_steps
+        } else {
+            self.final_runs.steps
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! `ssl search-augment --modality M`: automatic search of augmentation policies (crate
+//! `ssl-search`), with the search file `configs/search/<modality>.toml` (built in) or
+//! `--config FILE`.
+
+use crate::cli::{
+    AUDIO_DEFAULT, TEXT_DEFAULT, VISION_DEFAULT, parse_device, resolve_local_data,
+    resolve_vision_data,
+};
+use anyhow::{Context, Result, bail};
+use ssl_audio::AudioModality;
+use ssl_framework::Modality;
+use ssl_framework::config::{ExperimentConfig, load_config};
+use ssl_search::modality_study::{StudyOptions, search};
+use ssl_search::settings::SearchSettings;
+use ssl_text::TextModality;
+use ssl_vision::VisionModality;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// The built-in search file of each modality.
+const SEARCH_DEFAULTS: [(&str, &str, &str); 3] = [
+    (
+        "vision",
+        "configs/search/vision.toml",
+        include_str!("../configs/search/vision.toml"),
+    ),
+    (
+        "audio",
+        "configs/search/audio.toml",
+        include_str!("../configs/search/audio.toml"),
+    ),
+    (
+        "text",
+        "configs/search/text.toml",
+        include_str!("../configs/search/text.toml"),
+    ),
+];
+
+/// `ssl search-augment`'s arguments.
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// The kind of data: vision, audio or text.
+    #[arg(long, value_parser = ["vision", "audio", "text"])]
+    modality: String,
+    /// Search file (TOML; see configs/search/); default: the modality's built-in one.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Dataset folder or .tar.gz archive (as `ssl train --data`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Searched policies to try (the three baselines come on top).
+    #[arg(long)]
+    trials: Option<usize>,
+    /// Wall-clock budget of the search phase, e.g. `20m`, `1h30m`, `900s` (a bare number is
+    /// minutes); then the final re-training runs.
+    #[arg(long)]
+    budget: Option<String>,
+    /// Sampler: `tpe` (tree-structured Parzen estimator) or `random`.
+    #[arg(long, value_parser = ["tpe", "random"])]
+    sampler: Option<String>,
+    /// Output folder (journal, report, plots, best-policy.toml, trial runs); default
+    /// runs/search-<name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the study in --out after an interruption (same search file and options).
+    #[arg(long)]
+    resume: bool,
+    /// Devices, comma-separated: `cpu`, or `cuda:0,cuda:1` (one trial per device at once).
+    #[arg(long, default_value = "cpu")]
+    devices: String,
+    /// No per-run progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Parses a duration: `90s`, `20m`, `1h`, `1h30m`, or a bare number of minutes.
+///
+/// # Errors
+/// A message naming the value when it is not a duration.
+pub fn parse_minutes(s: &str) -> Result<f64> {
+    let t = s.trim();
+    if let Ok(m) = t.parse::<f64>() {
+        if m.is_finite() && m >= 0.0 {
+            return Ok(m);
+        }
+        bail!("--budget {s}: expected a duration such as 20m, 1h30m or 900s");
+    }
+    let mut total = 0.0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let v: f64 = num.parse().map_err(|_| {
+            anyhow::anyhow!("--budget {s}: expected a duration such as 20m, 1h30m or 900s")
+        })?;
+        total += match c {
+            'h' => v * 60.0,
+            'm' => v,
+            's' => v / 60.0,
+            _ => bail!("--budget {s}: unknown unit {c:?} (use h, m or s)"),
+        };
+        num.clear();
+    }
+    if !num.is_empty() {
+        bail!("--budget {s}: a number without a unit at the end (use h, m or s)");
+    }
+    Ok(total)
+}
+
+/// Runs `ssl search-augment`.
+///
+/// # Errors
+/// Bad arguments or search file (naming the key), data that cannot be found, or a study error.
+pub fn run(a: SearchArgs) -> Result<()> {
+    let (text, origin, dir) = match &a.config {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?,
+            p.display().to_string(),
+            Some(p.parent().unwrap_or(Path::new(".")).to_path_buf()),
+        ),
+        None => {
+            let d = SEARCH_DEFAULTS
+                .iter()
+                .find(|d| d.0 == a.modality)
+                .expect("every modality has a search file");
+            (d.2.to_string(), format!("{} (built-in default)", d.1), None)
+        }
+    };
+    let mut settings = SearchSettings::parse(&text, &origin)?;
+    if settings.modality != a.modality {
+        bail!(
+            "{origin}: modality = {:?}, but --modality {}",
+            settings.modality,
+            a.modality
+        );
+    }
+    if let Some(t) = a.trials {
+        settings.trials = t;
+    }
+    if let Some(b) = &a.budget {
+        settings.budget_minutes = parse_minutes(b)?;
+    }
+    if let Some(s) = &a.sampler {
+        settings.sampler = s
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--sampler {e}"))?;
+    }
+    settings
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let (base_text, base_origin) = match (&settings.base, &dir) {
+        (Some(rel), Some(dir)) => {
+            let p = dir.join(rel);
+            (
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("{origin}: base = {}", p.display()))?,
+                p.display().to_string(),
+            )
+        }
+        (Some(rel), None) => bail!(
+            "{origin}: base = {} cannot be resolved for a built-in search file",
+            rel.display()
+        ),
+        (None, _) => {
+            let d = match a.modality.as_str() {
+                "vision" => VISION_DEFAULT,
+                "audio" => AUDIO_DEFAULT,
+                _ => TEXT_DEFAULT,
+            };
+            (d.1.to_string(), format!("{} (built-in default)", d.0))
+        }
+    };
+    let names: Vec<&str> = a.devices.split(',').map(str::trim).collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            bail!(
+                "--devices {}: {n} is given twice (trials on one device run one after another; there is one CPU device)",
+                a.devices
+            );
+        }
+    }
+    let devices = names
+        .iter()
+        .map(|d| parse_device(d))
+        .collect::<Result<Vec<_>>>()?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("search-{}", settings.name)));
+    let progress = !a.no_progress && std::io::stderr().is_terminal();
+    let common = Common {
+        settings: &settings,
+        base_text: &base_text,
+        base_origin: &base_origin,
+        data: a.data.clone(),
+        out: out.clone(),
+        devices,
+        resume: a.resume,
+        progress,
+    };
+    let summary = match a.modality.as_str() {
+        "vision" => common.go(
+            || VisionModality,
+            |d, c| resolve_vision_data(d, &c.data.dataset),
+        ),
+        "audio" => common.go(AudioModality::default, |d, c| {
+            resolve_local_data(d, &c.data.dataset, false)
+        }),
+        _ => common.go(TextModality::default, |d, c| {
+            resolve_local_data(d, &c.data.dataset, true)
+        }),
+    }?;
+    if let Some((name, _, score)) = &summary.best {
+        println!(
+            "best searched policy: {name} ({:.2}% on the validation split): {}",
+            score * 100.0,
+            out.join("best-policy.toml").display()
+        );
+    }
+    for (policy, mean) in &summary.finals {
+        println!(
+            "final {policy}: {:.2}% test (mean over seeds)",
+            mean * 100.0
+        );
+    }
+    println!("report: {}", out.join("report.md").display());
+    println!("journal: {}", summary.journal.display());
+    Ok(())
+}
+
+struct Common<'a> {
+    settings: &'a SearchSettings,
+    base_text: &'a str,
+    base_origin: &'a str,
+    data: Option<PathBuf>,
+    out: PathBuf,
+    devices: Vec<ssl_framework::burn::tensor::Device>,
+    resume: bool,
+    progress: bool,
+}
+
+impl Common<'_> {
+    fn go<M: Modality, F: Fn() -> M + Sync>(
+        self,
+        make: F,
+        resolve: impl FnOnce(Option<PathBuf>, &ExperimentConfig<M>) -> Result<PathBuf>,
+    ) -> Result<ssl_search::study::StudySummary> {
+        let base = load_config::<M>(self.base_text, self.base_origin, &self.settings.set)?;
+        let data_root = resolve(self.data, &base)?;
+        eprintln!(
+            "ssl search-augment: {} on {}, {} trials ({} sampler), output {}",
+            self.settings.name,
+            data_root.display(),
+            self.settings.trials,
+            serde_json::to_value(self.settings.sampler)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            self.out.display()
+        );
+        let opts = StudyOptions {
+            out: self.out,
+            data_root,
+            devices: self.devices,
+            resume: self.resume,
+            progress: self.progress,
+        };
+        Ok(search(
+            make,
+            self.base_text,
+            self.base_origin,
+            self.settings,
+            &opts,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_minutes("20").unwrap(), 20.0);
+        assert_eq!(parse_minutes("20m").unwrap(), 20.0);
+        assert_eq!(parse_minutes("1h30m").unwrap(), 90.0);
+        assert_eq!(parse_minutes("90s").unwrap(), 1.5);
+        assert!(parse_minutes("20x").is_err());
+        assert!(parse_minutes("1h30").is_err());
+        assert!(parse_minutes("-5").is_err());
+        assert!(parse_minutes("abc").is_err());
+    }
+
+    #[test]
+    fn built_in_search_files_parse_and_match_their_modality() {
+        for (m, origin, text) in SEARCH_DEFAULTS {
+            let s = SearchSettings::parse(text, origin).unwrap();
+            assert_eq!(s.modality, m);
+            assert!(
+                s.base.is_none(),
+                "{origin}: built-in files use the default config"
+            );
+            assert!(s.final_runs.seeds.len() >= 3);
+        }
+    }
+}
