@@ -51,15 +51,15 @@ pub struct SearchArgs {
     /// Searched policies to try (the three baselines come on top).
     #[arg(long)]
     trials: Option<usize>,
-    /// Wall-clock budget of the search phase, e.g. `20m`, `1h30m`, `900s` (a bare number is
-    /// minutes); then the final re-training runs.
+    /// Budget of the search phase, e.g. `20m`, `1h30m`, `900s` (a bare number is minutes; 0:
+    /// no limit): no trial starts after it. The final re-training runs after it, unlimited.
     #[arg(long)]
     budget: Option<String>,
     /// Sampler: `tpe` (tree-structured Parzen estimator) or `random`.
     #[arg(long, value_parser = ["tpe", "random"])]
     sampler: Option<String>,
     /// Output folder (journal, report, plots, best-policy.toml, trial runs); default
-    /// runs/search-<name>.
+    /// `runs/search-<name>`.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Continue the study in --out after an interruption (same search file and options).
@@ -247,6 +247,12 @@ impl Common<'_> {
         make: F,
         resolve: impl FnOnce(Option<PathBuf>, &ExperimentConfig<M>) -> Result<PathBuf>,
     ) -> Result<ssl_search::study::StudySummary> {
+        ssl_search::modality_study::check(
+            &make(),
+            self.base_text,
+            self.base_origin,
+            self.settings,
+        )?;
         let base = load_config::<M>(self.base_text, self.base_origin, &self.settings.set)?;
         let data_root = resolve(self.data, &base)?;
         eprintln!(

@@ -174,21 +174,32 @@ fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {
     // The best policy is a config `ssl train` takes as is, and trains with its views.
     let best = out.join("best-policy.toml");
     let best_text = std::fs::read_to_string(&best).unwrap();
+    assert!(
+        best_text.contains("overrides, not applied here: train.batch_size=10"),
+        "the study's overrides are named, not applied: {best_text}"
+    );
     let run = tmp.path().join("train-best");
-    let o = ssl(&[
-        "train",
-        "--modality",
-        "vision",
-        "--config",
-        best.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "train.epochs=1",
-        "--no-progress",
-    ]);
+    let mut train = vec![
+        "train".to_string(),
+        "--modality".into(),
+        "vision".into(),
+        "--config".into(),
+        best.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--out".into(),
+        run.display().to_string(),
+        "--no-progress".into(),
+        "--set".into(),
+        "train.epochs=1".into(),
+    ];
+    // This tiny test trains with the study's overrides (small network, small batch).
+    let settings: toml::Table = SEARCH.parse().unwrap();
+    for s in settings["set"].as_array().unwrap() {
+        train.push("--set".into());
+        train.push(s.as_str().unwrap().to_string());
+    }
+    let o = ssl(&train.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}\n{best_text}", text(&o));
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! A policy is a list of ops per view, each with a probability and a **magnitude**
 //! `m` in `[0, 1]`. Every op declares one fixed, documented mapping from `m` to its parameters
-//! (e.g. audio `TimeMask`: `max_width = round(16 m)` frames), so a magnitude means the same thing
+//! (e.g. audio `TimeMask`: `max_width = round(32 m)` frames), so a magnitude means the same thing
 //! in every study and every report (peers' inconsistent magnitude scales are a known source of
 //! bugs). `m = 0` is the op's mildest setting (often the identity), `m = 1` its strongest
 //! useful one. The search itself never looks inside an op: it builds ops through
@@ -24,7 +24,7 @@ pub struct SearchOp<Op> {
     pub magnitude: &'static str,
     /// Builds the op at magnitude `m` in `[0, 1]`. Must return a valid op for every `m` in
     /// `[0, 1]` (a unit test of each modality checks it).
-    pub build: fn(f64) -> Op,
+    pub build: Box<dyn Fn(f64) -> Op + Send + Sync>,
 }
 
 /// A modality's augmentation search space.

@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AshaConfig {
-    /// Smallest budget: optimizer steps of rung 0.
+    /// Smallest budget: rung 0 trains about this many optimizer steps (the rungs are
+    /// `max_steps / eta^k` rounded, so rung 0 is the largest such budget not above
+    /// `min_steps`, rounded: `(10, 100, eta 3)` gives rungs 11, 33, 100).
     pub min_steps: usize,
     /// Full budget: optimizer steps of the top rung (also the baselines' budget).
     pub max_steps: usize,

@@ -45,6 +45,9 @@ pub enum Event {
         modality: String,
         /// The study's settings (the search file after command-line overrides), as JSON.
         settings: serde_json::Value,
+        /// The base experiment config after the study's overrides, as JSON.
+        #[serde(default)]
+        base: serde_json::Value,
     },
     /// A trial was created: its policy (and the sampler's parameters for searched ones).
     Trial {
@@ -94,14 +97,15 @@ pub enum Event {
         /// `"completed"` (top rung), `"paused"` (a lower rung; may be promoted) or `"failed"`.
         state: String,
     },
-    /// A final re-training of a policy with one seed finished.
+    /// A final re-training of a policy with one seed finished (or failed).
     Final {
         /// The policy's name (`best`, `default`, `crop-only`, `random`).
         policy: String,
         /// Seed.
         seed: u64,
-        /// The objective on the test split.
-        score: f64,
+        /// The objective on the test split; `None` when the run failed (the error is in
+        /// `probes.error`).
+        score: Option<f64>,
         /// Every probe's result (JSON).
         probes: serde_json::Value,
         /// Wall seconds of the run.

@@ -204,6 +204,28 @@ impl<M: Modality, F: Fn() -> M + Sync> Runner for ModalityRunner<'_, M, F> {
     }
 }
 
+/// Checks what can be checked before the data is found: the base config with the study's
+/// overrides, the modality's search space and the `[space]` settings against it.
+///
+/// # Errors
+/// [`SearchError::Settings`] naming the key.
+pub fn check<M: Modality>(
+    modality: &M,
+    base_text: &str,
+    base_origin: &str,
+    settings: &SearchSettings,
+) -> Result<(), SearchError> {
+    let base = load_config::<M>(base_text, base_origin, &settings.set)
+        .map_err(|e| SearchError::Settings(e.to_string()))?;
+    let space = modality.search_space(&base).ok_or_else(|| {
+        SearchError::Settings(format!(
+            "the {} modality declares no augmentation search space (Modality::search_space)",
+            modality.name()
+        ))
+    })?;
+    allowed_ops(&space, &settings.space).map(|_| ())
+}
+
 /// Runs (or resumes) the augmentation search of modality `make()` on the base config
 /// `base_text` (read from `base_origin`, for messages), as `settings` says.
 ///
@@ -232,6 +254,35 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
     })?;
     let allowed = allowed_ops(&space, &settings.space)?;
     let params = param_space(allowed.len(), &settings.space);
+    // The data and the objective's label set, before any training (a typo in
+    // `objective.labels` should not surface after the first full-budget run).
+    let data = modality
+        .load(&base.data, &opts.data_root)
+        .map_err(|e| SearchError::Run {
+            context: format!("data {}", opts.data_root.display()),
+            source: e.into(),
+        })?;
+    let sets: Vec<&str> = data
+        .train
+        .label_sets
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    if sets.is_empty() {
+        return Err(SearchError::Settings(format!(
+            "{}: the dataset has no labels; the objective (a probe) needs a label set",
+            opts.data_root.display()
+        )));
+    }
+    if !settings.objective.labels.is_empty() && !sets.contains(&settings.objective.labels.as_str())
+    {
+        return Err(SearchError::Settings(format!(
+            "objective.labels = {:?}: the dataset's label sets are {}",
+            settings.objective.labels,
+            sets.join(", ")
+        )));
+    }
+    drop(data);
     let default = Policy::<M::Op> {
         view1: clone_ops(&base.augment.view1),
         view2: clone_ops(&base.augment.view2),
@@ -284,6 +335,7 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
                 )
             })
             .collect(),
+        base: base.to_json(),
     };
     let runner = ModalityRunner {
         make: &make,
@@ -292,14 +344,24 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
         settings,
         opts,
     };
+    // The base config as the user wrote it (without the study's overrides, which tune short
+    // runs) with the searched views.
     let write_policy = |policy: &serde_json::Value, path: &Path| -> Result<(), SearchError> {
-        let mut cfg = load_config::<M>(base_text, base_origin, &settings.set)
+        let mut cfg = load_config::<M>(base_text, base_origin, &[])
             .map_err(|e| SearchError::Settings(e.to_string()))?;
         let p = Policy::<M::Op>::from_json(policy)?;
         cfg.augment.view1 = p.view1;
         cfg.augment.view2 = p.view2;
+        let set = if settings.set.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "# The study ran its trials with these overrides, not applied here: {}\n",
+                settings.set.join(" ")
+            )
+        };
         let text = format!(
-            "# The best policy of the augmentation search `{}` ({}): {} with the searched views.\n# Train with: ssl train --modality {} --config {}\n{}",
+            "# The best policy of the augmentation search `{}` ({}): {} with the searched views.\n{set}# Train with: ssl train --modality {} --config {}\n{}",
             settings.name,
             modality.name(),
             base_origin,

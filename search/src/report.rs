@@ -37,7 +37,7 @@ fn out_err(path: &Path) -> impl Fn(String) -> SearchError + '_ {
 }
 
 /// Final runs per policy, in first-appearance order: (policy, [(seed, score, random-init score)]).
-type Finals = Vec<(String, Vec<(u64, f64, Option<f64>)>)>;
+type Finals = Vec<(String, Vec<(u64, Option<f64>, Option<f64>)>)>;
 
 /// Every probe of every final run: (policy, probe, labels) -> [(trained, random init)].
 type FinalProbes = Vec<((String, String, String), Vec<(f64, Option<f64>)>)>;
@@ -153,13 +153,16 @@ pub fn write_report(out: &Path, plan: &Plan<'_>) -> Result<(), SearchError> {
         ));
         md.push_str("| policy | test top-1 (%) | seeds | per seed |\n|---|---|---|---|\n");
         for (policy, runs) in &finals {
-            let v: Vec<f64> = runs.iter().map(|r| r.1 * 100.0).collect();
+            let v: Vec<f64> = runs.iter().filter_map(|r| r.1).map(|s| s * 100.0).collect();
             let (m, sd) = mean_std(&v);
             md.push_str(&format!(
                 "| {policy} | {m:.2} ± {sd:.2} | {} | {} |\n",
-                runs.len(),
+                v.len(),
                 runs.iter()
-                    .map(|r| format!("{}: {:.2}", r.0, r.1 * 100.0))
+                    .map(|r| match r.1 {
+                        Some(s) => format!("{}: {:.2}", r.0, s * 100.0),
+                        None => format!("{}: failed", r.0),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
@@ -206,18 +209,15 @@ pub fn write_report(out: &Path, plan: &Plan<'_>) -> Result<(), SearchError> {
             md.push('\n');
         }
     }
-    // As the study picks it: highest rung, then score, then the earliest trial.
+    // As the study picks it: each trial's highest-rung result (a trial that failed there is
+    // out), then the highest rung, the best score, the earliest trial.
     let best = trials
         .iter()
         .rev()
         .filter(|t| !t.baseline)
         .filter_map(|t| {
-            let (r, s) = t
-                .results
-                .iter()
-                .filter_map(|r| r.2.map(|s| (r.0, s)))
-                .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))?;
-            Some((t, r, s))
+            let last = t.results.iter().max_by_key(|r| r.0)?;
+            Some((t, last.0, last.2?))
         })
         .max_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)));
     if let Some((t, r, s)) = best {
@@ -410,11 +410,17 @@ fn final_plot(finals: &Finals, path: &Path) -> Result<(), SearchError> {
     let n = finals.len().max(1);
     let mut all: Vec<f64> = finals
         .iter()
-        .flat_map(|(_, v)| v.iter().flat_map(|r| std::iter::once(r.1).chain(r.2)))
+        .flat_map(|(_, v)| v.iter().flat_map(|r| r.1.into_iter().chain(r.2)))
         .map(|s| s * 100.0)
         .collect();
     for (_, runs) in finals {
-        let (m, sd) = mean_std(&runs.iter().map(|r| r.1 * 100.0).collect::<Vec<_>>());
+        let (m, sd) = mean_std(
+            &runs
+                .iter()
+                .filter_map(|r| r.1)
+                .map(|s| s * 100.0)
+                .collect::<Vec<_>>(),
+        );
         all.extend([m - sd, m + sd]);
     }
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
@@ -458,7 +464,10 @@ fn final_plot(finals: &Finals, path: &Path) -> Result<(), SearchError> {
         let base = lo - pad;
         for (i, (_, runs)) in finals.iter().enumerate() {
             let x = i as f64;
-            let v: Vec<f64> = runs.iter().map(|r| r.1 * 100.0).collect();
+            let v: Vec<f64> = runs.iter().filter_map(|r| r.1).map(|s| s * 100.0).collect();
+            if v.is_empty() {
+                continue;
+            }
             let (m, sd) = mean_std(&v);
             chart
                 .draw_series(std::iter::once(Rectangle::new(

@@ -22,13 +22,16 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Sort key, best first: higher rung, then higher score, failures last.
+    /// Sort key, best first: scored before failed (a failure ranks last whatever its rung),
+    /// then higher rung, then higher score.
     pub fn better_than(&self, other: &Observation) -> std::cmp::Ordering {
-        let s = |o: &Observation| o.score.unwrap_or(f64::NEG_INFINITY);
-        other
-            .rung
-            .cmp(&self.rung)
-            .then(s(other).total_cmp(&s(self)))
+        let key = |o: &Observation| (o.score.is_some(), o.rung);
+        key(other).cmp(&key(self)).then(
+            other
+                .score
+                .unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&self.score.unwrap_or(f64::NEG_INFINITY)),
+        )
     }
 }
 

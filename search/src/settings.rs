@@ -72,8 +72,10 @@ pub struct SearchSettings {
     /// Searched policies to try (the baselines come on top).
     #[serde(default = "default_trials")]
     pub trials: usize,
-    /// Wall-clock budget of the search phase in minutes (0: none); no trial or promotion
-    /// starts after it, and the study goes on to the final re-training.
+    /// Budget of the search phase in minutes of study time (0: no limit): no trial or
+    /// promotion starts after it, and the study goes on to the final re-training, which is
+    /// not limited by it. Study time is the time runs took, summed over resumed sessions (the
+    /// part of a run lost to a kill is not counted).
     #[serde(default)]
     pub budget_minutes: f64,
     /// `"tpe"` or `"random"`.

@@ -110,6 +110,8 @@ pub struct Plan<'a> {
     pub decode: &'a Decoder<'a>,
     /// The searchable ops and what their magnitude sets (for the report).
     pub ops: Vec<(String, String)>,
+    /// The base experiment config after the study's overrides (checked on resume).
+    pub base: serde_json::Value,
 }
 
 /// The rungs' budgets of `settings`.
@@ -140,7 +142,7 @@ struct State<'a> {
     /// Jobs started in an earlier session and never finished: rerun first.
     interrupted: VecDeque<(usize, usize)>,
     running: Vec<(usize, usize)>,
-    finals: BTreeMap<(String, u64), f64>,
+    finals: BTreeMap<(String, u64), Option<f64>>,
     seconds_before: f64,
     session: Instant,
     session_steps: usize,
@@ -355,9 +357,13 @@ impl<'a> State<'a> {
         } else {
             "ETA after the first run".into()
         };
+        let evaluated = self
+            .best_of
+            .keys()
+            .filter(|t| !self.trials[**t].baseline)
+            .count();
         format!(
-            "[{} of {} trials | {}] {what} | {:.1} min | {eta}",
-            self.search_trials(),
+            "[{evaluated} of {} trials evaluated | {}] {what} | {:.1} min | {eta}",
             self.plan.settings.trials,
             best.unwrap_or_else(|| "no score yet".into()),
             self.now() / 60.0,
@@ -399,12 +405,18 @@ pub fn run_study(
         reason: e.to_string(),
     })?;
     let path = out.join("journal.jsonl");
+    if resume && !path.is_file() {
+        return Err(SearchError::Settings(format!(
+            "--resume: no study in {} (no journal.jsonl)",
+            out.display()
+        )));
+    }
     let (journal, events) = Journal::open(&path)?;
     let settings_json = serde_json::to_value(&plan.settings).expect("settings serialize");
     match (events.first(), resume) {
         (None, true) => {
             return Err(SearchError::Settings(format!(
-                "--resume: no study in {} (no journal.jsonl)",
+                "--resume: no study in {} (journal.jsonl is empty)",
                 out.display()
             )));
         }
@@ -414,11 +426,27 @@ pub fn run_study(
                 out.display()
             )));
         }
-        (Some(Event::Study { modality, settings }), true) => {
-            if *modality != plan.modality || *settings != settings_json {
+        (
+            Some(Event::Study {
+                modality,
+                settings,
+                base,
+            }),
+            true,
+        ) => {
+            let mut differ = Vec::new();
+            if *modality != plan.modality {
+                differ.push(format!("modality ({modality} -> {})", plan.modality));
+            }
+            differ.extend(json_diff("", settings, &settings_json));
+            if !base.is_null() {
+                differ.extend(json_diff("base config: ", base, &plan.base));
+            }
+            if !differ.is_empty() {
                 return Err(SearchError::Journal(format!(
-                    "--resume: the study in {} was started with other settings (modality {modality}); resume with the same search file and options, or choose another --out",
-                    out.display()
+                    "--resume: the study in {} was started with other settings ({}); resume with the same search file, options and base config, or choose another --out",
+                    out.display(),
+                    differ.join(", ")
                 )));
             }
         }
@@ -451,6 +479,7 @@ pub fn run_study(
         st.append(Event::Study {
             modality: plan.modality.clone(),
             settings: settings_json,
+            base: plan.base.clone(),
         })?;
     }
     replay(&mut st, &events)?;
@@ -553,7 +582,7 @@ pub fn run_study(
             .finals
             .iter()
             .filter(|((n, _), _)| n == name)
-            .map(|(_, s)| *s)
+            .filter_map(|(_, s)| *s)
             .collect();
         if !v.is_empty() {
             means.push((name.clone(), v.iter().sum::<f64>() / v.len() as f64));
@@ -641,8 +670,48 @@ fn replay(st: &mut State<'_>, events: &[Event]) -> Result<(), SearchError> {
             }
         }
     }
+    // A searched trial whose creation is in the journal but whose first run never started
+    // (a kill between the two lines) runs now, as it would have.
+    let mut started: Vec<bool> = vec![false; st.trials.len()];
+    for e in events {
+        if let Event::Start { trial, .. } = e {
+            started[*trial] = true;
+        }
+    }
+    for (t, rec) in st.trials.iter().enumerate() {
+        if !rec.baseline && !started[t] {
+            open.push((t, 0));
+        }
+    }
     st.interrupted = open.into_iter().collect();
     Ok(())
+}
+
+/// The keys whose values differ between two JSON objects (`prefix` + dotted path).
+fn json_diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    fn walk(path: String, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(p, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), a, b, &mut out);
+    out.into_iter().map(|d| format!("{prefix}{d}")).collect()
 }
 
 fn check_trial(st: &State<'_>, trial: usize, rung: usize) -> Result<(), SearchError> {
@@ -744,45 +813,44 @@ fn final_worker(
         let wall = started.elapsed().as_secs_f64();
         let mut g = shared.lock().expect("final lock");
         let st = &mut g.0;
-        match result {
-            Ok(o) => {
-                let e = Event::Final {
-                    policy: job.policy_name.clone(),
-                    seed: job.seed,
-                    score: o.score,
-                    probes: o.detail,
-                    wall_seconds: wall,
-                };
-                if let Err(e) = st.append(e) {
-                    st.fatal = Some(e);
-                    return;
-                }
-                st.finals
-                    .insert((job.policy_name.clone(), job.seed), o.score);
-                st.session_steps += job.steps;
-                let what = format!(
+        let (score, probes, what) = match result {
+            Ok(o) => (
+                Some(o.score),
+                o.detail,
+                format!(
                     "final {} seed {}: test {:.2}%",
                     job.policy_name,
                     job.seed,
                     o.score * 100.0
-                );
-                eprintln!("{}", st.progress_line(&what));
-                if let Err(e) = crate::report::write_report(out, st.plan) {
-                    st.fatal = Some(e);
-                    return;
-                }
-            }
-            Err(RunFailure::Policy(msg)) => {
-                st.fatal = Some(SearchError::Settings(format!(
-                    "final re-training of the {} policy (seed {}) failed: {msg}",
-                    job.policy_name, job.seed
-                )));
-                return;
-            }
+                ),
+            ),
+            Err(RunFailure::Policy(msg)) => (
+                None,
+                serde_json::json!({ "error": msg }),
+                format!("final {} seed {} failed: {msg}", job.policy_name, job.seed),
+            ),
             Err(RunFailure::Fatal(e)) => {
                 st.fatal = Some(e);
                 return;
             }
+        };
+        let e = Event::Final {
+            policy: job.policy_name.clone(),
+            seed: job.seed,
+            score,
+            probes,
+            wall_seconds: wall,
+        };
+        if let Err(e) = st.append(e) {
+            st.fatal = Some(e);
+            return;
+        }
+        st.finals.insert((job.policy_name.clone(), job.seed), score);
+        st.session_steps += job.steps;
+        eprintln!("{}", st.progress_line(&what));
+        if let Err(e) = crate::report::write_report(out, st.plan) {
+            st.fatal = Some(e);
+            return;
         }
     }
 }

@@ -1,14 +1,16 @@
 //! The tree-structured Parzen estimator (TPE; Bergstra, Bardenet, Bengio & Kégl, "Algorithms
-//! for Hyper-Parameter Optimization", NeurIPS 2011, Section 4), as in hyperopt, with
-//! independent per-dimension densities.
+//! for Hyper-Parameter Optimization", NeurIPS 2011, Section 4) with independent
+//! per-dimension densities, as hyperopt and Optuna's default sampler use it.
 //!
 //! Definition. Rank the finished observations best first and split them at the `gamma`
-//! quantile: the best `ceil(gamma n)` form the "good" set, the rest the "bad" set (Eq. 2:
-//! `p(x | y) = l(x)` if `y < y*`, else `g(x)`). Fit a Parzen density to each set, per
-//! dimension: for a real dimension a mixture of Gaussians truncated to `[lo, hi]`, one at every
-//! observed value plus a prior component at the middle with standard deviation `hi - lo`, each
-//! point's bandwidth being the larger distance to its sorted neighbours (bounds included),
-//! clipped to `[(hi - lo) / min(100, n + 1), hi - lo]` (hyperopt's adaptive Parzen); an
+//! quantile of the paper (`y*` such that `p(y < y*) = gamma`): the best `ceil(gamma n)` form
+//! the "good" set, the rest the "bad" set (Eq. 2: `p(x | y) = l(x)` if `y < y*`, else `g(x)`;
+//! hyperopt uses `ceil(gamma sqrt(n))` instead, and weights old points less, which we do not).
+//! Fit a Parzen density to each set, per dimension: for a real dimension a mixture of
+//! Gaussians truncated to `[lo, hi]`, one at every observed value plus a prior component at the
+//! middle with standard deviation `hi - lo`, each point's bandwidth being the larger distance
+//! to its sorted neighbours, the bounds counting as neighbours at the ends (as Optuna), clipped
+//! to `[(hi - lo) / min(100, n + 1), hi - lo]` (the adaptive Parzen estimator); an
 //! integer dimension is the same density over `[lo - 0.5, hi + 0.5]` integrated over each
 //! integer's unit interval; a categorical dimension has probabilities
 //! `(count_j + w / k) / (n + w)` for prior weight `w` and `k` choices. Then draw `candidates`

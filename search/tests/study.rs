@@ -147,6 +147,7 @@ fn plan(trials: usize) -> Plan<'static> {
             .collect(),
         decode: &decode,
         ops: vec![("x".into(), "the toy's x".into())],
+        base: serde_json::json!({ "lr": 0.1 }),
     }
 }
 
@@ -176,7 +177,7 @@ fn results(
                 score,
                 ..
             } => {
-                f.insert((policy, seed), score);
+                f.insert((policy, seed), score.expect("a final score"));
             }
             _ => {}
         }
@@ -410,4 +411,110 @@ fn trials_run_on_several_devices_at_once_without_running_anything_twice() {
     );
     assert_eq!(finals.len(), 12);
     assert!(summary.best.is_some());
+}
+
+#[test]
+fn a_kill_between_a_trials_creation_and_its_first_run_loses_nothing() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let plan = plan(9);
+    run_study(
+        &plan,
+        &Toy::new(usize::MAX),
+        reference_dir.path(),
+        false,
+        &write_policy,
+    )
+    .unwrap();
+    let (ref_results, ref_finals) = results(reference_dir.path());
+    let text = std::fs::read_to_string(reference_dir.path().join("journal.jsonl")).unwrap();
+    // Keep the journal up to (and with) the creation of trial 6, as a kill right after that
+    // line would leave it.
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines
+        .iter()
+        .position(|l| l.contains("\"event\":\"trial\"") && l.contains("\"trial\":6,"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("journal.jsonl"),
+        lines[..=cut].join("\n") + "\n",
+    )
+    .unwrap();
+    run_study(
+        &plan,
+        &Toy::new(usize::MAX),
+        dir.path(),
+        true,
+        &write_policy,
+    )
+    .unwrap();
+    let (after, finals) = results(dir.path());
+    assert_eq!(after, ref_results);
+    assert_eq!(finals, ref_finals);
+}
+
+#[test]
+fn resume_names_the_settings_that_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    run_study(&plan(3), &Toy::new(3), dir.path(), false, &write_policy).unwrap_err();
+    let mut other = plan(3);
+    other.settings.asha.eta = 2;
+    other.base = serde_json::json!({ "lr": 0.2 });
+    let err = run_study(
+        &other,
+        &Toy::new(usize::MAX),
+        dir.path(),
+        true,
+        &write_policy,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("asha.eta: 3 -> 2"), "{err}");
+    assert!(err.contains("base config: lr: 0.1 -> 0.2"), "{err}");
+    // --resume where there is no study leaves nothing behind.
+    let empty = tempfile::tempdir().unwrap();
+    let missing = empty.path().join("none");
+    let err = run_study(
+        &plan(3),
+        &Toy::new(usize::MAX),
+        &missing,
+        true,
+        &write_policy,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no study"), "{err}");
+    assert!(!missing.join("journal.jsonl").exists());
+}
+
+#[test]
+fn a_failed_final_run_is_recorded_and_the_study_finishes() {
+    struct FailsFinalSeed1(Toy);
+    impl Runner for FailsFinalSeed1 {
+        fn workers(&self) -> usize {
+            1
+        }
+        fn trial(&self, job: &TrialJob, w: usize) -> Result<Outcome, RunFailure> {
+            self.0.trial(job, w)
+        }
+        fn final_run(&self, job: &FinalJob, w: usize) -> Result<Outcome, RunFailure> {
+            if job.seed == 1 && job.policy_name == "random" {
+                return Err(RunFailure::Policy("non-finite loss".into()));
+            }
+            self.0.final_run(job, w)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run_study(
+        &plan(3),
+        &FailsFinalSeed1(Toy::new(usize::MAX)),
+        dir.path(),
+        false,
+        &write_policy,
+    )
+    .unwrap();
+    assert_eq!(summary.finals.len(), 4);
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("1: failed"), "{report}");
+    assert!(report.contains("| random | 51.00 ± 1.41 | 2 |"), "{report}");
 }

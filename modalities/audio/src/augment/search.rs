@@ -36,62 +36,62 @@ pub fn search_space(data: &AudioDataConfig) -> SearchSpace<AudioOp> {
             SearchOp {
                 name: "RandomResizeCrop",
                 magnitude: "freq_scale = [1 - 0.4 m, 1 + 0.4 m], time_scale = [1 - 0.5 m, 1 + 0.5 m], virtual_crop_scale = [1, 1 + 0.5 m]",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(RandomResizeCrop {
                         virtual_crop_scale: [1.0, 1.0 + 0.5 * m],
                         freq_scale: [1.0 - 0.4 * m, 1.0 + 0.4 * m],
                         time_scale: [1.0 - 0.5 * m, 1.0 + 0.5 * m],
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "RandomLinearFader",
                 magnitude: "gain = 2 m (log-mel units)",
-                build: |m| boxed(RandomLinearFader { gain: 2.0 * m }),
+                build: Box::new(move |m| boxed(RandomLinearFader { gain: 2.0 * m })),
             },
             SearchOp {
                 name: "TimeMask",
                 magnitude: "max_width = round(32 m) frames, count = 1",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(TimeMask {
                         max_width: (32.0 * m).round() as usize,
                         count: 1,
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "FreqMask",
                 magnitude: "max_width = round(24 m) mel bands, count = 1",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(FreqMask {
                         max_width: (24.0 * m).round() as usize,
                         count: 1,
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "Gain",
                 magnitude: "max_db = 12 m dB",
-                build: |m| boxed(Gain { max_db: 12.0 * m }),
+                build: Box::new(move |m| boxed(Gain { max_db: 12.0 * m })),
             },
             SearchOp {
                 name: "TimeShift",
                 magnitude: "max_frames = round(48 m) frames",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(TimeShift {
                         max_frames: (48.0 * m).round() as usize,
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "GaussianNoise",
                 magnitude: "std = 0.5 m (normalized log-mel units)",
-                build: |m| boxed(GaussianNoise { std: 0.5 * m }),
+                build: Box::new(move |m| boxed(GaussianNoise { std: 0.5 * m })),
             },
             SearchOp {
                 name: "Mixup",
                 magnitude: "ratio = 0.5 m",
-                build: |m| boxed(Mixup { ratio: 0.5 * m }),
+                build: Box::new(move |m| boxed(Mixup { ratio: 0.5 * m })),
             },
         ],
     }

@@ -25,26 +25,26 @@ pub fn search_space() -> SearchSpace<TextOp> {
             SearchOp {
                 name: "TokenMask",
                 magnitude: "p = 0.4 m",
-                build: |m| boxed(TokenMask { p: 0.4 * m }),
+                build: Box::new(move |m| boxed(TokenMask { p: 0.4 * m })),
             },
             SearchOp {
                 name: "RandomDeletion",
                 magnitude: "p = 0.4 m",
-                build: |m| boxed(RandomDeletion { p: 0.4 * m }),
+                build: Box::new(move |m| boxed(RandomDeletion { p: 0.4 * m })),
             },
             SearchOp {
                 name: "RandomSwap",
                 magnitude: "swaps = round(8 m)",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(RandomSwap {
                         swaps: (8.0 * m).round() as usize,
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "EncoderDropout",
                 magnitude: "p = 0.3 m",
-                build: |m| boxed(EncoderDropout { p: 0.3 * m }),
+                build: Box::new(move |m| boxed(EncoderDropout { p: 0.3 * m })),
             },
         ],
     }

@@ -42,46 +42,53 @@ pub fn search_space(base: &ExperimentConfig<VisionModality>) -> SearchSpace<Visi
             SearchOp {
                 name: "HorizontalFlip",
                 magnitude: "none (p = 1 inside; the policy's probability decides)",
-                build: |_| boxed(HorizontalFlip { p: 1.0 }),
+                build: Box::new(move |_| boxed(HorizontalFlip { p: 1.0 })),
             },
             SearchOp {
                 name: "ColorJitter",
                 magnitude: "brightness = 0.8 m, contrast = 0.8 m, saturation = 0.4 m, hue = 0.2 m",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(ColorJitter {
                         brightness: 0.8 * m,
                         contrast: 0.8 * m,
                         saturation: 0.4 * m,
                         hue: 0.2 * m,
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "Grayscale",
                 magnitude: "none",
-                build: |_| boxed(Grayscale {}),
+                build: Box::new(move |_| boxed(Grayscale {})),
             },
             SearchOp {
                 name: "GaussianBlur",
-                magnitude: "sigma = [0.1, 0.1 + 1.9 m] pixels, kernel 3 (CIFAR-size images)",
-                build: |m| {
+                magnitude: "sigma = [0.1, 0.1 + 1.9 m] pixels; kernel: the odd size nearest a tenth of the image, at least 3",
+                build: Box::new(move |m| {
                     boxed(GaussianBlur {
-                        kernel_size: 3,
+                        kernel_size: blur_kernel(size),
                         sigma: [0.1, 0.1 + 1.9 * m],
                     })
-                },
+                }),
             },
             SearchOp {
                 name: "Solarize",
                 magnitude: "threshold = 1 - 0.5 m",
-                build: |m| {
+                build: Box::new(move |m| {
                     boxed(Solarize {
                         threshold: 1.0 - 0.5 * m,
                     })
-                },
+                }),
             },
         ],
     }
+}
+
+/// The paper's blur kernel: about a tenth of the image side, odd, at least 3 (3 for 32
+/// pixels, 23 for 224).
+fn blur_kernel(size: usize) -> usize {
+    let k = (size as f64 / 10.0).round() as usize;
+    (if k % 2 == 0 { k + 1 } else { k }).max(3)
 }
 
 #[cfg(test)]
@@ -104,6 +111,12 @@ mod tests {
             1,
             "the config's Normalize ends every view"
         );
+        assert_eq!(
+            (blur_kernel(32), blur_kernel(96), blur_kernel(224)),
+            (3, 11, 23)
+        );
+        let blur = serde_json::to_value((space.op("GaussianBlur").unwrap().build)(1.0)).unwrap();
+        assert_eq!(blur["kernel_size"], 3);
         let json = serde_json::to_value((space.op("ColorJitter").unwrap().build)(0.5)).unwrap();
         assert_eq!(json["brightness"], 0.4);
         assert_eq!(json["hue"], 0.1);
