@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Side-by-side throughput: `ssl bench` (release build) against its PyTorch twins in
+../shared/bench (torch_step.py, torch_augment.py), alternating A B A B so that both see the same
+machine load; prints each round's figures and the ratio ours / PyTorch, and the median ratio,
+the figure that counts (issue #7). Writes the table as JSON with --json.
+
+usage: python3 scripts/bench_vs_pytorch.py --cifar DIR [--rounds 2] [--steps 10]
+       [--workloads step-smallcnn,step-resnet18-cifar,augment-cifar] [--json FILE]
+
+Needs: `cargo build --release` (the script runs target/release/ssl, or $SSL_BIN), and torch
+and torchvision in the Python that runs it (not a dependency of ssl; see ../shared/bench/README.md).
+DIR: an unpacked CIFAR-10 JPEG ImageFolder (both sides read the same images).
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWINS = os.environ.get("SSL_BENCH_TWINS", os.path.join(ROOT, "..", "shared", "bench"))
+# workload -> (twin command tail, batch, the twin's RESULT field)
+WORKLOADS = {
+    "step-smallcnn": (["torch_step.py", "smallcnn", "128"], 128, "images_per_s"),
+    "step-resnet18-cifar": (["torch_step.py", "resnet18", "64"], 64, "images_per_s"),
+    "augment-cifar": (["torch_augment.py"], 1, "pairs_per_s"),
+}
+
+
+def ours(binary, workload, steps, cifar, images):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [binary, "bench", "--workloads", workload, "--steps", str(steps), "--json", f.name]
+        if workload == "augment-cifar":
+            cmd += ["--data", cifar, "--images", str(images)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rows = json.load(open(f.name))["rows"]
+    # augment-cifar: the one-thread row is the one PyTorch's twin measures.
+    return min(rows, key=lambda r: r["threads"])["figure"], rows
+
+
+def twin(workload, steps, cifar, images):
+    tail, _, field = WORKLOADS[workload]
+    cmd = [sys.executable, os.path.join(TWINS, tail[0])] + tail[1:]
+    if workload == "augment-cifar":
+        cmd += [cifar, str(images)]
+    else:
+        cmd += [str(steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(field + r"=([0-9.]+)", out)
+    if not m:
+        sys.exit(f"{' '.join(cmd)}: no {field}= in its output:\n{out}")
+    return float(m.group(1)), out.strip().splitlines()[-1]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cifar", required=True, help="unpacked CIFAR-10 JPEG folder")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--json")
+    a = p.parse_args()
+    binary = os.environ.get("SSL_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ssl"))
+    if not os.path.isfile(binary):
+        sys.exit(f"{binary}: not found; run `cargo build --release` first (or set SSL_BIN)")
+    import torch  # noqa: F401  (fail early and clearly when the twin cannot run)
+
+    table = []
+    for w in a.workloads.split(","):
+        if w not in WORKLOADS:
+            sys.exit(f"unknown workload {w!r}: expected one of {', '.join(WORKLOADS)}")
+        rounds = []
+        for r in range(a.rounds):
+            mine, _ = ours(binary, w, a.steps, a.cifar, a.images)
+            theirs, line = twin(w, a.steps, a.cifar, a.images)
+            rounds.append({"ours": mine, "pytorch": theirs, "ratio": mine / theirs})
+            print(f"{w:<22} round {r + 1}: ours {mine:9.1f}  pytorch {theirs:9.1f}  ratio {mine / theirs:5.2f}", flush=True)
+        ratio = statistics.median(x["ratio"] for x in rounds)
+        table.append({"workload": w, "batch": WORKLOADS[w][1], "rounds": rounds, "median_ratio": ratio})
+    print()
+    print(f"{'workload':<22} {'batch':>5} {'ours':>9} {'pytorch':>9} {'ratio':>6}   (median of {a.rounds} A/B rounds; unit images/s or image pairs/s per thread)")
+    for t in table:
+        o = statistics.median(x["ours"] for x in t["rounds"])
+        q = statistics.median(x["pytorch"] for x in t["rounds"])
+        print(f"{t['workload']:<22} {t['batch']:>5} {o:9.1f} {q:9.1f} {t['median_ratio']:6.2f}")
+    if a.json:
+        json.dump({"torch": __import__("torch").__version__, "threads": os.cpu_count(), "table": table}, open(a.json, "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()
