@@ -59,9 +59,28 @@ struct Row {
     threads: usize,
     figure: f64,
     unit: &'static str,
+    /// Step workloads: the process's peak resident memory (MiB) and how much the resident
+    /// memory grew from the end of the warm-up to the last step (MiB; about 0 when nothing
+    /// leaks or accumulates across steps).
+    memory: Option<(f64, f64)>,
 }
 
-fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
+/// The process's resident and peak resident memory in MiB (`VmRSS`, `VmHWM` of
+/// `/proc/self/status`); `None` where that file does not exist.
+fn resident_mib() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// What a step workload measured: images/s, and (peak MiB, growth MiB) when known.
+type StepFigures = (f64, Option<(f64, f64)>);
+
+fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> {
     let device = crate::cli::parse_device("cpu")?;
     let ad = device.clone().autodiff();
     ad.seed(0);
@@ -109,6 +128,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
         &ad,
     );
     let mut timed = 0.0;
+    let mut after_warmup = None;
     for i in 0..steps + 2 {
         let start = Instant::now();
         let (loss, _) = forward_loss(&online, &target, x1.clone(), x2.clone());
@@ -119,8 +139,15 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<f64> {
         if i >= 2 {
             timed += start.elapsed().as_secs_f64();
         }
+        if i == 1 {
+            after_warmup = resident_mib();
+        }
     }
-    Ok((steps * batch) as f64 / timed)
+    let memory = match (after_warmup, resident_mib()) {
+        (Some((warm, _)), Some((end, peak))) => Some((peak, end - warm)),
+        _ => None,
+    };
+    Ok(((steps * batch) as f64 / timed, memory))
 }
 
 fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Result<f64> {
@@ -185,13 +212,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     .batch
                     .unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
                 eprintln!("{w}: batch {batch}, {} steps...", args.steps);
-                let figure = step_workload(w, batch, args.steps)?;
+                let (figure, memory) = step_workload(w, batch, args.steps)?;
                 rows.push(Row {
                     workload: w.clone(),
                     batch,
                     threads: cores,
                     figure,
                     unit: "images/s",
+                    memory,
                 });
             }
             "augment-cifar" => {
@@ -208,6 +236,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         threads,
                         figure,
                         unit: "image pairs/s",
+                        memory: None,
                     });
                 }
             }
@@ -231,13 +260,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     );
     println!(
-        "{:<22} {:>6} {:>8} {:>12}  unit",
-        "workload", "batch", "threads", "figure"
+        "{:<22} {:>6} {:>8} {:>12}  {:<14} {:>13} {:>16}",
+        "workload", "batch", "threads", "figure", "unit", "peak RSS MiB", "RSS growth MiB"
     );
     for r in &rows {
+        let (peak, growth) = match r.memory {
+            Some((p, g)) => (format!("{p:.0}"), format!("{g:+.1}")),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "{:<22} {:>6} {:>8} {:>12.1}  {}",
-            r.workload, r.batch, r.threads, r.figure, r.unit
+            "{:<22} {:>6} {:>8} {:>12.1}  {:<14} {:>13} {:>16}",
+            r.workload, r.batch, r.threads, r.figure, r.unit, peak, growth
+        );
+    }
+    if rows.iter().any(|r| r.memory.is_some()) {
+        println!(
+            "(RSS growth: resident memory after the last of {} timed steps minus after the 2 warm-up steps)",
+            args.steps
         );
     }
     if let Some(path) = &args.json {
@@ -245,7 +284,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "features": features,
             "release": !cfg!(debug_assertions),
             "cores": cores,
-            "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit})).collect::<Vec<_>>(),
+            "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit, "peak_rss_mib": r.memory.map(|m| m.0), "rss_growth_mib": r.memory.map(|m| m.1)})).collect::<Vec<_>>(),
         });
         ssl_framework::fsutil::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
             .with_context(|| format!("--json {}", path.display()))?;
