@@ -24,7 +24,9 @@ pub enum JournalError {
         source: std::io::Error,
     },
     /// A line other than the last is not a valid event.
-    #[error("{path}:{line}: not a journal event ({reason}); the journal is damaged")]
+    #[error(
+        "{path}:{line}: not a journal event ({reason}); the journal is damaged: restore that line, or delete it and every line after it to resume from the events before it"
+    )]
     Corrupt {
         /// The journal file.
         path: PathBuf,
@@ -172,7 +174,13 @@ pub fn read_events(path: &Path) -> Result<(Vec<Event>, u64), JournalError> {
                 return Err(JournalError::Corrupt {
                     path: path.to_path_buf(),
                     line: i + 1,
-                    reason: e.to_string(),
+                    // serde's position is within the line; the line number says where.
+                    reason: e
+                        .to_string()
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
                 });
             }
         }

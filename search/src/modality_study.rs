@@ -277,7 +277,7 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
     if !settings.objective.labels.is_empty() && !sets.contains(&settings.objective.labels.as_str())
     {
         return Err(SearchError::Settings(format!(
-            "objective.labels = {:?}: the dataset's label sets are {}",
+            "objective.labels = {:?}: expected one of the dataset's label sets: {}",
             settings.objective.labels,
             sets.join(", ")
         )));

@@ -128,7 +128,7 @@ pub fn write_report(out: &Path, plan: &Plan<'_>) -> Result<(), SearchError> {
         md.push_str(&format!("{}\n\n", settings.description.trim()));
     }
     md.push_str(&format!(
-        "Objective: top-1 accuracy of the {objective}, on a validation split held out of the training data during the search and on the test split in the final comparison. Sampler `{}`, {} searched trials, seed {}; successive halving over {rungs:?} optimizer steps (eta {}); baselines at the full {} steps.\n\n",
+        "Objective: top-1 accuracy of the {objective}, on a validation split held out of the training data during the search and on the test split in the final comparison. The best searched trial is the one that reached the highest rung, then the best score there (as in successive halving; ties go to the earlier trial). Sampler `{}`, {} searched trials, seed {}; successive halving over {rungs:?} optimizer steps (eta {}); baselines at the full {} steps.\n\n",
         serde_json::to_value(settings.sampler).unwrap_or_default().as_str().unwrap_or(""),
         settings.trials,
         settings.seed,
@@ -221,6 +221,15 @@ pub fn write_report(out: &Path, plan: &Plan<'_>) -> Result<(), SearchError> {
         })
         .max_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)));
     if let Some((t, r, s)) = best {
+        let top = rungs.len().saturating_sub(1);
+        if r < top {
+            md.push_str(&format!(
+                "Note: no searched trial reached the full budget ({} steps); the best is the one that went furthest (rung {} of {}), and its score is not comparable with the baselines' at the full budget.\n\n",
+                rungs.get(top).copied().unwrap_or(0),
+                r + 1,
+                rungs.len()
+            ));
+        }
         md.push_str(&format!(
             "Best searched policy: **{}** ({:.2}% on the validation split at {} steps): {}. Its config: `best-policy.toml` (`ssl train --modality {modality} --config best-policy.toml`).\n\n",
             t.name,

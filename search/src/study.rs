@@ -505,7 +505,7 @@ pub fn run_study(
     }
     if !st.interrupted.is_empty() {
         eprintln!(
-            "resuming the study in {}: {} run(s) were interrupted and continue from their checkpoints",
+            "resuming the study in {}: {} run(s) were interrupted; they run again, from their newest checkpoint when they have one",
             out.display(),
             st.interrupted.len()
         );
