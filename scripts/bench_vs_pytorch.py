@@ -6,6 +6,12 @@ the figure that counts (issue #7). Writes the table as JSON with --json.
 
 usage: python3 scripts/bench_vs_pytorch.py --cifar DIR [--rounds 2] [--steps 10]
        [--workloads step-smallcnn,step-resnet18-cifar,augment-cifar] [--json FILE]
+       python3 scripts/bench_vs_pytorch.py --ops [--rounds 2]
+
+--ops: the small CNN's step op by op instead (`ssl bench --workloads ops-smallcnn` against
+scripts/bench_ops_torch.py, A B A B): per op, median milliseconds of both and PyTorch / ours
+(above 1: ours is faster). Burn's own ops and our kernels (`ssl im2col`, `ssl fused`) are both
+listed, so the table is also a minimal benchmark of burn-flex's slow ops against PyTorch.
 
 Needs: `cargo build --release` (the script runs target/release/ssl, or $SSL_BIN), and torch
 and torchvision in the Python that runs it (not a dependency of ssl; see ../shared/bench/README.md).
@@ -55,9 +61,36 @@ def twin(workload, steps, cifar, images):
     return float(m.group(1)), out.strip().splitlines()[-1]
 
 
+def ops_rounds(binary, rounds, reps):
+    ours_ms, torch_ms = {}, {}
+    for r in range(rounds):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [binary, "bench", "--workloads", "ops-smallcnn", "--steps", str(reps), "--json", f.name]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for o in json.load(open(f.name))["ops"]:
+                ours_ms.setdefault(o["op"], []).append(o["median_ms"])
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_ops_torch.py"), "--reps", str(reps), "--json", f.name]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            for o in json.load(open(f.name))["ops"]:
+                torch_ms.setdefault(o["op"], []).append(o["median_ms"])
+        print(f"ops round {r + 1} done", flush=True)
+    print(f"{'op':<42} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>10}   (median over {rounds} A/B rounds)")
+    table = []
+    for op, values in ours_ms.items():
+        base = op.replace(" (ssl im2col)", "").replace(" (ssl fused)", "")
+        mine = statistics.median(values)
+        theirs = statistics.median(torch_ms[base]) if base in torch_ms else None
+        ratio = theirs / mine if theirs else None
+        print(f"{op:<42} {mine:9.2f} {theirs if theirs else float('nan'):9.2f} {ratio if ratio else float('nan'):10.2f}")
+        table.append({"op": op, "ours_ms": mine, "pytorch_ms": theirs, "pytorch_over_ours": ratio})
+    return table
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cifar", required=True, help="unpacked CIFAR-10 JPEG folder")
+    p.add_argument("--cifar", help="unpacked CIFAR-10 JPEG folder (the workloads)")
+    p.add_argument("--ops", action="store_true", help="compare the small CNN's ops instead")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--images", type=int, default=2000)
@@ -68,6 +101,14 @@ def main():
     if not os.path.isfile(binary):
         sys.exit(f"{binary}: not found; run `cargo build --release` first (or set SSL_BIN)")
     import torch  # noqa: F401  (fail early and clearly when the twin cannot run)
+
+    if a.ops:
+        table = ops_rounds(binary, a.rounds, max(a.steps, 3))
+        if a.json:
+            json.dump({"torch": torch.__version__, "ops": table}, open(a.json, "w"), indent=2)
+        return
+    if not a.cifar:
+        sys.exit("--cifar DIR is required for the workloads (or use --ops)")
 
     table = []
     for w in a.workloads.split(","):

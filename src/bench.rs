@@ -15,6 +15,7 @@ use ssl_framework::data::loader::sample_seed;
 use ssl_framework::modality::Modality;
 use ssl_framework::rand::SeedableRng;
 use ssl_framework::rand::rngs::StdRng;
+use ssl_framework::train::{RunOptions, train_and_evaluate};
 use ssl_vision::encoders::{ResNet, SmallCnn, Stem, VisionEncoder};
 use ssl_vision::{VisionDataConfig, VisionModality};
 use std::path::PathBuf;
@@ -33,7 +34,10 @@ pub struct BenchArgs {
     /// Device of a --config benchmark: `cpu`, or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default all).
+    /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
+    /// all); also ops-smallcnn (the small CNN's step op by op, milliseconds) and
+    /// epoch-cifar10-quick (one epoch of the default vision config through the trainer: seconds,
+    /// data-wait fraction, peak memory), not in the default set.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Batch of the step workloads (default: 128 for the small CNN, 64 for ResNet-18).
@@ -179,6 +183,53 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
     Ok(items.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// What `epoch-cifar10-quick` measured.
+struct EpochFigures {
+    /// Training loop seconds of the one epoch (data loading and augmentation included).
+    seconds: f64,
+    /// Fraction of those seconds the optimizer step waited for the next batch.
+    data_wait: f64,
+    /// Images per second over the epoch.
+    images_per_sec: f64,
+    /// Optimizer steps in the epoch.
+    steps: u64,
+    /// (peak resident MiB of the process, resident MiB at the end).
+    memory: Option<(f64, f64)>,
+}
+
+/// One epoch of the default vision config (`configs/vision/cifar10-quick.toml`: the small CNN,
+/// 10,000 CIFAR-10 training images, batch 128, LARS, worker threads making the views) through
+/// the real trainer, on `data`. The evaluation afterwards is cut down (1,000 test images, one
+/// probe epoch, no random-init baseline): it is not part of the figure.
+fn epoch_workload(data: &std::path::Path) -> Result<EpochFigures> {
+    let overrides = [
+        "train.epochs=1",
+        "optim.warmup_epochs=0",
+        "data.test_subset=1000",
+        "eval.probe_epochs=1",
+    ]
+    .map(String::from);
+    let cfg =
+        crate::cli::read_config::<VisionModality>(None, crate::cli::VISION_DEFAULT, &overrides)?;
+    let out = tempfile::tempdir().context("a temporary folder for the epoch's run")?;
+    let mut opts = RunOptions::new(out.path(), data, crate::cli::parse_device("cpu")?);
+    opts.random_init = false;
+    let report = train_and_evaluate(VisionModality, cfg, &opts)?;
+    let r = &report.results;
+    let number = |key: &str| {
+        r[key]
+            .as_f64()
+            .with_context(|| format!("results.json has no number `{key}`"))
+    };
+    Ok(EpochFigures {
+        seconds: number("train_seconds")?,
+        data_wait: number("data_wait_fraction")?,
+        images_per_sec: number("train_images_per_sec")?,
+        steps: r["steps"].as_u64().unwrap_or(0),
+        memory: resident_mib().map(|(now, peak)| (peak, now)),
+    })
+}
+
 /// Runs the selected workloads and prints one table.
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(config) = &args.config {
@@ -205,6 +256,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let mut rows = Vec::new();
+    let mut ops: Vec<crate::bench_ops::OpTiming> = Vec::new();
+    let mut ops_batch = 0;
     for w in &selected {
         match w.as_str() {
             "step-smallcnn" | "step-resnet18-cifar" => {
@@ -240,8 +293,45 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     });
                 }
             }
+            "epoch-cifar10-quick" => {
+                let data = crate::cli::resolve_vision_data(args.data.clone(), "cifar10")?;
+                eprintln!("epoch-cifar10-quick: one epoch of the default vision config...");
+                let e = epoch_workload(&data)?;
+                println!(
+                    "epoch-cifar10-quick: {} steps in {:.1} s ({:.1} images/s), data wait {:.1}% of the epoch",
+                    e.steps,
+                    e.seconds,
+                    e.images_per_sec,
+                    100.0 * e.data_wait
+                );
+                rows.push(Row {
+                    workload: "epoch-cifar10-quick (s)".into(),
+                    batch: 128,
+                    threads: cores,
+                    figure: e.seconds,
+                    unit: "seconds",
+                    memory: e.memory.map(|(peak, _)| (peak, f64::NAN)),
+                });
+                rows.push(Row {
+                    workload: "epoch-cifar10-quick (wait)".into(),
+                    batch: 128,
+                    threads: cores,
+                    figure: 100.0 * e.data_wait,
+                    unit: "% data wait",
+                    memory: None,
+                });
+            }
+            "ops-smallcnn" => {
+                let batch = args.batch.unwrap_or(128);
+                eprintln!(
+                    "ops-smallcnn: batch {batch}, median of {} runs per op...",
+                    args.steps
+                );
+                ops = crate::bench_ops::time_ops(batch, args.steps.max(3));
+                ops_batch = batch;
+            }
             other => bail!(
-                "unknown workload `{other}` (expected one of {})",
+                "unknown workload `{other}` (expected one of {}, ops-smallcnn or epoch-cifar10-quick)",
                 all.join(", ")
             ),
         }
@@ -260,27 +350,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     );
     println!(
-        "{:<22} {:>6} {:>8} {:>12}  {:<14} {:>13} {:>16}",
+        "{:<28} {:>6} {:>8} {:>12}  {:<14} {:>13} {:>16}",
         "workload", "batch", "threads", "figure", "unit", "peak RSS MiB", "RSS growth MiB"
     );
     for r in &rows {
         let (peak, growth) = match r.memory {
+            Some((p, g)) if g.is_nan() => (format!("{p:.0}"), "-".into()),
             Some((p, g)) => (format!("{p:.0}"), format!("{g:+.1}")),
             None => ("-".into(), "-".into()),
         };
         println!(
-            "{:<22} {:>6} {:>8} {:>12.1}  {:<14} {:>13} {:>16}",
+            "{:<28} {:>6} {:>8} {:>12.1}  {:<14} {:>13} {:>16}",
             r.workload, r.batch, r.threads, r.figure, r.unit, peak, growth
         );
     }
-    if rows.iter().any(|r| r.memory.is_some()) {
+    if rows
+        .iter()
+        .any(|r| r.memory.is_some_and(|(_, growth)| !growth.is_nan()))
+    {
         println!(
             "(RSS growth: resident memory after the last of {} timed steps minus after the 2 warm-up steps)",
             args.steps
         );
     }
+    if !ops.is_empty() {
+        println!("ops-smallcnn (batch {ops_batch}; median ms per op)");
+        for o in &ops {
+            println!("{:<34} {:>9.2}", o.op, o.median_ms);
+        }
+    }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
+            "ops": ops.iter().map(|o| serde_json::json!({"op": o.op, "batch": ops_batch, "median_ms": o.median_ms})).collect::<Vec<_>>(),
             "features": features,
             "release": !cfg!(debug_assertions),
             "cores": cores,

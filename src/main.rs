@@ -1,6 +1,8 @@
 //! `ssl`: BYOL self-supervised pre-training for any modality.
 
+mod allocator;
 mod bench;
+mod bench_ops;
 mod checkpoint_cmds;
 mod cli;
 mod grid;
@@ -8,6 +10,7 @@ mod plot;
 mod search_cmd;
 
 fn main() {
+    allocator::keep_freed_buffers();
     if let Err(e) = cli::run() {
         eprintln!("error: {}", cli::one_line(&e));
         std::process::exit(1);

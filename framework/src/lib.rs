@@ -22,6 +22,7 @@ pub mod data;
 pub mod encoder;
 pub mod eval;
 pub mod fsutil;
+pub mod kernels;
 pub mod modality;
 pub mod optim;
 pub mod search_space;

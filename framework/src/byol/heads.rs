@@ -1,6 +1,7 @@
 //! The projector g and predictor q: Linear - BatchNorm - ReLU - Linear (paper, Section 3.3:
 //! Linear(4096) - BN - ReLU - Linear(256)).
 
+use crate::kernels::batch_norm;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
@@ -40,7 +41,7 @@ impl Mlp {
     /// `[batch, input]` -> `[batch, output]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = self.fc1.forward(x);
-        let x = self.bn.forward(x);
+        let x = batch_norm(&self.bn, x);
         self.fc2.forward(self.relu.forward(x))
     }
 }

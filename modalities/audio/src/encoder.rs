@@ -9,6 +9,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use ssl_framework::Encoder;
+use ssl_framework::kernels::{batch_norm, conv2d};
 
 /// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
 #[derive(Module, Debug)]
@@ -87,7 +88,7 @@ impl Encoder for AudioEncoder {
         let AudioInput { x, valid } = input;
         let x = self.blocks.iter().fold(x, |x, b| {
             b.pool
-                .forward(b.relu.forward(b.bn.forward(b.conv.forward(x))))
+                .forward(b.relu.forward(batch_norm(&b.bn, conv2d(&b.conv, x))))
         });
         let [batch, channels, freq, time] = x.dims();
         // (batch, time, freq, channels) flattened per time step, as BYOL-A.

@@ -4,6 +4,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use ssl_framework::kernels::{batch_norm, conv2d};
 
 /// The first layers of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -67,7 +68,7 @@ pub enum Block {
 
 fn shortcut(ds: &Option<Downsample>, x: Tensor<4>) -> Tensor<4> {
     match ds {
-        Some(d) => d.bn.forward(d.conv.forward(x)),
+        Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x)),
         None => x,
     }
 }
@@ -77,15 +78,15 @@ impl Block {
         match self {
             Block::Basic(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let y = b.relu.forward(b.bn1.forward(b.conv1.forward(x)));
-                let y = b.bn2.forward(b.conv2.forward(y));
+                let y = b.relu.forward(batch_norm(&b.bn1, conv2d(&b.conv1, x)));
+                let y = batch_norm(&b.bn2, conv2d(&b.conv2, y));
                 b.relu.forward(y + identity)
             }
             Block::Bottleneck(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let y = b.relu.forward(b.bn1.forward(b.conv1.forward(x)));
-                let y = b.relu.forward(b.bn2.forward(b.conv2.forward(y)));
-                let y = b.bn3.forward(b.conv3.forward(y));
+                let y = b.relu.forward(batch_norm(&b.bn1, conv2d(&b.conv1, x)));
+                let y = b.relu.forward(batch_norm(&b.bn2, conv2d(&b.conv2, y)));
+                let y = batch_norm(&b.bn3, conv2d(&b.conv3, y));
                 b.relu.forward(y + identity)
             }
         }
@@ -178,7 +179,7 @@ impl ResNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = self
             .relu
-            .forward(self.stem_bn.forward(self.stem_conv.forward(x)));
+            .forward(batch_norm(&self.stem_bn, conv2d(&self.stem_conv, x)));
         if let Some(p) = &self.max_pool {
             x = p.forward(x);
         }

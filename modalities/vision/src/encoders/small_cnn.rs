@@ -2,6 +2,7 @@ use super::global_avg_pool;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use ssl_framework::kernels::{batch_norm, conv2d};
 
 /// One conv3x3 (no bias) - BatchNorm - ReLU block.
 #[derive(Module, Debug)]
@@ -26,7 +27,8 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.relu.forward(self.bn.forward(self.conv.forward(x)))
+        self.relu
+            .forward(batch_norm(&self.bn, conv2d(&self.conv, x)))
     }
 }
 

@@ -1,0 +1,563 @@
+//! BatchNorm in training mode (batch statistics) as one fused CPU kernel, forward and backward.
+//!
+//! burn 0.22's `flex` backend computes `batch_norm_train` out of generic tensor ops: a transpose
+//! copy of the input to reduce over batch and space, a second one for the variance, then four
+//! elementwise passes that each allocate; its backward adds two more transposed copies. On the
+//! small CNN's first BatchNorm (`[128, 32, 32, 32]`) that is 76 ms forward + backward against
+//! PyTorch's 14 ms (`ssl bench --workloads ops-smallcnn` and `scripts/bench_ops_torch.py`). The
+//! kernels here read the input in place, in NCHW order, two passes forward (statistics,
+//! output) and two backward (sums, input gradient), parallel over channels and over
+//! `(sample, channel)` planes.
+//!
+//! The math is the standard one (Ioffe & Szegedy 2015, Algorithm 1 and its gradients), the same
+//! as burn's `batch_norm_train` and `batch_norm_train_backward`: with `x̂ = (x - mean) / sqrt(var +
+//! eps)` over the `m = batch x spatial` values of a channel, `y = gamma x̂ + beta`, and
+//! `dx = gamma / sqrt(var + eps) * (dy - mean(dy) - x̂ mean(dy x̂))`.
+//!
+//! Only float32 tensors on the `flex` device take this path; anything else (another device,
+//! another float type) uses burn's own `batch_norm_train`, so results never depend on which path
+//! ran beyond float rounding (a test compares the two).
+
+use super::{contiguous, is_flex, slice};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::{Bytes, DType};
+use rayon::prelude::*;
+
+/// Fused BatchNorm (training mode) kernels, as a burn backend extension: implemented for `flex`
+/// (float32) and for autodiff over it (with the backward below).
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedBatchNorm: Backend {
+    /// Forward: `x` `[batch, channels, ...]`, `gamma` and `beta` `[channels]`. Returns the
+    /// normalized output (the shape of `x`), the batch mean and the biased batch variance
+    /// (`[channels]` each).
+    fn fused_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Backward: gradients of the loss with respect to `x`, `gamma` and `beta`, given the
+    /// output's gradient and the statistics the forward returned.
+    fn fused_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// `[batch, channels, spatial]` sizes of a `[batch, channels, ...]` shape.
+fn nc_s(shape: &[usize]) -> (usize, usize, usize) {
+    let (n, c) = (shape[0], shape[1]);
+    (n, c, shape[2..].iter().product())
+}
+
+/// `out = bx[ch] * x + by[ch] * y + k[ch]` elementwise over `[batch, c, s]` values (`y`
+/// optional), in parallel over `(sample, channel)` planes, or over rows when `s == 1`.
+#[allow(clippy::too_many_arguments)]
+fn affine_per_channel(
+    out: &mut [f32],
+    x: &[f32],
+    y: Option<&[f32]>,
+    c: usize,
+    s: usize,
+    bx: &[f32],
+    by: &[f32],
+    k: &[f32],
+) {
+    let run = if s == 1 { c.max(1) } else { s.max(1) };
+    let y = y.unwrap_or(x);
+    let with_y = !by.is_empty();
+    out.par_chunks_mut(run)
+        .zip(x.par_chunks(run).zip(y.par_chunks(run)))
+        .enumerate()
+        .for_each(|(plane, (o, (xi, yi)))| {
+            if s == 1 {
+                // One row: the channel is the position in the row.
+                if with_y {
+                    for ((((o, &xv), &yv), (&p, &q)), &r) in
+                        o.iter_mut().zip(xi).zip(yi).zip(bx.iter().zip(by)).zip(k)
+                    {
+                        *o = p * xv + q * yv + r;
+                    }
+                } else {
+                    for (((o, &xv), &p), &r) in o.iter_mut().zip(xi).zip(bx).zip(k) {
+                        *o = p * xv + r;
+                    }
+                }
+            } else {
+                let ch = plane % c;
+                let (p, r) = (bx[ch], k[ch]);
+                if with_y {
+                    let q = by[ch];
+                    for ((o, &xv), &yv) in o.iter_mut().zip(xi).zip(yi) {
+                        *o = p * xv + q * yv + r;
+                    }
+                } else {
+                    for (o, &xv) in o.iter_mut().zip(xi) {
+                        *o = p * xv + r;
+                    }
+                }
+            }
+        });
+}
+
+fn new_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+/// `(sum of a(i), sum of b(i))` over `0..len` in 16 float32 lanes (vectorizes: a plain float
+/// `sum()` is a serial chain the compiler may not reorder), returned as f64. Planes are at most
+/// a few thousand values, so float32 partial sums lose nothing that matters here.
+#[inline(always)]
+fn lane_sums(len: usize, f: impl Fn(usize) -> (f32, f32)) -> [f64; 2] {
+    const L: usize = 16;
+    let (mut a, mut b) = ([0.0f32; L], [0.0f32; L]);
+    let full = len / L * L;
+    for base in (0..full).step_by(L) {
+        for k in 0..L {
+            let (x, y) = f(base + k);
+            a[k] += x;
+            b[k] += y;
+        }
+    }
+    let (mut ta, mut tb) = (0.0f64, 0.0f64);
+    for i in full..len {
+        let (x, y) = f(i);
+        ta += x as f64;
+        tb += y as f64;
+    }
+    for k in 0..L {
+        ta += a[k] as f64;
+        tb += b[k] as f64;
+    }
+    [ta, tb]
+}
+
+/// Per channel: `(sum over the channel's values of f(value, channel), ...)` in f64, read in
+/// `(sample, channel)` planes of `s` contiguous values.
+fn channel_sums<const K: usize>(
+    n: usize,
+    c: usize,
+    s: usize,
+    f: impl Fn(usize, usize) -> [f64; K] + Sync,
+) -> Vec<[f64; K]> {
+    if s == 1 {
+        // `[batch, features]` (the projector's BatchNorm): walk rows, channels in blocks.
+        const BLOCK: usize = 64;
+        return (0..c.div_ceil(BLOCK))
+            .into_par_iter()
+            .flat_map_iter(|block| {
+                let channels = block * BLOCK..((block + 1) * BLOCK).min(c);
+                let mut acc = vec![[0.0f64; K]; channels.len()];
+                for b in 0..n {
+                    for (a, ch) in acc.iter_mut().zip(channels.clone()) {
+                        let part = f(b * c + ch, ch);
+                        for k in 0..K {
+                            a[k] += part[k];
+                        }
+                    }
+                }
+                acc
+            })
+            .collect();
+    }
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut acc = [0.0f64; K];
+            for b in 0..n {
+                let part = f((b * c + ch) * s, ch);
+                for k in 0..K {
+                    acc[k] += part[k];
+                }
+            }
+            acc
+        })
+        .collect()
+}
+
+impl FusedBatchNorm for Flex {
+    fn fused_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if x.dtype() != DType::F32 || gamma.dtype() != DType::F32 || beta.dtype() != DType::F32 {
+            let r = <Flex as ModuleOps<Flex>>::batch_norm_train(x, gamma, beta, epsilon);
+            return (r.output, r.mean, r.variance);
+        }
+        let shape = x.layout().shape().clone();
+        let (n, c, s) = nc_s(&shape);
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let (xs, gs, bs) = (slice(&x), slice(&gamma), slice(&beta));
+        let m = (n * s) as f64;
+        // Two passes (mean, then the sum of squared deviations): no cancellation.
+        let sums = channel_sums::<2>(n, c, s, |start, _| {
+            let plane = &xs[start..start + s];
+            lane_sums(s, |i| (plane[i], 0.0))
+        });
+        let mean: Vec<f32> = sums.iter().map(|t| (t[0] / m) as f32).collect();
+        let sq = channel_sums::<2>(n, c, s, |start, ch| {
+            let (plane, mu) = (&xs[start..start + s], mean[ch]);
+            lane_sums(s, |i| {
+                let d = plane[i] - mu;
+                (d * d, 0.0)
+            })
+        });
+        let variance: Vec<f32> = sq.iter().map(|t| (t[0] / m) as f32).collect();
+        let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+            .map(|ch| {
+                let inv_std = 1.0 / ((variance[ch] as f64 + epsilon).sqrt()) as f32;
+                let scale = gs[ch] * inv_std;
+                (scale, bs[ch] - mean[ch] * scale)
+            })
+            .unzip();
+        let mut out = vec![0.0f32; xs.len()];
+        affine_per_channel(&mut out, xs, None, c, s, &scale, &[], &shift);
+        let per_channel = burn::tensor::Shape::new([c]);
+        (
+            new_tensor(out, shape),
+            new_tensor(mean, per_channel.clone()),
+            new_tensor(variance, per_channel),
+        )
+    }
+
+    fn fused_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if [&x, &gamma, &mean, &variance, &output_grad]
+            .iter()
+            .any(|t| t.dtype() != DType::F32)
+        {
+            let r = <Flex as ModuleOps<Flex>>::batch_norm_train_backward(
+                x,
+                gamma,
+                mean,
+                variance,
+                epsilon,
+                output_grad,
+            );
+            return (r.x_grad, r.gamma_grad, r.beta_grad);
+        }
+        let shape = x.layout().shape().clone();
+        let (n, c, s) = nc_s(&shape);
+        let (x, gamma, mean, variance, dy) = (
+            contiguous(x),
+            contiguous(gamma),
+            contiguous(mean),
+            contiguous(variance),
+            contiguous(output_grad),
+        );
+        let (xs, gs, ms, vs, dys) = (
+            slice(&x),
+            slice(&gamma),
+            slice(&mean),
+            slice(&variance),
+            slice(&dy),
+        );
+        let inv_std: Vec<f32> = vs
+            .iter()
+            .map(|&v| 1.0 / ((v as f64 + epsilon).sqrt()) as f32)
+            .collect();
+        // sum(dy) and sum(dy * x̂) per channel.
+        let sums = channel_sums::<2>(n, c, s, |start, ch| {
+            let (mu, is) = (ms[ch], inv_std[ch]);
+            let (g, v) = (&dys[start..start + s], &xs[start..start + s]);
+            lane_sums(s, |i| (g[i], g[i] * (v[i] - mu) * is))
+        });
+        let m = (n * s) as f64;
+        let beta_grad: Vec<f32> = sums.iter().map(|a| a[0] as f32).collect();
+        let gamma_grad: Vec<f32> = sums.iter().map(|a| a[1] as f32).collect();
+        let mean_dy: Vec<f32> = sums.iter().map(|a| (a[0] / m) as f32).collect();
+        let mean_dy_xhat: Vec<f32> = sums.iter().map(|a| (a[1] / m) as f32).collect();
+        // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b x + k per channel.
+        let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
+        for ch in 0..c {
+            let (is, mu) = (inv_std[ch], ms[ch]);
+            a[ch] = gs[ch] * is;
+            b[ch] = -a[ch] * is * mean_dy_xhat[ch];
+            k[ch] = -a[ch] * mean_dy[ch] - b[ch] * mu;
+        }
+        let mut dx = vec![0.0f32; xs.len()];
+        affine_per_channel(&mut dx, xs, Some(dys), c, s, &b, &a, &k);
+        let per_channel = burn::tensor::Shape::new([c]);
+        (
+            new_tensor(dx, shape),
+            new_tensor(gamma_grad, per_channel.clone()),
+            new_tensor(beta_grad, per_channel),
+        )
+    }
+}
+
+impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C> {
+    fn fused_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        #[derive(Debug)]
+        struct FusedBatchNormBackward;
+
+        impl<B: Backend + FusedBatchNorm> Backward<B, 3> for FusedBatchNormBackward {
+            // Input, gamma, batch mean, batch variance, epsilon.
+            type State = (
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                f64,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, mean, variance, epsilon) = ops.state;
+                let (x_grad, gamma_grad, beta_grad) =
+                    B::fused_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, x_grad);
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<B>(node.id, gamma_grad);
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<B>(node.id, beta_grad);
+                }
+            }
+        }
+
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
+        match FusedBatchNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (output, mean, variance) =
+                    B::fused_batch_norm_train(x.clone(), gamma.clone(), beta, epsilon);
+                let state = (x, gamma, mean.clone(), variance.clone(), epsilon);
+                (
+                    prep.finish(state, output),
+                    <Self as AutodiffBackend>::from_inner(mean),
+                    <Self as AutodiffBackend>::from_inner(variance),
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                let (output, mean, variance) = B::fused_batch_norm_train(x, gamma, beta, epsilon);
+                (
+                    prep.finish(output),
+                    <Self as AutodiffBackend>::from_inner(mean),
+                    <Self as AutodiffBackend>::from_inner(variance),
+                )
+            }
+        }
+    }
+
+    fn fused_batch_norm_train_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _variance: FloatTensor<Self>,
+        _epsilon: f64,
+        _output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        unreachable!("the fused BatchNorm backward is not itself differentiated")
+    }
+}
+
+/// BatchNorm with batch statistics, `input` `[batch, channels, ...]`, `gamma` and `beta`
+/// `[channels]`: the output (shape of `input`), the batch mean and the biased batch variance
+/// (`[channels]`, detached). The fused kernel on float32 `flex` tensors, burn's
+/// `batch_norm_train` otherwise; the same values up to float rounding.
+pub fn batch_norm_train<const D: usize>(
+    input: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    if !is_flex(&input.device()) || input.dtype() != DType::F32 {
+        let r = burn::tensor::module::batch_norm_train(input, gamma, beta, epsilon);
+        return (r.output, r.mean.detach(), r.variance.detach());
+    }
+    let (output, mean, variance) = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
+        input.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
+    (
+        Tensor::from_dispatch(output),
+        Tensor::<1>::from_dispatch(mean).detach(),
+        Tensor::<1>::from_dispatch(variance).detach(),
+    )
+}
+
+/// [`BatchNorm::forward`] with the fused kernel: in training mode on an autodiff device, batch
+/// statistics (and the running statistics updated with `momentum`, as burn does); otherwise
+/// the running statistics (burn's own inference path). `input` `[batch, channels, ...]`.
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, input: Tensor<D>) -> Tensor<D> {
+    let device = input.device();
+    if !(device.is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(input);
+    }
+    let (output, mean, variance) =
+        batch_norm_train(input, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean.update(
+        running_mean
+            .mul_scalar(1.0 - bn.momentum)
+            .add(mean.mul_scalar(bn.momentum))
+            .detach(),
+    );
+    bn.running_var.update(
+        running_var
+            .mul_scalar(1.0 - bn.momentum)
+            .add(variance.mul_scalar(bn.momentum))
+            .detach(),
+    );
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// Output, statistics and all three gradients of the fused kernel against burn's
+    /// `batch_norm_train` on the same input, with a random upstream gradient (a weighted sum).
+    fn compare<const D: usize>(input: Tensor<D>, shifted: bool) {
+        let device = Device::default().autodiff();
+        let channels = input.dims()[1];
+        let input = if shifted {
+            // Far from zero: the variance must not cancel.
+            input.add_scalar(1000.0)
+        } else {
+            input
+        };
+        let weights = Tensor::<D>::random(input.shape(), Distribution::Normal(0.0, 1.0), &device);
+        let gamma0 = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 1.5), &device);
+        let beta0 = Tensor::<1>::random([channels], Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let x = input.clone().detach().require_grad();
+            let gamma = gamma0.clone().detach().require_grad();
+            let beta = beta0.clone().detach().require_grad();
+            let (out, mean, var) = if fused {
+                batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+            } else {
+                let r = burn::tensor::module::batch_norm_train(
+                    x.clone(),
+                    gamma.clone(),
+                    beta.clone(),
+                    1e-5,
+                );
+                (r.output, r.mean, r.variance)
+            };
+            let grads = (out.clone() * weights.clone()).sum().backward();
+            (
+                out.into_data(),
+                mean.into_data(),
+                var.into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                gamma.grad(&grads).unwrap().into_data(),
+                beta.grad(&grads).unwrap().into_data(),
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        let tol = Tolerance::<f32>::absolute(2e-3).set_relative(2e-3);
+        a.0.assert_approx_eq::<f32>(&b.0, tol);
+        a.1.assert_approx_eq::<f32>(&b.1, tol);
+        a.2.assert_approx_eq::<f32>(&b.2, tol);
+        a.3.assert_approx_eq::<f32>(&b.3, tol);
+        a.4.assert_approx_eq::<f32>(&b.4, tol);
+        a.5.assert_approx_eq::<f32>(&b.5, tol);
+    }
+
+    #[test]
+    fn fused_matches_burn_on_images() {
+        let device = Device::default().autodiff();
+        let x = Tensor::<4>::random([5, 3, 7, 6], Distribution::Normal(0.5, 2.0), &device);
+        compare(x, false);
+    }
+
+    #[test]
+    fn fused_matches_burn_on_features_and_far_from_zero() {
+        let device = Device::default().autodiff();
+        // `[batch, features]` (the projector's BatchNorm), more features than a channel block.
+        let x = Tensor::<2>::random([9, 150], Distribution::Normal(0.0, 1.0), &device);
+        compare(x, false);
+        let x = Tensor::<3>::random([4, 5, 33], Distribution::Normal(0.0, 1.0), &device);
+        compare(x, true);
+    }
+
+    #[test]
+    fn fused_matches_burn_on_a_transposed_input() {
+        let device = Device::default().autodiff();
+        // Not contiguous in memory: the kernel must read it in logical order.
+        let x = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device)
+            .swap_dims(1, 3);
+        compare(x, false);
+    }
+
+    #[test]
+    fn module_forward_updates_running_statistics_like_burn() {
+        let device = Device::default().autodiff();
+        let ours = burn::nn::BatchNormConfig::new(3).init(&device);
+        let theirs = burn::nn::BatchNormConfig::new(3).init(&device);
+        let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(2.0, 3.0), &device);
+        let tol = Tolerance::<f32>::absolute(1e-4).set_relative(1e-4);
+        for _ in 0..3 {
+            batch_norm(&ours, x.clone())
+                .into_data()
+                .assert_approx_eq::<f32>(&theirs.forward(x.clone()).into_data(), tol);
+        }
+        ours.running_mean
+            .value()
+            .into_data()
+            .assert_approx_eq::<f32>(&theirs.running_mean.value().into_data(), tol);
+        ours.running_var
+            .value()
+            .into_data()
+            .assert_approx_eq::<f32>(&theirs.running_var.value().into_data(), tol);
+        // Inference (no autodiff) uses the running statistics, as burn's module does.
+        let valid = ours.valid();
+        let plain = x.clone().without_autodiff();
+        batch_norm(&valid, plain.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&theirs.valid().forward(plain).into_data(), tol);
+    }
+}

@@ -1,0 +1,628 @@
+//! 2-D convolution on the CPU as im2col + one GEMM per image, forward and both gradients.
+//!
+//! burn 0.22's `flex` backend runs a 2-D convolution through its 3-D path (a layout copy of the
+//! input to NHWC, then tiles), its input gradient through a transposed 3-D convolution, and its
+//! weight gradient as a convolution of the transposed input by the transposed output gradient:
+//! a GEMM per input channel with only `kernel_h x kernel_w` output columns, which gemm runs on
+//! its narrowest microkernel. On the small CNN's layers that is 1.5x to 3x PyTorch
+//! (`ssl bench --workloads ops-smallcnn` against `scripts/bench_ops_torch.py`).
+//!
+//! Here, for one image `b` with `K = c_in x k_h x k_w` and `P = h_out x w_out`:
+//! - forward: `col_b [K, P] = im2col(x_b)`, `y_b [c_out, P] = W [c_out, K] col_b`;
+//! - input gradient: `dcol [K, P] = W^T dy_b`, then `dx_b = col2im(dcol)`;
+//! - weight gradient: `dW [c_out, K] = sum over b of dy_b col_b^T`, one long GEMM per image
+//!   accumulated per thread.
+//!
+//! Images run in parallel (rayon); each GEMM is single-threaded (the `gemm` crate burn-flex
+//! itself uses). Only float32, `groups == 1`, `dilation == 1` take this path; anything else falls
+//! back to burn's `conv2d`, and tests hold the two to the same values.
+
+use super::{contiguous, is_flex, slice};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::{Bytes, DType, Shape};
+use rayon::prelude::*;
+
+/// Where the kernel sits on the input: stride and leading padding (pixels, height then width),
+/// and the input and output sizes (pixels). Trailing padding is implied by `output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// `[stride_h, stride_w]`.
+    pub stride: [usize; 2],
+    /// Zero padding before the first row and column, `[top, left]`.
+    pub padding: [usize; 2],
+    /// Input `[height, width]`.
+    pub input: [usize; 2],
+    /// Output `[height, width]`.
+    pub output: [usize; 2],
+}
+
+/// im2col convolution kernels, as a burn backend extension: implemented for `flex` (float32)
+/// and for autodiff over it.
+#[backend_extension(Flex, Autodiff)]
+pub trait Im2colConv2d: Backend {
+    /// `x` `[batch, c_in, height, width]`, `weight` `[c_out, c_in, k_h, k_w]`; returns
+    /// `[batch, c_out, h_out, w_out]` (no bias).
+    fn im2col_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient with respect to the input, `[batch, c_in, height, width]`.
+    fn im2col_conv2d_x_backward(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+
+    /// Gradient with respect to the weight, `[c_out, c_in, k_h, k_w]`.
+    fn im2col_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        kernel: [usize; 2],
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+}
+
+fn new_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::new(shape)),
+        DType::F32,
+    )
+}
+
+/// Output columns `[lo, hi)` whose input column `o * stride + j - pad` lies inside `0..width`.
+#[inline]
+fn valid_range(out: usize, stride: usize, j: usize, pad: usize, width: usize) -> (usize, usize) {
+    // ix = o*stride + j - pad >= 0  <=>  o >= (pad - j) / stride (rounded up)
+    let lo = if pad > j {
+        (pad - j).div_ceil(stride)
+    } else {
+        0
+    };
+    // ix <= width - 1  <=>  o <= (width - 1 + pad - j) / stride
+    let hi = if width + pad > j {
+        ((width - 1 + pad - j) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Writes one image `x [c_in, height, width]` as columns of `col`: row `r` of the image's
+/// `[c_in * k_h * k_w, h_out * w_out]` im2col matrix goes to `col[r * row_len + offset..]`
+/// (`row_len` is `h_out * w_out` times the images in the block, `offset` this image's place).
+fn im2col(
+    x: &[f32],
+    col: &mut [f32],
+    (row_len, offset): (usize, usize),
+    c_in: usize,
+    kernel: [usize; 2],
+    g: &ConvGeometry,
+) {
+    let ([h, w], [ho, wo], [sh, sw], [ph, pw]) = (g.input, g.output, g.stride, g.padding);
+    let p = ho * wo;
+    for ci in 0..c_in {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for i in 0..kernel[0] {
+            for j in 0..kernel[1] {
+                let row_index = (ci * kernel[0] + i) * kernel[1] + j;
+                let row = &mut col[row_index * row_len + offset..][..p];
+                let (lo, hi) = valid_range(wo, sw, j, pw, w);
+                for oy in 0..ho {
+                    let dst = &mut row[oy * wo..(oy + 1) * wo];
+                    let iy = (oy * sh + i) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    let first = lo * sw + j - pw;
+                    if sw == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds one image's columns (laid out as in [`im2col`]) back onto `dx [c_in, height, width]`:
+/// the adjoint of [`im2col`].
+fn col2im(
+    col: &[f32],
+    dx: &mut [f32],
+    (row_len, offset): (usize, usize),
+    c_in: usize,
+    kernel: [usize; 2],
+    g: &ConvGeometry,
+) {
+    let ([h, w], [ho, wo], [sh, sw], [ph, pw]) = (g.input, g.output, g.stride, g.padding);
+    let p = ho * wo;
+    for ci in 0..c_in {
+        let plane = &mut dx[ci * h * w..(ci + 1) * h * w];
+        for i in 0..kernel[0] {
+            for j in 0..kernel[1] {
+                let row_index = (ci * kernel[0] + i) * kernel[1] + j;
+                let row = &col[row_index * row_len + offset..][..p];
+                let (lo, hi) = valid_range(wo, sw, j, pw, w);
+                for oy in 0..ho {
+                    let iy = (oy * sh + i) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize || lo >= hi {
+                        continue;
+                    }
+                    let src = &row[oy * wo..(oy + 1) * wo];
+                    let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                    let first = lo * sw + j - pw;
+                    if sw == 1 {
+                        for (d, &v) in dst[first..first + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for (d, &v) in dst[first..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Images per GEMM: enough that a block has at least 256 output pixels (`p` per image), so
+/// that the GEMMs of late, small feature maps are not tiny, while leaving at least 8 blocks
+/// for the threads. Depends only on the shapes (never on the thread count), so that results
+/// are the same on every machine.
+fn images_per_block(n: usize, p: usize) -> usize {
+    256usize.div_ceil(p.max(1)).min((n / 8).max(1))
+}
+
+/// Blocks of images whose weight gradients are summed into one partial: a fixed split (at most
+/// 8 partials, added in order), so that the sum is bit-identical from run to run whatever
+/// the threads' timing.
+fn blocks_per_partial(blocks: usize) -> usize {
+    blocks.div_ceil(8).max(1)
+}
+
+/// Copies `count` consecutive images `[count, c, p]` into one `[c, count * p]` matrix.
+fn images_to_block(images: &[f32], block: &mut [f32], (count, c, p): (usize, usize, usize)) {
+    for b in 0..count {
+        for ch in 0..c {
+            block[ch * count * p + b * p..][..p].copy_from_slice(&images[(b * c + ch) * p..][..p]);
+        }
+    }
+}
+
+/// The inverse of [`images_to_block`].
+fn block_to_images(block: &[f32], images: &mut [f32], (count, c, p): (usize, usize, usize)) {
+    for b in 0..count {
+        for ch in 0..c {
+            images[(b * c + ch) * p..][..p].copy_from_slice(&block[ch * count * p + b * p..][..p]);
+        }
+    }
+}
+
+/// `dst [m, n] = (read_dst ? dst : 0) + lhs [m, k] rhs [k, n]`, row-major `dst`; `lhs` and `rhs`
+/// given by their (row, column) strides in elements. Single-threaded.
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32(
+    dst: &mut [f32],
+    read_dst: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices; `dst`
+    // does not alias `lhs` or `rhs` (a `&mut` and two `&`).
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            read_dst,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if read_dst { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
+}
+
+impl Im2colConv2d for Flex {
+    fn im2col_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        g: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let (x, weight) = (contiguous(x), contiguous(weight));
+        let (xs, ws) = (slice(&x), slice(&weight));
+        let (n, c_in) = (x.layout().shape()[0], x.layout().shape()[1]);
+        let wshape = weight.layout().shape();
+        let (c_out, kernel) = (wshape[0], [wshape[2], wshape[3]]);
+        let (k, p, plane) = (
+            c_in * kernel[0] * kernel[1],
+            g.output[0] * g.output[1],
+            c_in * g.input[0] * g.input[1],
+        );
+        let mut out = vec![0.0f32; n * c_out * p];
+        if p > 0 && c_out > 0 && n > 0 {
+            let per = images_per_block(n, p);
+            out.par_chunks_mut(per * c_out * p)
+                .enumerate()
+                .for_each_init(
+                    || (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]),
+                    |(col, y), (block, yb)| {
+                        // y [c_out, count * p] = W [c_out, K] col [K, count * p]
+                        let count = yb.len() / (c_out * p);
+                        let len = count * p;
+                        for i in 0..count {
+                            let b = block * per + i;
+                            let image = &xs[b * plane..(b + 1) * plane];
+                            im2col(image, col, (len, i * p), c_in, kernel, &g);
+                        }
+                        if count == 1 {
+                            gemm_f32(yb, false, (c_out, p, k), ws, (k, 1), col, (p, 1));
+                        } else {
+                            gemm_f32(y, false, (c_out, len, k), ws, (k, 1), col, (len, 1));
+                            block_to_images(y, yb, (count, c_out, p));
+                        }
+                    },
+                );
+        }
+        new_tensor(out, [n, c_out, g.output[0], g.output[1]])
+    }
+
+    fn im2col_conv2d_x_backward(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        g: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let (weight, dy) = (contiguous(weight), contiguous(output_grad));
+        let (ws, dys) = (slice(&weight), slice(&dy));
+        let wshape = weight.layout().shape();
+        let (c_out, c_in, kernel) = (wshape[0], wshape[1], [wshape[2], wshape[3]]);
+        let n = dy.layout().shape()[0];
+        let (k, p, plane) = (
+            c_in * kernel[0] * kernel[1],
+            g.output[0] * g.output[1],
+            c_in * g.input[0] * g.input[1],
+        );
+        let mut dx = vec![0.0f32; n * plane];
+        if plane > 0 && n > 0 {
+            let per = images_per_block(n, p);
+            dx.par_chunks_mut(per * plane).enumerate().for_each_init(
+                || (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]),
+                |(dcol, dyblock), (block, dxb)| {
+                    let count = dxb.len() / plane;
+                    let len = count * p;
+                    let first = block * per;
+                    let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
+                    // dcol [K, count * p] = W^T [K, c_out] dy [c_out, count * p]
+                    if count == 1 {
+                        gemm_f32(dcol, false, (k, p, c_out), ws, (1, k), dyb, (p, 1));
+                    } else {
+                        images_to_block(dyb, dyblock, (count, c_out, p));
+                        gemm_f32(dcol, false, (k, len, c_out), ws, (1, k), dyblock, (len, 1));
+                    }
+                    for i in 0..count {
+                        let image = &mut dxb[i * plane..(i + 1) * plane];
+                        col2im(dcol, image, (len, i * p), c_in, kernel, &g);
+                    }
+                },
+            );
+        }
+        new_tensor(dx, [n, c_in, g.input[0], g.input[1]])
+    }
+
+    fn im2col_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        kernel: [usize; 2],
+        g: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let (x, dy) = (contiguous(x), contiguous(output_grad));
+        let (xs, dys) = (slice(&x), slice(&dy));
+        let (n, c_in) = (x.layout().shape()[0], x.layout().shape()[1]);
+        let c_out = dy.layout().shape()[1];
+        let (k, p, plane) = (
+            c_in * kernel[0] * kernel[1],
+            g.output[0] * g.output[1],
+            c_in * g.input[0] * g.input[1],
+        );
+        let per = images_per_block(n, p);
+        // Partial dW [c_out, K] over fixed runs of blocks, in parallel, then summed in order.
+        let blocks = n.div_ceil(per);
+        let run = blocks_per_partial(blocks);
+        let partials: Vec<Vec<f32>> = (0..blocks.div_ceil(run))
+            .into_par_iter()
+            .map(|part| {
+                let mut dw = vec![0.0f32; c_out * k];
+                let mut col = vec![0.0f32; k * per * p];
+                let mut dyblock = vec![0.0f32; c_out * per * p];
+                for block in part * run..((part + 1) * run).min(blocks) {
+                    let first = block * per;
+                    let count = per.min(n - first);
+                    let len = count * p;
+                    for i in 0..count {
+                        let image = &xs[(first + i) * plane..(first + i + 1) * plane];
+                        im2col(image, &mut col, (len, i * p), c_in, kernel, &g);
+                    }
+                    let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
+                    // dW [c_out, K] += dy [c_out, count * p] col^T [count * p, K]
+                    if count == 1 {
+                        gemm_f32(&mut dw, true, (c_out, k, p), dyb, (p, 1), &col, (1, p));
+                    } else {
+                        images_to_block(dyb, &mut dyblock, (count, c_out, p));
+                        gemm_f32(
+                            &mut dw,
+                            true,
+                            (c_out, k, len),
+                            &dyblock,
+                            (len, 1),
+                            &col,
+                            (1, len),
+                        );
+                    }
+                }
+                dw
+            })
+            .collect();
+        let mut dw = vec![0.0f32; c_out * k];
+        for partial in &partials {
+            for (a, b) in dw.iter_mut().zip(partial) {
+                *a += b;
+            }
+        }
+        new_tensor(dw, [c_out, c_in, kernel[0], kernel[1]])
+    }
+}
+
+impl<B: Backend + Im2colConv2d, C: CheckpointStrategy> Im2colConv2d for Autodiff<B, C> {
+    fn im2col_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Im2colConv2dBackward;
+
+        impl<B: Backend + Im2colConv2d> Backward<B, 2> for Im2colConv2dBackward {
+            // Input, weight, kernel size, geometry.
+            type State = (
+                B::FloatTensorPrimitive,
+                B::FloatTensorPrimitive,
+                [usize; 2],
+                ConvGeometry,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [node_x, node_weight] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, weight, kernel, geometry) = ops.state;
+                if let Some(node) = node_x {
+                    let dx = B::im2col_conv2d_x_backward(weight, grad.clone(), geometry);
+                    grads.register::<B>(node.id, dx);
+                }
+                if let Some(node) = node_weight {
+                    let dw = B::im2col_conv2d_weight_backward(x, grad, kernel, geometry);
+                    grads.register::<B>(node.id, dw);
+                }
+            }
+        }
+
+        let nodes = [x.node(), weight.node()];
+        let (x, weight) = (x.into_primitive(), weight.into_primitive());
+        match Im2colConv2dBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = burn::backend::TensorMetadata::shape(&weight);
+                let kernel = [shape[2], shape[3]];
+                let output = B::im2col_conv2d(x.clone(), weight.clone(), geometry);
+                prep.finish((x, weight, kernel, geometry), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::im2col_conv2d(x, weight, geometry)),
+        }
+    }
+
+    fn im2col_conv2d_x_backward(
+        _weight: FloatTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+        _geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        unreachable!("the im2col convolution's gradients are not themselves differentiated")
+    }
+
+    fn im2col_conv2d_weight_backward(
+        _x: FloatTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+        _kernel: [usize; 2],
+        _geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        unreachable!("the im2col convolution's gradients are not themselves differentiated")
+    }
+}
+
+/// [`Conv2d::forward`] with the im2col kernels on float32 `flex` tensors when the layer has
+/// `groups == 1` and `dilation == 1` (burn's `conv2d` otherwise). `input` `[batch, c_in,
+/// height, width]` (pixels); returns `[batch, c_out, h_out, w_out]`, the same values as burn's
+/// up to float rounding.
+pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+    let [_, _, height, width] = input.dims();
+    if conv.groups != 1
+        || conv.dilation != [1, 1]
+        || input.dtype() != DType::F32
+        || !is_flex(&input.device())
+    {
+        return conv.forward(input);
+    }
+    let (top, left, bottom, right) = match conv.padding {
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
+        // "Same" padding: burn's own path.
+        _ => return conv.forward(input),
+    };
+    let [kh, kw] = conv.kernel_size;
+    let [sh, sw] = conv.stride;
+    if height + top + bottom < kh || width + left + right < kw {
+        return conv.forward(input);
+    }
+    let geometry = ConvGeometry {
+        stride: conv.stride,
+        padding: [top, left],
+        input: [height, width],
+        output: [
+            (height + top + bottom - kh) / sh + 1,
+            (width + left + right - kw) / sw + 1,
+        ],
+    };
+    let output = Tensor::<4>::from_dispatch(<Dispatch as Im2colConv2d>::im2col_conv2d(
+        input.into_dispatch(),
+        conv.weight.val().into_dispatch(),
+        geometry,
+    ));
+    match &conv.bias {
+        Some(bias) => {
+            let c_out = bias.dims()[0];
+            output + bias.val().reshape([1, c_out, 1, 1])
+        }
+        None => output,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// Output and the input, weight and bias gradients of [`conv2d`] against burn's
+    /// `Conv2d::forward`, with a random upstream gradient.
+    fn compare(config: Conv2dConfig, input: [usize; 4]) {
+        let device = Device::default().autodiff();
+        let conv = config.init(&device);
+        let x0 = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<4>::random(
+            conv.forward(x0.clone()).shape(),
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let run = |ours: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if ours {
+                conv2d(&conv, x.clone())
+            } else {
+                conv.forward(x.clone())
+            };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (
+                y.into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                conv.weight.val().grad(&grads).unwrap().into_data(),
+                conv.bias
+                    .as_ref()
+                    .map(|b| b.val().grad(&grads).unwrap().into_data()),
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        let tol = Tolerance::<f32>::absolute(1e-3).set_relative(1e-3);
+        a.0.assert_approx_eq::<f32>(&b.0, tol);
+        a.1.assert_approx_eq::<f32>(&b.1, tol);
+        a.2.assert_approx_eq::<f32>(&b.2, tol);
+        if let (Some(x), Some(y)) = (a.3, b.3) {
+            x.assert_approx_eq::<f32>(&y, tol);
+        }
+    }
+
+    #[test]
+    fn matches_burn_3x3_stride_1_and_2() {
+        for stride in [1, 2] {
+            let config = Conv2dConfig::new([3, 5], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false);
+            compare(config, [2, 3, 9, 8]);
+        }
+    }
+
+    #[test]
+    fn matches_burn_7x7_stem_1x1_and_bias() {
+        // ResNet's ImageNet stem (7x7, stride 2, padding 3) and its 1x1 downsample, with bias.
+        let stem = Conv2dConfig::new([3, 4], [7, 7])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3));
+        compare(stem, [2, 3, 13, 11]);
+        let one = Conv2dConfig::new([4, 6], [1, 1]).with_stride([2, 2]);
+        compare(one, [3, 4, 7, 7]);
+    }
+
+    #[test]
+    fn matches_burn_without_padding_and_asymmetric_padding() {
+        let valid = Conv2dConfig::new([2, 3], [3, 2]).with_stride([2, 1]);
+        compare(valid, [2, 2, 8, 7]);
+        let asym = Conv2dConfig::new([2, 3], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(0, 1, 2, 1));
+        compare(asym, [2, 2, 6, 5]);
+    }
+
+    #[test]
+    fn matches_burn_with_several_images_per_gemm() {
+        // 4x4 outputs (16 pixels): blocks of several images per GEMM, and a last, shorter block.
+        let config = Conv2dConfig::new([3, 4], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1));
+        assert_eq!(images_per_block(19, 16), 2);
+        compare(config, [19, 3, 8, 8]);
+    }
+
+    #[test]
+    fn valid_range_keeps_every_input_column_inside() {
+        for (out, stride, j, pad, width) in [(5, 2, 0, 1, 9), (4, 1, 2, 1, 4), (3, 3, 0, 0, 2)] {
+            let (lo, hi) = valid_range(out, stride, j, pad, width);
+            for o in 0..out {
+                let ix = (o * stride + j) as isize - pad as isize;
+                assert_eq!((lo..hi).contains(&o), ix >= 0 && ix < width as isize);
+            }
+        }
+    }
+}

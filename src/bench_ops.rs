@@ -1,0 +1,147 @@
+//! `ssl bench --workloads ops-smallcnn`: the BYOL step of the small CNN taken apart op by op
+//! (each convolution forward, forward + backward, and BatchNorm forward + backward at the shapes
+//! of `step-smallcnn`, batch 128, plus a square matmul), in milliseconds. Its PyTorch twin,
+//! `scripts/bench_ops_torch.py`, times the same ops with the same shapes, so that the ratio per
+//! op shows where the backend loses: a minimal benchmark of a slow op that can be reported
+//! upstream with only burn in it.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::module::{batch_norm_train, conv2d};
+use burn::tensor::ops::ConvOptions;
+use std::time::Instant;
+
+/// One timed op: a name that says the shapes, and its median time in milliseconds.
+pub struct OpTiming {
+    /// `conv fwd 3->32 32px s1`, `bn fwd+bwd c32 32px`, ...
+    pub op: String,
+    /// Median over the repetitions, milliseconds.
+    pub median_ms: f64,
+}
+
+/// The small CNN's four convolutions (channels in, channels out, input side in pixels, stride):
+/// `configs/vision/cifar10-quick.toml`'s encoder, 32x32 inputs.
+pub const SMALL_CNN_CONVS: [(usize, usize, usize, usize); 4] = [
+    (3, 32, 32, 1),
+    (32, 64, 32, 2),
+    (64, 128, 16, 2),
+    (128, 256, 8, 2),
+];
+
+/// Median time in milliseconds of `f` over `reps` runs after 2 warm-up runs (the device is
+/// synchronized after each run).
+fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..2 {
+        f();
+    }
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            device.sync().ok();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Times the ops of the small CNN's BYOL step at batch `batch` (the step workload uses 128),
+/// each op the median of `reps` runs. Every forward + backward runs `sum()` of the output and
+/// `backward()`, with gradients for the input and the weights (gamma and beta for BatchNorm), as
+/// in training; the twin script does exactly the same.
+pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
+    let base = Device::default();
+    base.seed(0);
+    let ad = base.clone().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let mut rows = Vec::new();
+    let n = 1024;
+    let a = Tensor::<2>::random([n, n], normal, &base);
+    let b = Tensor::<2>::random([n, n], normal, &base);
+    rows.push(OpTiming {
+        op: format!("matmul {n}x{n}x{n}"),
+        median_ms: median_ms(&base, reps, || {
+            let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
+        }),
+    });
+    for (cin, cout, side, stride) in SMALL_CNN_CONVS {
+        let xa = Tensor::<4>::random([batch, cin, side, side], normal, &ad).require_grad();
+        let wa = Tensor::<4>::random([cout, cin, 3, 3], normal, &ad)
+            .mul_scalar(0.1)
+            .detach()
+            .require_grad();
+        let (x, w) = (xa.clone().without_autodiff(), wa.clone().without_autodiff());
+        let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+        let label = format!("{cin}->{cout} {side}px s{stride}");
+        rows.push(OpTiming {
+            op: format!("conv fwd {label}"),
+            median_ms: median_ms(&base, reps, || {
+                let _ = conv2d(x.clone(), w.clone(), None, options.clone())
+                    .sum()
+                    .into_scalar::<f32>();
+            }),
+        });
+        rows.push(OpTiming {
+            op: format!("conv fwd+bwd {label}"),
+            median_ms: median_ms(&base, reps, || {
+                let grads = conv2d(xa.clone(), wa.clone(), None, options.clone())
+                    .sum()
+                    .backward();
+                std::hint::black_box(grads);
+            }),
+        });
+        let module = Conv2dConfig::new([cin, cout], [3, 3])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&ad);
+        let module_plain = module.valid();
+        rows.push(OpTiming {
+            op: format!("conv fwd {label} (ssl im2col)"),
+            median_ms: median_ms(&base, reps, || {
+                let _ = ssl_framework::kernels::conv2d(&module_plain, x.clone())
+                    .sum()
+                    .into_scalar::<f32>();
+            }),
+        });
+        rows.push(OpTiming {
+            op: format!("conv fwd+bwd {label} (ssl im2col)"),
+            median_ms: median_ms(&base, reps, || {
+                let grads = ssl_framework::kernels::conv2d(&module, xa.clone())
+                    .sum()
+                    .backward();
+                std::hint::black_box(grads);
+            }),
+        });
+        let out_side = side.div_ceil(stride);
+        let y = Tensor::<4>::random([batch, cout, out_side, out_side], normal, &ad).require_grad();
+        let gamma = Tensor::<1>::ones([cout], &ad).require_grad();
+        let beta = Tensor::<1>::zeros([cout], &ad).require_grad();
+        rows.push(OpTiming {
+            op: format!("bn fwd+bwd c{cout} {out_side}px"),
+            median_ms: median_ms(&base, reps, || {
+                let grads = batch_norm_train(y.clone(), gamma.clone(), beta.clone(), 1e-5)
+                    .output
+                    .sum()
+                    .backward();
+                std::hint::black_box(grads);
+            }),
+        });
+        rows.push(OpTiming {
+            op: format!("bn fwd+bwd c{cout} {out_side}px (ssl fused)"),
+            median_ms: median_ms(&base, reps, || {
+                let (output, _, _) = ssl_framework::kernels::batch_norm_train(
+                    y.clone(),
+                    gamma.clone(),
+                    beta.clone(),
+                    1e-5,
+                );
+                std::hint::black_box(output.sum().backward());
+            }),
+        });
+    }
+    rows
+}
