@@ -8,10 +8,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::prelude::*;
 use clap::Args;
+use ssl_audio::AudioModality;
 use ssl_framework::Augmentation;
 use ssl_framework::byol::{OnlineNetwork, ema_update, forward_loss};
 use ssl_framework::config::ByolConfig;
-use ssl_framework::data::loader::sample_seed;
+use ssl_framework::data::loader::{DatasetSamples, sample_seed};
 use ssl_framework::modality::Modality;
 use ssl_framework::rand::SeedableRng;
 use ssl_framework::rand::rngs::StdRng;
@@ -35,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
-    /// all); also ops-smallcnn (the small CNN's step op by op, milliseconds) and
+    /// all); also augment-audio (log-mel front end and BYOL-A views on FSDD), ops-smallcnn (the small CNN's step op by op, milliseconds) and
     /// epoch-cifar10-quick (one epoch of the default vision config through the trainer: seconds,
     /// data-wait fraction, peak memory), not in the default set.
     #[arg(long, value_delimiter = ',')]
@@ -49,6 +50,10 @@ pub struct BenchArgs {
     /// The dataset (for --config: as `ssl train --data`). CIFAR-10 for augment-cifar: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// FSDD for augment-audio: a folder or the `.tar.gz` (default: as `ssl train --modality
+    /// audio`).
+    #[arg(long)]
+    audio_data: Option<PathBuf>,
     /// Images for augment-cifar.
     #[arg(long, default_value_t = 2000)]
     images: usize,
@@ -164,23 +169,72 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
         .load(&cfg, data)
         .with_context(|| format!("--data {}", data.display()))?;
     let exp = crate::cli::read_config::<VisionModality>(None, crate::cli::VISION_DEFAULT, &[])?;
-    let (v1, v2) = (&exp.augment.view1, &exp.augment.view2);
-    let items = &d.train.items;
-    let modality = &modality;
+    Ok(view_pairs_per_sec(
+        &modality,
+        &d.train.items,
+        (&exp.augment.view1, &exp.augment.view2),
+        threads,
+    ))
+}
+
+/// View-1 + view-2 pairs per second over `items` on `threads` threads, each sample seeded as in
+/// training, with mixing ops drawing from the same items (as the trainer's loader does).
+fn view_pairs_per_sec<M: Modality>(
+    modality: &M,
+    items: &[M::Item],
+    (v1, v2): (&Vec<M::Op>, &Vec<M::Op>),
+    threads: usize,
+) -> f64 {
+    let source = DatasetSamples { modality, items };
+    let source = &source;
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads {
             s.spawn(move || {
                 for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
                     let mut rng = StdRng::seed_from_u64(sample_seed(0, 0, i));
-                    let a = v1.apply(modality.to_sample(item), &mut rng);
-                    let b = v2.apply(modality.to_sample(item), &mut rng);
+                    let a = v1.apply_with(modality.to_sample(item), &mut rng, source);
+                    let b = v2.apply_with(modality.to_sample(item), &mut rng, source);
                     std::hint::black_box((a, b));
                 }
             });
         }
     });
-    Ok(items.len() as f64 / start.elapsed().as_secs_f64())
+    items.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `augment-audio` (BYOL-A on FSDD, the default audio config): clips per second through the
+/// front end (WAV decoding, resampling to 16 kHz, log-mel; all clips, once, on every core as
+/// the loader does), then view-pair
+/// rates of the default views (random resize crop, mixup with other clips, ...) on the log-mel
+/// training clips, for each of `threads`.
+fn augment_audio_workload(
+    data: &std::path::Path,
+    threads: &[usize],
+) -> Result<(f64, Vec<(usize, f64)>)> {
+    let modality = AudioModality::default();
+    let exp = crate::cli::read_config::<AudioModality>(None, crate::cli::AUDIO_DEFAULT, &[])?;
+    let start = Instant::now();
+    let d = modality
+        .load(&exp.data, data)
+        .with_context(|| format!("--audio-data {}", data.display()))?;
+    let clips = d.train.items.len() + d.test.items.len();
+    let front_end = clips as f64 / start.elapsed().as_secs_f64();
+    let rates = threads
+        .iter()
+        .map(|&t| {
+            (
+                t,
+                view_pairs_per_sec(
+                    &modality,
+                    &d.train.items,
+                    (&exp.augment.view1, &exp.augment.view2),
+                    t,
+                ),
+            )
+        })
+        .collect();
+    Ok((front_end, rates))
 }
 
 /// What `epoch-cifar10-quick` measured.
@@ -321,6 +375,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     memory: None,
                 });
             }
+            "augment-audio" => {
+                let data = crate::cli::resolve_local_data(args.audio_data.clone(), "fsdd", false)?;
+                eprintln!("augment-audio: FSDD from {}...", data.display());
+                let (front_end, rates) = augment_audio_workload(&data, &[1, cores])?;
+                rows.push(Row {
+                    workload: "augment-audio (log-mel)".into(),
+                    batch: 1,
+                    // The loader decodes on every core.
+                    threads: cores,
+                    figure: front_end,
+                    unit: "clips/s",
+                    memory: None,
+                });
+                for (threads, rate) in rates {
+                    rows.push(Row {
+                        workload: "augment-audio (views)".into(),
+                        batch: 1,
+                        threads,
+                        figure: rate,
+                        unit: "clip pairs/s",
+                        memory: None,
+                    });
+                }
+            }
             "ops-smallcnn" => {
                 let batch = args.batch.unwrap_or(128);
                 eprintln!(
@@ -331,7 +409,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 ops_batch = batch;
             }
             other => bail!(
-                "unknown workload `{other}` (expected one of {}, ops-smallcnn or epoch-cifar10-quick)",
+                "unknown workload `{other}` (expected one of {}, augment-audio, ops-smallcnn or epoch-cifar10-quick)",
                 all.join(", ")
             ),
         }

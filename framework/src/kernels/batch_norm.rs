@@ -3,8 +3,9 @@
 //! burn 0.22's `flex` backend computes `batch_norm_train` out of generic tensor ops: a transpose
 //! copy of the input to reduce over batch and space, a second one for the variance, then four
 //! elementwise passes that each allocate; its backward adds two more transposed copies. On the
-//! small CNN's first BatchNorm (`[128, 32, 32, 32]`) that is 76 ms forward + backward against
-//! PyTorch's 14 ms (`ssl bench --workloads ops-smallcnn` and `scripts/bench_ops_torch.py`). The
+//! small CNN's first BatchNorm (`[128, 32, 32, 32]`) that is 29 ms forward + backward (76 ms
+//! with glibc's default allocator settings) against PyTorch's 13 ms and these kernels' 12 ms
+//! (`ssl bench --workloads ops-smallcnn` and `scripts/bench_ops_torch.py`; BENCHMARKS.md). The
 //! kernels here read the input in place, in NCHW order, two passes forward (statistics,
 //! output) and two backward (sums, input gradient), parallel over channels and over
 //! `(sample, channel)` planes.

@@ -1,20 +1,24 @@
-//! 2-D convolution on the CPU as im2col + one GEMM per image, forward and both gradients.
+//! 2-D convolution on the CPU as im2col + one GEMM per block of images, forward and both
+//! gradients.
 //!
 //! burn 0.22's `flex` backend runs a 2-D convolution through its 3-D path (a layout copy of the
 //! input to NHWC, then tiles), its input gradient through a transposed 3-D convolution, and its
 //! weight gradient as a convolution of the transposed input by the transposed output gradient:
 //! a GEMM per input channel with only `kernel_h x kernel_w` output columns, which gemm runs on
-//! its narrowest microkernel. On the small CNN's layers that is 1.5x to 3x PyTorch
-//! (`ssl bench --workloads ops-smallcnn` against `scripts/bench_ops_torch.py`).
+//! its narrowest microkernel. On the small CNN's layers that was up to 2.1x slower than
+//! PyTorch, forward + backward; these kernels run at 0.64x to 3.9x PyTorch's speed there
+//! (`ssl bench --workloads ops-smallcnn` against `scripts/bench_ops_torch.py`; BENCHMARKS.md).
 //!
 //! Here, for one image `b` with `K = c_in x k_h x k_w` and `P = h_out x w_out`:
 //! - forward: `col_b [K, P] = im2col(x_b)`, `y_b [c_out, P] = W [c_out, K] col_b`;
 //! - input gradient: `dcol [K, P] = W^T dy_b`, then `dx_b = col2im(dcol)`;
-//! - weight gradient: `dW [c_out, K] = sum over b of dy_b col_b^T`, one long GEMM per image
-//!   accumulated per thread.
+//! - weight gradient: `dW [c_out, K] = sum over b of dy_b col_b^T`, accumulated over a fixed
+//!   run of images per partial sum, the partials added in order.
 //!
-//! Images run in parallel (rayon); each GEMM is single-threaded (the `gemm` crate burn-flex
-//! itself uses). Only float32, `groups == 1`, `dilation == 1` take this path; anything else falls
+//! Several images share one GEMM when their maps are small (their columns side by side, so a
+//! GEMM has at least 256 columns); blocks run in parallel (rayon), each GEMM single-threaded
+//! (the `gemm` crate burn-flex itself uses). Block sizes and partial sums depend only on the
+//! shapes, so results are bit-identical from run to run and across thread counts. Only float32, `groups == 1`, `dilation == 1` take this path; anything else falls
 //! back to burn's `conv2d`, and tests hold the two to the same values.
 
 use super::{contiguous, is_flex, slice};
