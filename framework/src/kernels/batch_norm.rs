@@ -6,9 +6,9 @@
 //! small CNN's first BatchNorm (`[128, 32, 32, 32]`) that is 29 ms forward + backward (76 ms
 //! with glibc's default allocator settings) against PyTorch's 13 ms and these kernels' 12 ms
 //! (`ssl bench --workloads ops-smallcnn` and `scripts/bench_ops_torch.py`; BENCHMARKS.md). The
-//! kernels here read the input in place, in NCHW order, two passes forward (statistics,
-//! output) and two backward (sums, input gradient), parallel over channels and over
-//! `(sample, channel)` planes.
+//! kernels here read the input in place, in NCHW order, three times forward (mean, variance,
+//! output) and twice backward (sums, input gradient), parallel over channels and over
+//! `(sample, channel)` planes, and allocate only their outputs.
 //!
 //! The math is the standard one (Ioffe & Szegedy 2015, Algorithm 1 and its gradients), the same
 //! as burn's `batch_norm_train` and `batch_norm_train_backward`: with `x̂ = (x - mean) / sqrt(var +
@@ -65,8 +65,10 @@ fn nc_s(shape: &[usize]) -> (usize, usize, usize) {
     (n, c, shape[2..].iter().product())
 }
 
-/// `out = bx[ch] * x + by[ch] * y + k[ch]` elementwise over `[batch, c, s]` values (`y`
-/// optional), in parallel over `(sample, channel)` planes, or over rows when `s == 1`.
+/// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` elementwise over `[batch, c, s]`
+/// values (`y` optional: `by` empty), in parallel over `(sample, channel)` planes, or over rows
+/// when `s == 1`. Centering first keeps full precision when a channel's mean is large against
+/// its spread.
 #[allow(clippy::too_many_arguments)]
 fn affine_per_channel(
     out: &mut [f32],
@@ -74,7 +76,7 @@ fn affine_per_channel(
     y: Option<&[f32]>,
     c: usize,
     s: usize,
-    bx: &[f32],
+    (bx, center): (&[f32], &[f32]),
     by: &[f32],
     k: &[f32],
 ) {
@@ -88,27 +90,34 @@ fn affine_per_channel(
             if s == 1 {
                 // One row: the channel is the position in the row.
                 if with_y {
-                    for ((((o, &xv), &yv), (&p, &q)), &r) in
-                        o.iter_mut().zip(xi).zip(yi).zip(bx.iter().zip(by)).zip(k)
+                    for (((((o, &xv), &yv), (&p, &q)), &r), &m) in o
+                        .iter_mut()
+                        .zip(xi)
+                        .zip(yi)
+                        .zip(bx.iter().zip(by))
+                        .zip(k)
+                        .zip(center)
                     {
-                        *o = p * xv + q * yv + r;
+                        *o = p * (xv - m) + q * yv + r;
                     }
                 } else {
-                    for (((o, &xv), &p), &r) in o.iter_mut().zip(xi).zip(bx).zip(k) {
-                        *o = p * xv + r;
+                    for ((((o, &xv), &p), &r), &m) in
+                        o.iter_mut().zip(xi).zip(bx).zip(k).zip(center)
+                    {
+                        *o = p * (xv - m) + r;
                     }
                 }
             } else {
                 let ch = plane % c;
-                let (p, r) = (bx[ch], k[ch]);
+                let (p, r, m) = (bx[ch], k[ch], center[ch]);
                 if with_y {
                     let q = by[ch];
                     for ((o, &xv), &yv) in o.iter_mut().zip(xi).zip(yi) {
-                        *o = p * xv + q * yv + r;
+                        *o = p * (xv - m) + q * yv + r;
                     }
                 } else {
                     for (o, &xv) in o.iter_mut().zip(xi) {
-                        *o = p * xv + r;
+                        *o = p * (xv - m) + r;
                     }
                 }
             }
@@ -124,8 +133,9 @@ fn new_tensor(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
 }
 
 /// `(sum of a(i), sum of b(i))` over `0..len` in 16 float32 lanes (vectorizes: a plain float
-/// `sum()` is a serial chain the compiler may not reorder), returned as f64. Planes are at most
-/// a few thousand values, so float32 partial sums lose nothing that matters here.
+/// `sum()` is a serial chain the compiler may not reorder), returned as f64. A lane sums
+/// `len / 16` values of one plane (64 for a 32x32 map, 784 for a 112x112 one), then the
+/// planes add up in f64.
 #[inline(always)]
 fn lane_sums(len: usize, f: impl Fn(usize) -> (f32, f32)) -> [f64; 2] {
     const L: usize = 16;
@@ -224,15 +234,11 @@ impl FusedBatchNorm for Flex {
             })
         });
         let variance: Vec<f32> = sq.iter().map(|t| (t[0] / m) as f32).collect();
-        let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
-            .map(|ch| {
-                let inv_std = 1.0 / ((variance[ch] as f64 + epsilon).sqrt()) as f32;
-                let scale = gs[ch] * inv_std;
-                (scale, bs[ch] - mean[ch] * scale)
-            })
-            .unzip();
+        let scale: Vec<f32> = (0..c)
+            .map(|ch| gs[ch] / ((variance[ch] as f64 + epsilon).sqrt()) as f32)
+            .collect();
         let mut out = vec![0.0f32; xs.len()];
-        affine_per_channel(&mut out, xs, None, c, s, &scale, &[], &shift);
+        affine_per_channel(&mut out, xs, None, c, s, (&scale, &mean), &[], bs);
         let per_channel = burn::tensor::Shape::new([c]);
         (
             new_tensor(out, shape),
@@ -294,16 +300,16 @@ impl FusedBatchNorm for Flex {
         let gamma_grad: Vec<f32> = sums.iter().map(|a| a[1] as f32).collect();
         let mean_dy: Vec<f32> = sums.iter().map(|a| (a[0] / m) as f32).collect();
         let mean_dy_xhat: Vec<f32> = sums.iter().map(|a| (a[1] / m) as f32).collect();
-        // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b x + k per channel.
+        // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b (x - mean) + k per channel.
         let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
         for ch in 0..c {
-            let (is, mu) = (inv_std[ch], ms[ch]);
+            let is = inv_std[ch];
             a[ch] = gs[ch] * is;
             b[ch] = -a[ch] * is * mean_dy_xhat[ch];
-            k[ch] = -a[ch] * mean_dy[ch] - b[ch] * mu;
+            k[ch] = -a[ch] * mean_dy[ch];
         }
         let mut dx = vec![0.0f32; xs.len()];
-        affine_per_channel(&mut dx, xs, Some(dys), c, s, &b, &a, &k);
+        affine_per_channel(&mut dx, xs, Some(dys), c, s, (&b, ms), &a, &k);
         let per_channel = burn::tensor::Shape::new([c]);
         (
             new_tensor(dx, shape),
@@ -410,7 +416,15 @@ pub fn batch_norm_train<const D: usize>(
     beta: Tensor<1>,
     epsilon: f64,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    if !is_flex(&input.device()) || input.dtype() != DType::F32 {
+    let channels = input.dims()[1];
+    if !is_flex(&input.device())
+        || input.dtype() != DType::F32
+        || gamma.dtype() != DType::F32
+        || beta.dtype() != DType::F32
+        || gamma.dims() != [channels]
+        || beta.dims() != [channels]
+    {
+        // burn's path, which also reports mismatched shapes.
         let r = burn::tensor::module::batch_norm_train(input, gamma, beta, epsilon);
         return (r.output, r.mean.detach(), r.variance.detach());
     }
@@ -462,7 +476,7 @@ mod tests {
     /// Output, statistics and all three gradients of the fused kernel against burn's
     /// `batch_norm_train` on the same input, with a random upstream gradient (a weighted sum).
     fn compare<const D: usize>(input: Tensor<D>, shifted: bool) {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let channels = input.dims()[1];
         let input = if shifted {
             // Far from zero: the variance must not cancel.
@@ -510,14 +524,14 @@ mod tests {
 
     #[test]
     fn fused_matches_burn_on_images() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let x = Tensor::<4>::random([5, 3, 7, 6], Distribution::Normal(0.5, 2.0), &device);
         compare(x, false);
     }
 
     #[test]
     fn fused_matches_burn_on_features_and_far_from_zero() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         // `[batch, features]` (the projector's BatchNorm), more features than a channel block.
         let x = Tensor::<2>::random([9, 150], Distribution::Normal(0.0, 1.0), &device);
         compare(x, false);
@@ -527,7 +541,7 @@ mod tests {
 
     #[test]
     fn fused_matches_burn_on_a_transposed_input() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         // Not contiguous in memory: the kernel must read it in logical order.
         let x = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device)
             .swap_dims(1, 3);
@@ -536,7 +550,7 @@ mod tests {
 
     #[test]
     fn module_forward_updates_running_statistics_like_burn() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let ours = burn::nn::BatchNormConfig::new(3).init(&device);
         let theirs = burn::nn::BatchNormConfig::new(3).init(&device);
         let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(2.0, 3.0), &device);
@@ -554,6 +568,26 @@ mod tests {
             .value()
             .into_data()
             .assert_approx_eq::<f32>(&theirs.running_var.value().into_data(), tol);
+        // The BYOL target (autodiff device, no gradients): batch statistics and running
+        // statistics updated, like burn's module.
+        let target_ours = burn::nn::BatchNormConfig::new(3)
+            .init(&device)
+            .valid()
+            .train()
+            .no_grad();
+        let target_theirs = burn::nn::BatchNormConfig::new(3)
+            .init(&device)
+            .valid()
+            .train()
+            .no_grad();
+        batch_norm(&target_ours, x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&target_theirs.forward(x.clone()).into_data(), tol);
+        target_ours
+            .running_mean
+            .value()
+            .into_data()
+            .assert_approx_eq::<f32>(&target_theirs.running_mean.value().into_data(), tol);
         // Inference (no autodiff) uses the running statistics, as burn's module does.
         let valid = ours.valid();
         let plain = x.clone().without_autodiff();

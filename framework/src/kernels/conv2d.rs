@@ -18,8 +18,12 @@
 //! Several images share one GEMM when their maps are small (their columns side by side, so a
 //! GEMM has at least 256 columns); blocks run in parallel (rayon), each GEMM single-threaded
 //! (the `gemm` crate burn-flex itself uses). Block sizes and partial sums depend only on the
-//! shapes, so results are bit-identical from run to run and across thread counts. Only float32, `groups == 1`, `dilation == 1` take this path; anything else falls
-//! back to burn's `conv2d`, and tests hold the two to the same values.
+//! shapes, so on one machine results are bit-identical from run to run and across thread
+//! counts (gemm picks its microkernels from the CPU, so another CPU may round differently).
+//!
+//! Only float32 on `flex`, `groups == 1`, `dilation == 1`, explicit or no padding take this
+//! path; anything else (`Same` padding, a kernel larger than the padded input, another device)
+//! falls back to burn's `conv2d`, and tests hold the two to the same values.
 
 use super::{contiguous, is_flex, slice};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -94,9 +98,9 @@ fn valid_range(out: usize, stride: usize, j: usize, pad: usize, width: usize) ->
     } else {
         0
     };
-    // ix <= width - 1  <=>  o <= (width - 1 + pad - j) / stride
+    // ix <= width - 1  <=>  o <= (width + pad - 1 - j) / stride
     let hi = if width + pad > j {
-        ((width - 1 + pad - j) / stride + 1).min(out)
+        ((width + pad - 1 - j) / stride + 1).min(out)
     } else {
         0
     };
@@ -127,6 +131,11 @@ fn im2col(
                     let dst = &mut row[oy * wo..(oy + 1) * wo];
                     let iy = (oy * sh + i) as isize - ph as isize;
                     if iy < 0 || iy >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    if lo >= hi {
+                        // This kernel column sees only padding on this row.
                         dst.fill(0.0);
                         continue;
                     }
@@ -192,7 +201,7 @@ fn col2im(
 /// Images per GEMM: enough that a block has at least 256 output pixels (`p` per image), so
 /// that the GEMMs of late, small feature maps are not tiny, while leaving at least 8 blocks
 /// for the threads. Depends only on the shapes (never on the thread count), so that results
-/// are the same on every machine.
+/// do not depend on the number of threads.
 fn images_per_block(n: usize, p: usize) -> usize {
     256usize.div_ceil(p.max(1)).min((n / 8).max(1))
 }
@@ -487,16 +496,21 @@ impl<B: Backend + Im2colConv2d, C: CheckpointStrategy> Im2colConv2d for Autodiff
 }
 
 /// [`Conv2d::forward`] with the im2col kernels on float32 `flex` tensors when the layer has
-/// `groups == 1` and `dilation == 1` (burn's `conv2d` otherwise). `input` `[batch, c_in,
+/// `groups == 1`, `dilation == 1`, explicit or no padding and a kernel that fits the padded
+/// input (burn's `conv2d` otherwise, which also reports mismatched channels). `input` `[batch, c_in,
 /// height, width]` (pixels); returns `[batch, c_out, h_out, w_out]`, the same values as burn's
 /// up to float rounding.
 pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
-    let [_, _, height, width] = input.dims();
+    let [_, channels, height, width] = input.dims();
+    let weight_shape = conv.weight.dims();
     if conv.groups != 1
         || conv.dilation != [1, 1]
         || input.dtype() != DType::F32
+        || conv.weight.val().dtype() != DType::F32
+        || channels != weight_shape[1]
         || !is_flex(&input.device())
     {
+        // burn's path, which also reports a channel mismatch.
         return conv.forward(input);
     }
     let (top, left, bottom, right) = match conv.padding {
@@ -542,7 +556,7 @@ mod tests {
     /// Output and the input, weight and bias gradients of [`conv2d`] against burn's
     /// `Conv2d::forward`, with a random upstream gradient.
     fn compare(config: Conv2dConfig, input: [usize; 4]) {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let conv = config.init(&device);
         let x0 = Tensor::<4>::random(input, Distribution::Normal(0.0, 1.0), &device);
         let upstream = Tensor::<4>::random(
@@ -620,8 +634,74 @@ mod tests {
     }
 
     #[test]
+    fn matches_burn_when_kernel_columns_see_only_padding() {
+        // A 5x5 "same" convolution on a one-pixel-wide map, and the 7x7/2 stem on 2x2 inputs:
+        // whole kernel columns fall in the padding.
+        let narrow = Conv2dConfig::new([2, 3], [5, 5])
+            .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+            .with_bias(false);
+        compare(narrow, [2, 2, 6, 1]);
+        let stem = Conv2dConfig::new([3, 4], [7, 7])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+            .with_bias(false);
+        compare(stem, [2, 3, 2, 2]);
+    }
+
+    #[test]
+    fn matches_burn_untracked_frozen_inference_and_transposed() {
+        let device = Device::flex().autodiff();
+        let conv = Conv2dConfig::new([3, 4], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let x = Tensor::<4>::random([3, 3, 9, 7], Distribution::Normal(0.0, 1.0), &device);
+        let tol = Tolerance::<f32>::absolute(1e-4).set_relative(1e-4);
+        // The BYOL target: an autodiff device, nothing requiring grad (untracked).
+        let target = conv.valid().train().no_grad();
+        conv2d(&target, x.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&target.forward(x.clone()).into_data(), tol);
+        // Inference on the plain flex device.
+        let plain = conv.valid();
+        let xp = x.clone().without_autodiff();
+        conv2d(&plain, xp.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&plain.forward(xp).into_data(), tol);
+        // A first layer: the input needs no gradient, the weight does.
+        let grads = conv2d(&conv, x.clone()).sum().backward();
+        let reference = conv.forward(x.clone()).sum().backward();
+        conv.weight
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &conv.weight.val().grad(&reference).unwrap().into_data(),
+                tol,
+            );
+        // A frozen layer: the weight needs no gradient, the input does.
+        let frozen = conv.clone().no_grad();
+        let xt = x.clone().swap_dims(2, 3).require_grad();
+        let grads = conv2d(&frozen, xt.clone()).sum().backward();
+        let reference = frozen.forward(xt.clone()).sum().backward();
+        assert!(frozen.weight.val().grad(&grads).is_none());
+        xt.grad(&grads)
+            .unwrap()
+            .into_data()
+            .assert_approx_eq::<f32>(&xt.grad(&reference).unwrap().into_data(), tol);
+    }
+
+    #[test]
     fn valid_range_keeps_every_input_column_inside() {
-        for (out, stride, j, pad, width) in [(5, 2, 0, 1, 9), (4, 1, 2, 1, 4), (3, 3, 0, 0, 2)] {
+        for (out, stride, j, pad, width) in [
+            (5, 2, 0, 1, 9),
+            (4, 1, 2, 1, 4),
+            (3, 3, 0, 0, 2),
+            (1, 1, 0, 2, 1),
+            (1, 1, 4, 2, 1),
+            (1, 2, 6, 3, 2),
+        ] {
             let (lo, hi) = valid_range(out, stride, j, pad, width);
             for o in 0..out {
                 let ix = (o * stride + j) as isize - pad as isize;
