@@ -74,6 +74,24 @@ struct Row {
     memory: Option<(f64, f64)>,
 }
 
+/// The memory check of a step workload: resident memory may settle during the first steps
+/// (allocator caches, buffers of new sizes) but must not keep growing. Over `steps` timed
+/// steps a growth above 5% of the peak is reported as a possible leak; fewer than 100 steps
+/// are too few to tell.
+fn growth_verdict(peak_mib: f64, growth_mib: f64, steps: usize) -> String {
+    if steps < 100 {
+        format!("memory check needs --steps 100 or more ({steps} run)")
+    } else if growth_mib > 0.05 * peak_mib {
+        format!(
+            "resident memory grew {growth_mib:.1} MiB over {steps} steps, more than 5% of the {peak_mib:.0} MiB peak: possible leak"
+        )
+    } else {
+        format!(
+            "no growth: {growth_mib:+.1} MiB over {steps} steps, within 5% of the {peak_mib:.0} MiB peak"
+        )
+    }
+}
+
 /// The process's resident and peak resident memory in MiB (`VmRSS`, `VmHWM` of
 /// `/proc/self/status`); `None` where that file does not exist.
 fn resident_mib() -> Option<(f64, f64)> {
@@ -450,6 +468,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "(RSS growth: resident memory after the last of {} timed steps minus after the 2 warm-up steps)",
             args.steps
         );
+        for r in &rows {
+            if let Some((peak, growth)) = r.memory.filter(|(_, g)| !g.is_nan()) {
+                println!(
+                    "{}: {}",
+                    r.workload,
+                    growth_verdict(peak, growth, args.steps)
+                );
+            }
+        }
     }
     if !ops.is_empty() {
         println!("ops-smallcnn (batch {ops_batch}; median ms per op)");
@@ -469,4 +496,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("--json {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::growth_verdict;
+
+    #[test]
+    fn memory_check_flags_growth_above_five_percent_of_the_peak() {
+        assert!(growth_verdict(1000.0, 28.0, 200).starts_with("no growth"));
+        assert!(growth_verdict(1000.0, -50.0, 200).starts_with("no growth"));
+        assert!(growth_verdict(1000.0, 51.0, 200).contains("possible leak"));
+        assert!(growth_verdict(1000.0, 500.0, 10).contains("needs --steps 100"));
+    }
 }
