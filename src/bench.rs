@@ -44,10 +44,11 @@ pub struct BenchArgs {
     /// Batch of the step workloads (default: 128 for the small CNN, 64 for ResNet-18).
     #[arg(long)]
     batch: Option<usize>,
-    /// Timed steps per workload (after 2 warm-up steps).
+    /// Timed steps per step workload (after 2 warm-up steps; 100 or more for the memory check),
+    /// or repetitions per op of ops-smallcnn (the median is reported).
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// The dataset (for --config: as `ssl train --data`). CIFAR-10 for augment-cifar: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
+    /// The dataset (for --config: as `ssl train --data`). CIFAR-10 for augment-cifar and epoch-cifar10-quick: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
     #[arg(long)]
     data: Option<PathBuf>,
     /// FSDD for augment-audio: a folder or the `.tar.gz` (default: as `ssl train --modality
