@@ -3,7 +3,8 @@
 
 Times a 1024^3 matmul, then for each convolution of the small CNN (batch 128 by default):
 conv forward, conv forward + backward (input and weight gradients), BatchNorm (training mode)
-forward + backward on the conv's output shape. Every forward + backward is `sum()` then
+forward + backward on the conv's output shape; then ResNet-18's stride-1 body convolutions
+forward + backward at half the batch. Every forward + backward is `sum()` then
 `backward()`, exactly as the Rust side. Median of N runs after 2 warm-up runs, milliseconds.
 
     python3 scripts/bench_ops_torch.py [--batch 128] [--reps 10] [--threads 2] [--json out.json]
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 CONVS = [(3, 32, 32, 1), (32, 64, 32, 2), (64, 128, 16, 2), (128, 256, 8, 2)]
+# ResNet-18's stride-1 body convolutions (channels, input side), at half the batch (64 by default).
+RESNET_BODY_CONVS = [(64, 32), (128, 16), (256, 8), (512, 4)]
 
 
 def median_ms(reps, f):
@@ -70,6 +73,17 @@ def main():
             F.batch_norm(z, None, None, gamma, beta, training=True, eps=1e-5).sum().backward()
 
         rows.append((f"bn fwd+bwd c{cout} {out}px", median_ms(a.reps, bn)))
+    rb = max(a.batch // 2, 1)
+    for c, side in RESNET_BODY_CONVS:
+        xr = torch.randn(rb, c, side, side, requires_grad=True)
+        wr = (torch.randn(c, c, 3, 3) * 0.05).requires_grad_()
+
+        def resnet_fwd_bwd():
+            xr.grad = None
+            wr.grad = None
+            F.conv2d(xr, wr, None, 1, 1).sum().backward()
+
+        rows.append((f"conv fwd+bwd {c}->{c} {side}px s1 b{rb}", median_ms(a.reps, resnet_fwd_bwd)))
     print(f"torch {torch.__version__} ops-smallcnn (batch {a.batch}; {a.threads} threads; median ms per op)")
     for op, ms in rows:
         print(f"{op:<34} {ms:>9.2f}")

@@ -10,7 +10,7 @@ usage: python3 scripts/bench_vs_pytorch.py --cifar DIR [--rounds 2] [--steps 10]
 
 --ops: the small CNN's step op by op instead (`ssl bench --workloads ops-smallcnn` against
 scripts/bench_ops_torch.py, A B A B): per op, median milliseconds of both and PyTorch / ours
-(above 1: ours is faster). Burn's own ops and our kernels (`ssl im2col`, `ssl fused`) are both
+(above 1: ours is faster). Burn's own ops and our kernels (`ssl im2col`, `ssl winograd`, `ssl fused`) are both
 listed, so the table is also a minimal benchmark of burn-flex's slow ops against PyTorch.
 
 Needs: `cargo build --release` (the script runs target/release/ssl, or $SSL_BIN), and torch
@@ -75,14 +75,14 @@ def ops_rounds(binary, rounds, reps):
             for o in json.load(open(f.name))["ops"]:
                 torch_ms.setdefault(o["op"], []).append(o["median_ms"])
         print(f"ops round {r + 1} done", flush=True)
-    print(f"{'op':<42} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>10}   (median over {rounds} A/B rounds)")
+    print(f"{'op':<50} {'ours ms':>9} {'torch ms':>9} {'torch/ours':>10}   (median over {rounds} A/B rounds)")
     table = []
     for op, values in ours_ms.items():
-        base = op.replace(" (ssl im2col)", "").replace(" (ssl fused)", "")
+        base = op.replace(" (ssl im2col)", "").replace(" (ssl fused)", "").replace(" (ssl winograd)", "")
         mine = statistics.median(values)
         theirs = statistics.median(torch_ms[base]) if base in torch_ms else None
         ratio = theirs / mine if theirs else None
-        print(f"{op:<42} {mine:9.2f} {theirs if theirs else float('nan'):9.2f} {ratio if ratio else float('nan'):10.2f}")
+        print(f"{op:<50} {mine:9.2f} {theirs if theirs else float('nan'):9.2f} {ratio if ratio else float('nan'):10.2f}")
         table.append({"op": op, "ours_ms": mine, "pytorch_ms": theirs, "pytorch_over_ours": ratio})
     return table
 

@@ -1,6 +1,7 @@
 //! `ssl bench --workloads ops-smallcnn`: the BYOL step of the small CNN taken apart op by op
 //! (each convolution forward, forward + backward, and BatchNorm forward + backward at the shapes
-//! of `step-smallcnn`, batch 128, plus a square matmul), in milliseconds. Its PyTorch twin,
+//! of `step-smallcnn`, batch 128, plus a square matmul, and ResNet-18's stride-1 body
+//! convolutions forward + backward at batch 64), in milliseconds. Its PyTorch twin,
 //! `scripts/bench_ops_torch.py`, times the same ops with the same shapes, so that the ratio per
 //! op shows where the backend loses: a minimal benchmark of a slow op that can be reported
 //! upstream with only burn in it.
@@ -29,6 +30,11 @@ pub const SMALL_CNN_CONVS: [(usize, usize, usize, usize); 4] = [
     (64, 128, 16, 2),
     (128, 256, 8, 2),
 ];
+
+/// ResNet-18's body convolutions (channels in = out, input side in pixels; 3x3, stride 1,
+/// padding 1) on 32x32 CIFAR inputs, timed at half the small CNN's batch (64, the batch of
+/// `step-resnet18-cifar`): the layers our Winograd kernels take.
+pub const RESNET_BODY_CONVS: [(usize, usize); 4] = [(64, 32), (128, 16), (256, 8), (512, 4)];
 
 /// Median time in milliseconds of `f` over `reps` runs after 2 warm-up runs (the device is
 /// synchronized after each run).
@@ -140,6 +146,44 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
                     1e-5,
                 );
                 std::hint::black_box(output.sum().backward());
+            }),
+        });
+    }
+    let resnet_batch = (batch / 2).max(1);
+    for (channels, side) in RESNET_BODY_CONVS {
+        let xa =
+            Tensor::<4>::random([resnet_batch, channels, side, side], normal, &ad).require_grad();
+        let wa = Tensor::<4>::random([channels, channels, 3, 3], normal, &ad)
+            .mul_scalar(0.05)
+            .detach()
+            .require_grad();
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let label = format!("{channels}->{channels} {side}px s1 b{resnet_batch}");
+        rows.push(OpTiming {
+            op: format!("conv fwd+bwd {label}"),
+            median_ms: median_ms(&base, reps, || {
+                let grads = conv2d(xa.clone(), wa.clone(), None, options.clone())
+                    .sum()
+                    .backward();
+                std::hint::black_box(grads);
+            }),
+        });
+        let module = Conv2dConfig::new([channels, channels], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&ad);
+        let kernel = if ssl_framework::kernels::conv2d::winograd_enabled() {
+            "ssl winograd"
+        } else {
+            "ssl im2col"
+        };
+        rows.push(OpTiming {
+            op: format!("conv fwd+bwd {label} ({kernel})"),
+            median_ms: median_ms(&base, reps, || {
+                let grads = ssl_framework::kernels::conv2d(&module, xa.clone())
+                    .sum()
+                    .backward();
+                std::hint::black_box(grads);
             }),
         });
     }

@@ -23,7 +23,8 @@ fn ops_epoch_and_audio_workloads_report_their_figures() {
     let tmp = tempfile::tempdir().unwrap();
 
     // Op by op at batch 2: the matmul, then per convolution burn's and ours (forward, forward +
-    // backward) and per BatchNorm burn's and ours.
+    // backward) and per BatchNorm burn's and ours; then ResNet-18's body convolutions at batch
+    // 1, forward + backward, burn's and our Winograd kernel.
     let ops = tmp.path().join("ops.json");
     let o = ssl(&[
         "bench",
@@ -38,7 +39,7 @@ fn ops_epoch_and_audio_workloads_report_their_figures() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let ops = json(&ops)["ops"].as_array().unwrap().clone();
-    assert_eq!(ops.len(), 1 + 4 * 6, "{ops:?}");
+    assert_eq!(ops.len(), 1 + 4 * 6 + 4 * 2, "{ops:?}");
     for op in &ops {
         let ms = op["median_ms"].as_f64().unwrap();
         assert!(ms.is_finite() && ms > 0.0, "{op}");
@@ -46,6 +47,7 @@ fn ops_epoch_and_audio_workloads_report_their_figures() {
     for name in [
         "conv fwd+bwd 32->64 32px s2 (ssl im2col)",
         "bn fwd+bwd c256 4px (ssl fused)",
+        "conv fwd+bwd 512->512 4px s1 b1 (ssl winograd)",
     ] {
         assert!(
             ops.iter().any(|o| o["op"] == name),

@@ -21,10 +21,14 @@
 //! shapes, so on one machine results are bit-identical from run to run and across thread
 //! counts (gemm picks its microkernels from the CPU, so another CPU may round differently).
 //!
+//! 3x3 stride-1 convolutions with at least 16 input and output channels (ResNet's body) go to
+//! the Winograd kernels of [`super::winograd`] instead, which need 2.25x fewer multiplications.
+//!
 //! Only float32 on `flex`, `groups == 1`, `dilation == 1`, explicit or no padding take this
 //! path; anything else (`Same` padding, a kernel larger than the padded input, another device)
 //! falls back to burn's `conv2d`, and tests hold the two to the same values.
 
+use super::winograd::{MIN_CHANNELS, WinogradConv2d};
 use super::{contiguous, is_flex, slice};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -234,7 +238,7 @@ fn block_to_images(block: &[f32], images: &mut [f32], (count, c, p): (usize, usi
 /// `dst [m, n] = (read_dst ? dst : 0) + lhs [m, k] rhs [k, n]`, row-major `dst`; `lhs` and `rhs`
 /// given by their (row, column) strides in elements. Single-threaded.
 #[allow(clippy::too_many_arguments)]
-fn gemm_f32(
+pub(super) fn gemm_f32(
     dst: &mut [f32],
     read_dst: bool,
     (m, n, k): (usize, usize, usize),
@@ -495,7 +499,16 @@ impl<B: Backend + Im2colConv2d, C: CheckpointStrategy> Im2colConv2d for Autodiff
     }
 }
 
-/// [`Conv2d::forward`] with the im2col kernels on float32 `flex` tensors when the layer has
+/// Whether 3x3 stride-1 convolutions take the Winograd kernels ([`super::winograd`]): yes,
+/// unless the environment variable `SSL_CONV` is `im2col` (read once per process; for
+/// measuring one against the other, or ruling Winograd's rounding out).
+pub fn winograd_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("SSL_CONV").map_or(true, |v| v != "im2col"))
+}
+
+/// [`Conv2d::forward`] with our kernels (Winograd for 3x3 stride-1 layers with at least
+/// [`MIN_CHANNELS`] input and output channels, im2col otherwise) on float32 `flex` tensors when the layer has
 /// `groups == 1`, `dilation == 1`, explicit or no padding and a kernel that fits the padded
 /// input (burn's `conv2d` otherwise, which also reports mismatched channels). `input` `[batch, c_in,
 /// height, width]` (pixels); returns `[batch, c_out, h_out, w_out]`, the same values as burn's
@@ -533,11 +546,24 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
             (width + left + right - kw) / sw + 1,
         ],
     };
-    let output = Tensor::<4>::from_dispatch(<Dispatch as Im2colConv2d>::im2col_conv2d(
-        input.into_dispatch(),
-        conv.weight.val().into_dispatch(),
-        geometry,
-    ));
+    let winograd = [kh, kw] == [3, 3]
+        && [sh, sw] == [1, 1]
+        && channels >= MIN_CHANNELS
+        && weight_shape[0] >= MIN_CHANNELS
+        && winograd_enabled();
+    let output = if winograd {
+        Tensor::<4>::from_dispatch(<Dispatch as WinogradConv2d>::winograd_conv2d(
+            input.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            geometry,
+        ))
+    } else {
+        Tensor::<4>::from_dispatch(<Dispatch as Im2colConv2d>::im2col_conv2d(
+            input.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            geometry,
+        ))
+    };
     match &conv.bias {
         Some(bias) => {
             let c_out = bias.dims()[0];
