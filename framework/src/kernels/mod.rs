@@ -44,7 +44,8 @@ fn slice(t: &FlexTensor) -> &[f32] {
 /// callers overwrite every element they read.
 pub(crate) struct Scratch(Vec<f32>);
 
-/// Most buffers the pool keeps (the largest); one kernel call holds at most three at once.
+/// Most buffers the pool keeps (the largest): the Winograd backward pass holds four at once
+/// (transformed weight and its gradient, output-gradient and input transforms).
 const POOL_BUFFERS: usize = 4;
 
 static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());

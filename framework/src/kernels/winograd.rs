@@ -24,6 +24,10 @@
 //! one machine. The transforms hold `alpha^2 / m^2` times an activation's size (2.25x for F(4x4)),
 //! recomputed in the backward pass rather than kept.
 //!
+//! Rounding differs from a direct convolution's (the transforms mix pixels before the
+//! multiplications), and a non-finite input spreads over its whole tile; the trainer's
+//! non-finite guard sees either.
+//!
 //! [`super::conv2d()`] sends here float32 `flex` convolutions with a 3x3 kernel, stride 1,
 //! dilation 1, one group and at least [`MIN_CHANNELS`] input and output channels (ResNet's
 //! body; `SSL_CONV=im2col` turns it off, see [`super::conv2d::winograd_enabled`]); tests hold the
@@ -1012,6 +1016,14 @@ mod tests {
         // Asymmetric padding and none.
         assert_eq!(compare(17, 16, [11, 10], [0, 2, 1, 0], 2), 4);
         assert_eq!(compare(16, 18, [10, 12], [0, 0, 0, 0], 1), 4);
+    }
+
+    #[test]
+    fn matches_burn_with_several_images_per_transform_chunk() {
+        // Few channels: one group holds all 9 images, the transforms run on chunks of 2 images
+        // (the last one alone), F(4x4) on 8x8 and F(2x2) on 2x2 outputs.
+        assert_eq!(compare(2, 3, [8, 8], [1, 1, 1, 1], 9), 4);
+        assert_eq!(compare(3, 2, [2, 2], [1, 1, 1, 1], 9), 2);
     }
 
     #[test]
