@@ -7,7 +7,7 @@
 //! upstream with only burn in it.
 
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2dConfig;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::{batch_norm_train, conv2d};
@@ -35,6 +35,31 @@ pub const SMALL_CNN_CONVS: [(usize, usize, usize, usize); 4] = [
 /// padding 1) on 32x32 CIFAR inputs, timed at half the small CNN's batch (64, the batch of
 /// `step-resnet18-cifar`): the layers our Winograd kernels take.
 pub const RESNET_BODY_CONVS: [(usize, usize); 4] = [(64, 32), (128, 16), (256, 8), (512, 4)];
+
+/// Median milliseconds of burn's `conv2d` forward + backward (input and weight gradients).
+fn burn_conv_fwd_bwd_ms(
+    device: &Device,
+    reps: usize,
+    (x, w): (&Tensor<4>, &Tensor<4>),
+    options: &ConvOptions<2>,
+) -> f64 {
+    median_ms(device, reps, || {
+        let grads = conv2d(x.clone(), w.clone(), None, options.clone())
+            .sum()
+            .backward();
+        std::hint::black_box(grads);
+    })
+}
+
+/// Median milliseconds of our `kernels::conv2d` forward + backward on `module`.
+fn ssl_conv_fwd_bwd_ms(device: &Device, reps: usize, module: &Conv2d, x: &Tensor<4>) -> f64 {
+    median_ms(device, reps, || {
+        let grads = ssl_framework::kernels::conv2d(module, x.clone())
+            .sum()
+            .backward();
+        std::hint::black_box(grads);
+    })
+}
 
 /// Median time in milliseconds of `f` over `reps` runs after 2 warm-up runs (the device is
 /// synchronized after each run).
@@ -92,12 +117,7 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
         });
         rows.push(OpTiming {
             op: format!("conv fwd+bwd {label}"),
-            median_ms: median_ms(&base, reps, || {
-                let grads = conv2d(xa.clone(), wa.clone(), None, options.clone())
-                    .sum()
-                    .backward();
-                std::hint::black_box(grads);
-            }),
+            median_ms: burn_conv_fwd_bwd_ms(&base, reps, (&xa, &wa), &options),
         });
         let module = Conv2dConfig::new([cin, cout], [3, 3])
             .with_stride([stride, stride])
@@ -115,12 +135,7 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
         });
         rows.push(OpTiming {
             op: format!("conv fwd+bwd {label} (ssl im2col)"),
-            median_ms: median_ms(&base, reps, || {
-                let grads = ssl_framework::kernels::conv2d(&module, xa.clone())
-                    .sum()
-                    .backward();
-                std::hint::black_box(grads);
-            }),
+            median_ms: ssl_conv_fwd_bwd_ms(&base, reps, &module, &xa),
         });
         let out_side = side.div_ceil(stride);
         let y = Tensor::<4>::random([batch, cout, out_side, out_side], normal, &ad).require_grad();
@@ -161,12 +176,7 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
         let label = format!("{channels}->{channels} {side}px s1 b{resnet_batch}");
         rows.push(OpTiming {
             op: format!("conv fwd+bwd {label}"),
-            median_ms: median_ms(&base, reps, || {
-                let grads = conv2d(xa.clone(), wa.clone(), None, options.clone())
-                    .sum()
-                    .backward();
-                std::hint::black_box(grads);
-            }),
+            median_ms: burn_conv_fwd_bwd_ms(&base, reps, (&xa, &wa), &options),
         });
         let module = Conv2dConfig::new([channels, channels], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -179,12 +189,7 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
         };
         rows.push(OpTiming {
             op: format!("conv fwd+bwd {label} ({kernel})"),
-            median_ms: median_ms(&base, reps, || {
-                let grads = ssl_framework::kernels::conv2d(&module, xa.clone())
-                    .sum()
-                    .backward();
-                std::hint::black_box(grads);
-            }),
+            median_ms: ssl_conv_fwd_bwd_ms(&base, reps, &module, &xa),
         });
     }
     rows

@@ -11,6 +11,10 @@ mod search_cmd;
 
 fn main() {
     allocator::keep_freed_buffers();
+    if let Err(e) = ssl_framework::kernels::conv2d::conv_choice_from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = cli::run() {
         eprintln!("error: {}", cli::one_line(&e));
         std::process::exit(1);

@@ -1,6 +1,6 @@
 //! End to end: the throughput workloads that run only when named (`ops-smallcnn`,
 //! `epoch-cifar10-quick`, `augment-audio`) on real data, tiny sizes: each writes its figures
-//! to the JSON table, and an unknown workload is a one-line error naming it. (Timings here come
+//! to the JSON table, and an unknown workload or `SSL_CONV` value is a one-line error naming it. (Timings here come
 //! from a test build on a busy machine: only their presence and sanity are checked.)
 
 mod common;
@@ -103,4 +103,52 @@ fn ops_epoch_and_audio_workloads_report_their_figures() {
 
     let o = ssl(&["bench", "--workloads", "ops-small"]);
     assert_one_line_error(&o, &["unknown workload", "ops-small"]);
+}
+
+/// `SSL_CONV` picks the convolution kernel; a value that is neither `winograd` nor `im2col` is a
+/// one-line error naming it, before any work, and `im2col` is taken (the op table names it).
+#[test]
+fn ssl_conv_is_checked_and_chooses_the_kernel() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args([
+            "bench",
+            "--workloads",
+            "ops-smallcnn",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+        ])
+        .env("SSL_CONV", "winogard")
+        .output()
+        .unwrap();
+    assert_one_line_error(&o, &["SSL_CONV", "winogard", "im2col"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ops = tmp.path().join("ops.json");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args([
+            "bench",
+            "--workloads",
+            "ops-smallcnn",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+        ])
+        .args(["--json", ops.to_str().unwrap()])
+        .env("SSL_CONV", "im2col")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let ops = json(&ops)["ops"].as_array().unwrap().clone();
+    assert!(
+        ops.iter()
+            .any(|o| o["op"] == "conv fwd+bwd 512->512 4px s1 b1 (ssl im2col)"),
+        "{ops:?}"
+    );
+    assert!(
+        !ops.iter()
+            .any(|o| o["op"].as_str().unwrap().contains("winograd"))
+    );
 }

@@ -500,12 +500,33 @@ impl<B: Backend + Im2colConv2d, C: CheckpointStrategy> Im2colConv2d for Autodiff
     }
 }
 
+/// The convolution kernel named by the environment variable `SSL_CONV`: `Ok(true)` for
+/// Winograd (unset, empty or `winograd`), `Ok(false)` for `im2col`.
+///
+/// # Errors
+/// Any other value, as a one-line message naming it and the accepted values (the CLI reports
+/// it before doing anything; [`winograd_enabled`] falls back to Winograd).
+pub fn conv_choice_from_env() -> Result<bool, String> {
+    match std::env::var("SSL_CONV") {
+        Err(std::env::VarError::NotPresent) => Ok(true),
+        Ok(v) if v.is_empty() || v == "winograd" => Ok(true),
+        Ok(v) if v == "im2col" => Ok(false),
+        Ok(v) => Err(format!(
+            "SSL_CONV={v:?}: expected `winograd` (the default) or `im2col`"
+        )),
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+            "SSL_CONV={v:?}: expected `winograd` (the default) or `im2col`"
+        )),
+    }
+}
+
 /// Whether 3x3 stride-1 convolutions take the Winograd kernels ([`super::winograd`]): yes,
 /// unless the environment variable `SSL_CONV` is `im2col` (read once per process; for
-/// measuring one against the other, or ruling Winograd's rounding out).
+/// measuring one against the other, or ruling Winograd's rounding out). See
+/// [`conv_choice_from_env`].
 pub fn winograd_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("SSL_CONV").map_or(true, |v| v != "im2col"))
+    *ENABLED.get_or_init(|| conv_choice_from_env().unwrap_or(true))
 }
 
 /// [`Conv2d::forward`] with our kernels (Winograd for 3x3 stride-1 layers with at least

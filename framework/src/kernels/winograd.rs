@@ -1089,11 +1089,11 @@ mod tests {
         for (i, (a, b)) in ours.into_iter().zip(reference).enumerate() {
             let a = Tensor::<4>::from_dispatch(a)
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap();
             let b = Tensor::<4>::from_dispatch(b)
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap();
             let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let diff = a
