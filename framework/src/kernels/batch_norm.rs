@@ -19,7 +19,7 @@
 //! another float type) uses burn's own `batch_norm_train`, so results never depend on which path
 //! ran beyond float rounding (a test compares the two).
 
-use super::{contiguous, is_flex, slice};
+use super::{contiguous, is_flex, slice, written_output};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -32,6 +32,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Fused BatchNorm (training mode) kernels, as a burn backend extension: implemented for `flex`
 /// (float32) and for autodiff over it (with the backward below).
@@ -65,13 +66,13 @@ fn nc_s(shape: &[usize]) -> (usize, usize, usize) {
     (n, c, shape[2..].iter().product())
 }
 
-/// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` elementwise over `[batch, c, s]`
+/// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` (every value of `out` written) over `[batch, c, s]`
 /// values (`y` optional: `by` empty), in parallel over `(sample, channel)` planes, or over rows
 /// when `s == 1`. Centering first keeps full precision when a channel's mean is large against
 /// its spread.
 #[allow(clippy::too_many_arguments)]
 fn affine_per_channel(
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     x: &[f32],
     y: Option<&[f32]>,
     c: usize,
@@ -98,13 +99,13 @@ fn affine_per_channel(
                         .zip(k)
                         .zip(center)
                     {
-                        *o = p * (xv - m) + q * yv + r;
+                        o.write(p * (xv - m) + q * yv + r);
                     }
                 } else {
                     for ((((o, &xv), &p), &r), &m) in
                         o.iter_mut().zip(xi).zip(bx).zip(k).zip(center)
                     {
-                        *o = p * (xv - m) + r;
+                        o.write(p * (xv - m) + r);
                     }
                 }
             } else {
@@ -112,13 +113,21 @@ fn affine_per_channel(
                 let (p, r, m) = (bx[ch], k[ch], center[ch]);
                 if with_y {
                     let q = by[ch];
-                    for ((o, &xv), &yv) in o.iter_mut().zip(xi).zip(yi) {
-                        *o = p * (xv - m) + q * yv + r;
-                    }
+                    with_avx2!(
+                        affine_xy,
+                        (o: &mut [MaybeUninit<f32>], xi: &[f32], yi: &[f32], p: f32, m: f32, q: f32, r: f32),
+                        for ((o, &xv), &yv) in o.iter_mut().zip(xi).zip(yi) {
+                            o.write(p * (xv - m) + q * yv + r);
+                        }
+                    )
                 } else {
-                    for (o, &xv) in o.iter_mut().zip(xi) {
-                        *o = p * (xv - m) + r;
-                    }
+                    with_avx2!(
+                        affine_x,
+                        (o: &mut [MaybeUninit<f32>], xi: &[f32], p: f32, m: f32, r: f32),
+                        for (o, &xv) in o.iter_mut().zip(xi) {
+                            o.write(p * (xv - m) + r);
+                        }
+                    )
                 }
             }
         });
@@ -223,22 +232,32 @@ impl FusedBatchNorm for Flex {
         // Two passes (mean, then the sum of squared deviations): no cancellation.
         let sums = channel_sums::<2>(n, c, s, |start, _| {
             let plane = &xs[start..start + s];
-            lane_sums(s, |i| (plane[i], 0.0))
+            with_avx2!(
+                plane_sum,
+                (plane: &[f32]) -> [f64; 2],
+                lane_sums(plane.len(), |i| (plane[i], 0.0))
+            )
         });
         let mean: Vec<f32> = sums.iter().map(|t| (t[0] / m) as f32).collect();
         let sq = channel_sums::<2>(n, c, s, |start, ch| {
             let (plane, mu) = (&xs[start..start + s], mean[ch]);
-            lane_sums(s, |i| {
-                let d = plane[i] - mu;
-                (d * d, 0.0)
-            })
+            with_avx2!(
+                plane_squared_deviations,
+                (plane: &[f32], mu: f32) -> [f64; 2],
+                lane_sums(plane.len(), |i| {
+                    let d = plane[i] - mu;
+                    (d * d, 0.0)
+                })
+            )
         });
         let variance: Vec<f32> = sq.iter().map(|t| (t[0] / m) as f32).collect();
         let scale: Vec<f32> = (0..c)
             .map(|ch| gs[ch] / ((variance[ch] as f64 + epsilon).sqrt()) as f32)
             .collect();
-        let mut out = vec![0.0f32; xs.len()];
-        affine_per_channel(&mut out, xs, None, c, s, (&scale, &mean), &[], bs);
+        // The affine pass writes every value.
+        let out = written_output(xs.len(), |out| {
+            affine_per_channel(out, xs, None, c, s, (&scale, &mean), &[], bs)
+        });
         let per_channel = burn::tensor::Shape::new([c]);
         (
             new_tensor(out, shape),
@@ -293,7 +312,11 @@ impl FusedBatchNorm for Flex {
         let sums = channel_sums::<2>(n, c, s, |start, ch| {
             let (mu, is) = (ms[ch], inv_std[ch]);
             let (g, v) = (&dys[start..start + s], &xs[start..start + s]);
-            lane_sums(s, |i| (g[i], g[i] * (v[i] - mu) * is))
+            with_avx2!(
+                plane_gradient_sums,
+                (g: &[f32], v: &[f32], mu: f32, is: f32) -> [f64; 2],
+                lane_sums(g.len(), |i| (g[i], g[i] * (v[i] - mu) * is))
+            )
         });
         let m = (n * s) as f64;
         let beta_grad: Vec<f32> = sums.iter().map(|a| a[0] as f32).collect();
@@ -308,8 +331,9 @@ impl FusedBatchNorm for Flex {
             b[ch] = -a[ch] * is * mean_dy_xhat[ch];
             k[ch] = -a[ch] * mean_dy[ch];
         }
-        let mut dx = vec![0.0f32; xs.len()];
-        affine_per_channel(&mut dx, xs, Some(dys), c, s, (&b, ms), &a, &k);
+        let dx = written_output(xs.len(), |dx| {
+            affine_per_channel(dx, xs, Some(dys), c, s, (&b, ms), &a, &k)
+        });
         let per_channel = burn::tensor::Shape::new([c]);
         (
             new_tensor(dx, shape),

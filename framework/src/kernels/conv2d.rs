@@ -30,7 +30,7 @@
 //! falls back to burn's `conv2d`, and tests hold the two to the same values.
 
 use super::winograd::{MIN_CHANNELS, WinogradConv2d};
-use super::{contiguous, is_flex, slice};
+use super::{contiguous, is_flex, slice, written_output};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -43,6 +43,7 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType, Shape};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Where the kernel sits on the input: stride and leading padding (pixels, height then width),
 /// and the input and output sizes (pixels). Trailing padding is implied by `output`.
@@ -112,47 +113,121 @@ fn valid_range(out: usize, stride: usize, j: usize, pad: usize, width: usize) ->
     (lo.min(hi), hi)
 }
 
-/// Writes one image `x [c_in, height, width]` as columns of `col`: row `r` of the image's
-/// `[c_in * k_h * k_w, h_out * w_out]` im2col matrix goes to `col[r * row_len + offset..]`
-/// (`row_len` is `h_out * w_out` times the images in the block, `offset` this image's place).
-fn im2col(
-    x: &[f32],
-    col: &mut [f32],
-    (row_len, offset): (usize, usize),
-    c_in: usize,
-    kernel: [usize; 2],
-    g: &ConvGeometry,
-) {
-    let ([h, w], [ho, wo], [sh, sw], [ph, pw]) = (g.input, g.output, g.stride, g.padding);
-    let p = ho * wo;
-    for ci in 0..c_in {
-        let plane = &x[ci * h * w..(ci + 1) * h * w];
-        for i in 0..kernel[0] {
-            for j in 0..kernel[1] {
-                let row_index = (ci * kernel[0] + i) * kernel[1] + j;
-                let row = &mut col[row_index * row_len + offset..][..p];
-                let (lo, hi) = valid_range(wo, sw, j, pw, w);
-                for oy in 0..ho {
-                    let dst = &mut row[oy * wo..(oy + 1) * wo];
-                    let iy = (oy * sh + i) as isize - ph as isize;
-                    if iy < 0 || iy >= h as isize {
-                        dst.fill(0.0);
-                        continue;
+/// Sizes of one input channel's stride phases: `stride_h x stride_w` planes of `rows x cols`
+/// pixels. Phase `(a, b)` holds the zero-padded input at rows `a, a + stride_h, ...` and
+/// columns `b, b + stride_w, ...` (padded coordinates), so that kernel tap `(i, j)` reads, for
+/// every output row, one contiguous run of `w_out` values of phase `(i % stride_h, j % stride_w)`
+/// starting at row `oy + i / stride_h`, column `j / stride_w`: im2col becomes row copies
+/// without per-pixel bounds tests or strided loads (a stride-1 convolution has one phase, the
+/// padded plane).
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    rows: usize,
+    cols: usize,
+}
+
+impl Phases {
+    fn new(kernel: [usize; 2], g: &ConvGeometry) -> Self {
+        Self {
+            rows: g.output[0] + (kernel[0] - 1) / g.stride[0],
+            cols: g.output[1] + (kernel[1] - 1) / g.stride[1],
+        }
+    }
+
+    /// Floats of all phases of one channel.
+    fn len(&self, g: &ConvGeometry) -> usize {
+        g.stride[0] * g.stride[1] * self.rows * self.cols
+    }
+
+    /// Floats of the scratch [`Phases::split`] takes: the phases and one padded row.
+    fn scratch_len(&self, g: &ConvGeometry) -> usize {
+        self.len(g) + g.stride[1] * self.cols
+    }
+
+    /// Offset of the first value kernel tap `(i, j)` reads (output pixel `(0, 0)`).
+    #[inline(always)]
+    fn tap_start(&self, i: usize, j: usize, g: &ConvGeometry) -> usize {
+        let [sh, sw] = g.stride;
+        let phase = (i % sh) * sw + j % sw;
+        (phase * self.rows + i / sh) * self.cols + j / sw
+    }
+
+    /// Splits one input plane `[height, width]` into its zero-padded phases: `out` holds
+    /// [`Phases::len`] floats, then one padded row (`stride_w x cols` floats) of scratch.
+    #[inline(always)]
+    fn split(&self, plane: &[f32], out: &mut [f32], g: &ConvGeometry) {
+        let ([h, w], [sh, sw], [ph, pw]) = (g.input, g.stride, g.padding);
+        let (rows, cols) = (self.rows, self.cols);
+        let (phases, padded) = out.split_at_mut(self.len(g));
+        let padded = &mut padded[..sw * cols];
+        // Input columns that land inside the padded row.
+        let width = w.min((sw * cols).saturating_sub(pw));
+        for a in 0..sh {
+            let (rlo, rhi) = valid_range(rows, sh, a, ph, h);
+            for r in 0..rows {
+                let at = |b: usize| ((a * sw + b) * rows + r) * cols;
+                if r < rlo || r >= rhi || width == 0 {
+                    for b in 0..sw {
+                        phases[at(b)..at(b) + cols].fill(0.0);
                     }
-                    if lo >= hi {
-                        // This kernel column sees only padding on this row.
-                        dst.fill(0.0);
-                        continue;
+                    continue;
+                }
+                let src = &plane[(r * sh + a - ph) * w..][..width];
+                if sw == 1 {
+                    let row = &mut phases[at(0)..at(0) + cols];
+                    row[..pw].fill(0.0);
+                    row[pw..pw + width].copy_from_slice(src);
+                    row[pw + width..].fill(0.0);
+                    continue;
+                }
+                padded[..pw].fill(0.0);
+                padded[pw..pw + width].copy_from_slice(src);
+                padded[pw + width..].fill(0.0);
+                if sw == 2 {
+                    let (even, odd) = phases[at(0)..].split_at_mut(rows * cols);
+                    let (even, odd) = (&mut even[..cols], &mut odd[..cols]);
+                    let padded = &padded[..2 * cols];
+                    for c in 0..cols {
+                        even[c] = padded[2 * c];
+                        odd[c] = padded[2 * c + 1];
                     }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    let first = lo * sw + j - pw;
+                } else {
+                    for b in 0..sw {
+                        let row = &mut phases[at(b)..at(b) + cols];
+                        for (d, s) in row.iter_mut().zip(padded.chunks_exact(sw)) {
+                            *d = s[b];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the phases (`phases`, laid out as by [`Phases::split`]) back onto the input plane
+    /// `[height, width]`; padding positions are dropped. The adjoint of [`Phases::split`].
+    #[inline(always)]
+    fn merge_add(&self, phases: &[f32], plane: &mut [f32], g: &ConvGeometry) {
+        let ([h, w], [sh, sw], [ph, pw]) = (g.input, g.stride, g.padding);
+        for a in 0..sh {
+            let (rlo, rhi) = valid_range(self.rows, sh, a, ph, h);
+            for b in 0..sw {
+                let (clo, chi) = valid_range(self.cols, sw, b, pw, w);
+                if clo >= chi {
+                    continue;
+                }
+                let phase =
+                    &phases[(a * sw + b) * self.rows * self.cols..][..self.rows * self.cols];
+                for r in rlo..rhi {
+                    let src = &phase[r * self.cols + clo..r * self.cols + chi];
+                    let dst = &mut plane[(r * sh + a - ph) * w..][..w];
+                    let first = clo * sw + b - pw;
                     if sw == 1 {
-                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        for (d, &v) in dst[first..first + (chi - clo)].iter_mut().zip(src) {
+                            *d += v;
+                        }
                     } else {
-                        for (d, &v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
-                            *d = v;
+                        for (d, &v) in dst[first..].iter_mut().step_by(sw).zip(src) {
+                            *d += v;
                         }
                     }
                 }
@@ -161,45 +236,161 @@ fn im2col(
     }
 }
 
+/// `dst [rows, W]` (row-major) = the `rows x W` window of `src` starting at `start`, `src` rows
+/// `stride` apart. `W` a compile-time width, so that short rows are copied inline.
+#[inline(always)]
+fn copy_window_fixed<const W: usize>(dst: &mut [f32], src: &[f32], start: usize, stride: usize) {
+    for (r, d) in dst.chunks_exact_mut(W).enumerate() {
+        let s: &[f32; W] = src[start + r * stride..][..W].try_into().expect("W values");
+        d.copy_from_slice(s);
+    }
+}
+
+/// [`copy_window_fixed`] for any width `w` (`dst` holds `rows * w` values).
+#[inline(always)]
+fn copy_window(dst: &mut [f32], src: &[f32], start: usize, stride: usize, w: usize) {
+    match w {
+        1 => copy_window_fixed::<1>(dst, src, start, stride),
+        2 => copy_window_fixed::<2>(dst, src, start, stride),
+        4 => copy_window_fixed::<4>(dst, src, start, stride),
+        8 => copy_window_fixed::<8>(dst, src, start, stride),
+        16 => copy_window_fixed::<16>(dst, src, start, stride),
+        32 => copy_window_fixed::<32>(dst, src, start, stride),
+        _ => {
+            for (r, d) in dst.chunks_exact_mut(w).enumerate() {
+                d.copy_from_slice(&src[start + r * stride..][..w]);
+            }
+        }
+    }
+}
+
+/// The adjoint of [`copy_window_fixed`]: adds `src [rows, W]` onto the window of `dst`.
+#[inline(always)]
+fn add_window_fixed<const W: usize>(src: &[f32], dst: &mut [f32], start: usize, stride: usize) {
+    for (r, s) in src.chunks_exact(W).enumerate() {
+        let d: &mut [f32; W] = (&mut dst[start + r * stride..][..W])
+            .try_into()
+            .expect("W values");
+        for (d, &v) in d.iter_mut().zip(s) {
+            *d += v;
+        }
+    }
+}
+
+/// [`add_window_fixed`] for any width `w`.
+#[inline(always)]
+fn add_window(src: &[f32], dst: &mut [f32], start: usize, stride: usize, w: usize) {
+    match w {
+        1 => add_window_fixed::<1>(src, dst, start, stride),
+        2 => add_window_fixed::<2>(src, dst, start, stride),
+        4 => add_window_fixed::<4>(src, dst, start, stride),
+        8 => add_window_fixed::<8>(src, dst, start, stride),
+        16 => add_window_fixed::<16>(src, dst, start, stride),
+        32 => add_window_fixed::<32>(src, dst, start, stride),
+        _ => {
+            for (r, s) in src.chunks_exact(w).enumerate() {
+                for (d, &v) in dst[start + r * stride..][..w].iter_mut().zip(s) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
+
+/// Writes one image `x [c_in, height, width]` as columns of `col`: row `r` of the image's
+/// `[c_in * k_h * k_w, h_out * w_out]` im2col matrix goes to `col[r * row_len + offset..]`
+/// (`row_len` is `h_out * w_out` times the images in the block, `offset` this image's place).
+/// `phases`: scratch for one channel's [`Phases`] (resized here).
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    col: &mut [f32],
+    place: (usize, usize),
+    c_in: usize,
+    kernel: [usize; 2],
+    g: &ConvGeometry,
+    phases: &mut Vec<f32>,
+) {
+    with_avx2!(
+        im2col_avx2,
+        (x: &[f32], col: &mut [f32], place: (usize, usize), c_in: usize, kernel: [usize; 2], g: &ConvGeometry, phases: &mut Vec<f32>),
+        im2col_body(x, col, place, c_in, kernel, g, phases)
+    )
+}
+
+/// [`im2col`]'s body, compiled for the baseline target and for AVX2.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn im2col_body(
+    x: &[f32],
+    col: &mut [f32],
+    (row_len, offset): (usize, usize),
+    c_in: usize,
+    kernel: [usize; 2],
+    g: &ConvGeometry,
+    phases: &mut Vec<f32>,
+) {
+    let ([h, w], [ho, wo]) = (g.input, g.output);
+    let p = ho * wo;
+    let layout = Phases::new(kernel, g);
+    phases.resize(layout.scratch_len(g), 0.0);
+    for ci in 0..c_in {
+        layout.split(&x[ci * h * w..(ci + 1) * h * w], phases, g);
+        for i in 0..kernel[0] {
+            for j in 0..kernel[1] {
+                let row_index = (ci * kernel[0] + i) * kernel[1] + j;
+                let row = &mut col[row_index * row_len + offset..][..p];
+                copy_window(row, phases, layout.tap_start(i, j, g), layout.cols, wo);
+            }
+        }
+    }
+}
+
 /// Adds one image's columns (laid out as in [`im2col`]) back onto `dx [c_in, height, width]`:
-/// the adjoint of [`im2col`].
+/// the adjoint of [`im2col`]. `phases`: scratch as for [`im2col`].
+#[allow(clippy::too_many_arguments)]
 fn col2im(
+    col: &[f32],
+    dx: &mut [f32],
+    place: (usize, usize),
+    c_in: usize,
+    kernel: [usize; 2],
+    g: &ConvGeometry,
+    phases: &mut Vec<f32>,
+) {
+    with_avx2!(
+        col2im_avx2,
+        (col: &[f32], dx: &mut [f32], place: (usize, usize), c_in: usize, kernel: [usize; 2], g: &ConvGeometry, phases: &mut Vec<f32>),
+        col2im_body(col, dx, place, c_in, kernel, g, phases)
+    )
+}
+
+/// [`col2im`]'s body, compiled for the baseline target and for AVX2.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn col2im_body(
     col: &[f32],
     dx: &mut [f32],
     (row_len, offset): (usize, usize),
     c_in: usize,
     kernel: [usize; 2],
     g: &ConvGeometry,
+    phases: &mut Vec<f32>,
 ) {
-    let ([h, w], [ho, wo], [sh, sw], [ph, pw]) = (g.input, g.output, g.stride, g.padding);
+    let ([h, w], [ho, wo]) = (g.input, g.output);
     let p = ho * wo;
+    let layout = Phases::new(kernel, g);
+    phases.resize(layout.len(g), 0.0);
     for ci in 0..c_in {
-        let plane = &mut dx[ci * h * w..(ci + 1) * h * w];
+        phases.fill(0.0);
         for i in 0..kernel[0] {
             for j in 0..kernel[1] {
                 let row_index = (ci * kernel[0] + i) * kernel[1] + j;
                 let row = &col[row_index * row_len + offset..][..p];
-                let (lo, hi) = valid_range(wo, sw, j, pw, w);
-                for oy in 0..ho {
-                    let iy = (oy * sh + i) as isize - ph as isize;
-                    if iy < 0 || iy >= h as isize || lo >= hi {
-                        continue;
-                    }
-                    let src = &row[oy * wo..(oy + 1) * wo];
-                    let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                    let first = lo * sw + j - pw;
-                    if sw == 1 {
-                        for (d, &v) in dst[first..first + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
-                            *d += v;
-                        }
-                    } else {
-                        for (d, &v) in dst[first..].iter_mut().step_by(sw).zip(&src[lo..hi]) {
-                            *d += v;
-                        }
-                    }
-                }
+                add_window(row, phases, layout.tap_start(i, j, g), layout.cols, wo);
             }
         }
+        layout.merge_add(phases, &mut dx[ci * h * w..(ci + 1) * h * w], g);
     }
 }
 
@@ -227,11 +418,18 @@ fn images_to_block(images: &[f32], block: &mut [f32], (count, c, p): (usize, usi
     }
 }
 
-/// The inverse of [`images_to_block`].
-fn block_to_images(block: &[f32], images: &mut [f32], (count, c, p): (usize, usize, usize)) {
+/// The inverse of [`images_to_block`], into an uninitialized `images` (every value written).
+fn block_to_images(
+    block: &[f32],
+    images: &mut [MaybeUninit<f32>],
+    (count, c, p): (usize, usize, usize),
+) {
     for b in 0..count {
         for ch in 0..c {
-            images[(b * c + ch) * p..][..p].copy_from_slice(&block[ch * count * p + b * p..][..p]);
+            let src = &block[ch * count * p + b * p..][..p];
+            for (d, &v) in images[(b * c + ch) * p..][..p].iter_mut().zip(src) {
+                d.write(v);
+            }
         }
     }
 }
@@ -244,21 +442,74 @@ pub(super) fn gemm_f32(
     read_dst: bool,
     (m, n, k): (usize, usize, usize),
     lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: `dst` holds `m * n` values (asserted) and does not alias `lhs` or `rhs` (a
+    // `&mut` and two `&`).
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            read_dst,
+            (m, n, k),
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        )
+    }
+}
+
+/// [`gemm_f32`] into an uninitialized `dst` (never read): every one of its first `m * n`
+/// values is written (zeros when `k == 0`).
+pub(super) fn gemm_f32_into(
+    dst: &mut [MaybeUninit<f32>],
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: as in `gemm_f32`; with `read_dst` false gemm only writes `dst`.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr().cast::<f32>(),
+            false,
+            (m, n, k),
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+        )
+    }
+}
+
+/// # Safety
+/// `dst` points to `m * n` writable floats (readable too when `read_dst`), not overlapping
+/// `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    read_dst: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
-    assert!(dst.len() >= m * n);
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
     assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts above keep every index gemm touches inside the three slices; `dst`
-    // does not alias `lhs` or `rhs` (a `&mut` and two `&`).
+    // SAFETY: the asserts above keep every index gemm reads inside `lhs` and `rhs`; `dst` is
+    // the caller's contract.
     unsafe {
         ::gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             read_dst,
@@ -294,31 +545,38 @@ impl Im2colConv2d for Flex {
             g.output[0] * g.output[1],
             c_in * g.input[0] * g.input[1],
         );
-        let mut out = vec![0.0f32; n * c_out * p];
-        if p > 0 && c_out > 0 && n > 0 {
+        // Every block's GEMM (or its copy out of `y`) writes all of its `c_out x p` values per
+        // image, and the blocks cover the output.
+        let out = written_output(n * c_out * p, |out| {
+            if out.is_empty() {
+                return;
+            }
             let per = images_per_block(n, p);
             out.par_chunks_mut(per * c_out * p)
                 .enumerate()
                 .for_each_init(
-                    || (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]),
-                    |(col, y), (block, yb)| {
+                    || {
+                        let buffers = (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]);
+                        (buffers, Vec::new())
+                    },
+                    |((col, y), phases), (block, yb)| {
                         // y [c_out, count * p] = W [c_out, K] col [K, count * p]
                         let count = yb.len() / (c_out * p);
                         let len = count * p;
                         for i in 0..count {
                             let b = block * per + i;
                             let image = &xs[b * plane..(b + 1) * plane];
-                            im2col(image, col, (len, i * p), c_in, kernel, &g);
+                            im2col(image, col, (len, i * p), c_in, kernel, &g, phases);
                         }
                         if count == 1 {
-                            gemm_f32(yb, false, (c_out, p, k), ws, (k, 1), col, (p, 1));
+                            gemm_f32_into(yb, (c_out, p, k), ws, (k, 1), col, (p, 1));
                         } else {
                             gemm_f32(y, false, (c_out, len, k), ws, (k, 1), col, (len, 1));
                             block_to_images(y, yb, (count, c_out, p));
                         }
                     },
                 );
-        }
+        });
         new_tensor(out, [n, c_out, g.output[0], g.output[1]])
     }
 
@@ -341,8 +599,11 @@ impl Im2colConv2d for Flex {
         if plane > 0 && n > 0 {
             let per = images_per_block(n, p);
             dx.par_chunks_mut(per * plane).enumerate().for_each_init(
-                || (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]),
-                |(dcol, dyblock), (block, dxb)| {
+                || {
+                    let buffers = (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]);
+                    (buffers, Vec::new())
+                },
+                |((dcol, dyblock), phases), (block, dxb)| {
                     let count = dxb.len() / plane;
                     let len = count * p;
                     let first = block * per;
@@ -356,7 +617,7 @@ impl Im2colConv2d for Flex {
                     }
                     for i in 0..count {
                         let image = &mut dxb[i * plane..(i + 1) * plane];
-                        col2im(dcol, image, (len, i * p), c_in, kernel, &g);
+                        col2im(dcol, image, (len, i * p), c_in, kernel, &g, phases);
                     }
                 },
             );
@@ -389,13 +650,14 @@ impl Im2colConv2d for Flex {
                 let mut dw = vec![0.0f32; c_out * k];
                 let mut col = vec![0.0f32; k * per * p];
                 let mut dyblock = vec![0.0f32; c_out * per * p];
+                let mut phases = Vec::new();
                 for block in part * run..((part + 1) * run).min(blocks) {
                     let first = block * per;
                     let count = per.min(n - first);
                     let len = count * p;
                     for i in 0..count {
                         let image = &xs[(first + i) * plane..(first + i + 1) * plane];
-                        im2col(image, &mut col, (len, i * p), c_in, kernel, &g);
+                        im2col(image, &mut col, (len, i * p), c_in, kernel, &g, &mut phases);
                     }
                     let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
                     // dW [c_out, K] += dy [c_out, count * p] col^T [count * p, K]
@@ -669,6 +931,52 @@ mod tests {
             .with_stride([2, 2])
             .with_padding(PaddingConfig2d::Explicit(0, 1, 2, 1));
         compare(asym, [2, 2, 6, 5]);
+    }
+
+    #[test]
+    fn matches_burn_across_stride_phases() {
+        // Stride 3 with padding wider than the kernel (whole phase rows and columns of
+        // padding), unequal strides, and output widths 8, 16 and 32 (the unrolled row copies).
+        let wide = Conv2dConfig::new([2, 3], [3, 2])
+            .with_stride([3, 2])
+            .with_padding(PaddingConfig2d::Explicit(4, 3, 2, 4))
+            .with_bias(false);
+        compare(wide, [2, 2, 7, 9]);
+        for (stride, size) in [(2, 16), (2, 32), (1, 32)] {
+            let config = Conv2dConfig::new([2, 3], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false);
+            compare(config, [2, 2, size, size]);
+        }
+    }
+
+    #[test]
+    fn phases_split_and_merge_are_adjoint() {
+        // <split(x), y> == <x, merge_add(y)> for random x, y: col2im is im2col's adjoint.
+        let g = ConvGeometry {
+            stride: [2, 3],
+            padding: [2, 1],
+            input: [7, 8],
+            output: [5, 3],
+        };
+        let layout = Phases::new([3, 3], &g);
+        let x: Vec<f32> = (0..56).map(|v| ((v * 37 % 11) as f32) - 5.0).collect();
+        let y: Vec<f32> = (0..layout.len(&g))
+            .map(|v| ((v * 13 % 7) as f32) - 3.0)
+            .collect();
+        let mut split = vec![f32::NAN; layout.scratch_len(&g)];
+        layout.split(&x, &mut split, &g);
+        split.truncate(layout.len(&g));
+        let mut merged = vec![0.0; 56];
+        layout.merge_add(&y, &mut merged, &g);
+        let lhs: f32 = split.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let rhs: f32 = x.iter().zip(&merged).map(|(a, b)| a * b).sum();
+        assert_eq!(lhs, rhs);
+        assert!(
+            split.iter().all(|v| v.is_finite()),
+            "every phase value written"
+        );
     }
 
     #[test]

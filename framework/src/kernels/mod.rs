@@ -3,6 +3,47 @@
 //! extension with its own backward pass, used only on `flex` float32 tensors; every other
 //! device takes burn's op, and a test holds the two to the same values.
 
+/// Whether this CPU has AVX2 and FMA, for the kernels' vector code (checked once).
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runs `$body` (an expression over the named values, of type `$ret`, `()` when not given)
+/// compiled for AVX2 when the CPU has it, for the baseline target otherwise: the same arithmetic (no fused multiply-adds), so the same
+/// results either way.
+macro_rules! with_avx2 {
+    ($name:ident, ($($arg:ident : $ty:ty),*), $body:expr) => {
+        with_avx2!($name, ($($arg: $ty),*) -> (), $body)
+    };
+    ($name:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty, $body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name($($arg: $ty),*) -> $ret {
+            $body
+        }
+        #[cfg(target_arch = "x86_64")]
+        if $crate::kernels::has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            unsafe { $name($($arg),*) }
+        } else {
+            $body
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        $body
+    }};
+}
+
 pub mod batch_norm;
 pub mod conv2d;
 pub mod winograd;
@@ -13,6 +54,7 @@ pub use conv2d::conv2d;
 use burn::backend::DispatchDevice;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::Device;
+use std::mem::MaybeUninit;
 
 /// Whether `device` (autodiff or not) runs on the `flex` CPU backend.
 fn is_flex(device: &Device) -> bool {
@@ -35,6 +77,22 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
 fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("a contiguous float32 tensor (the kernels check the dtype first)")
+}
+
+/// A kernel's output of `len` floats that `fill` writes in full (every element, through
+/// [`std::mem::MaybeUninit::write`]) before anything reads it: no zeroing pass first (with
+/// freed memory kept by the allocator, `vec![0.0; len]` is a `memset` of the whole output,
+/// 3% of the small CNN's step). Kernels whose loops might skip an element use `vec!` instead.
+fn written_output(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+    values.resize_with(len, MaybeUninit::uninit);
+    fill(&mut values);
+    let mut values = std::mem::ManuallyDrop::new(values);
+    let (ptr, len, capacity) = (values.as_mut_ptr(), values.len(), values.capacity());
+    // SAFETY: `fill` initialized every element (its contract, held by each caller); a
+    // `MaybeUninit<f32>` has the size and alignment of an `f32`, and the allocation is handed
+    // over whole (pointer, length and capacity of the same `Vec`).
+    unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, capacity) }
 }
 
 /// A float32 buffer from a small process-wide pool, returned to it when dropped. The Winograd

@@ -231,44 +231,6 @@ impl TileGrid {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA, for the transforms' vector code (checked once).
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX2.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Runs `$body` (an expression over the named values) compiled for AVX2 when the CPU has it,
-/// for the baseline target otherwise: the same arithmetic (no fused multiply-adds), so the same
-/// results either way.
-macro_rules! with_avx2 {
-    ($name:ident, ($($arg:ident : $ty:ty),*), $body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $name($($arg: $ty),*) {
-            $body
-        }
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-            unsafe { $name($($arg),*) }
-        } else {
-            $body
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        $body
-    }};
-}
-
 /// Lanes per step of the transforms' vector loops.
 const LANES: usize = 8;
 
