@@ -1,7 +1,7 @@
 //! The projector g and predictor q: Linear - BatchNorm - ReLU - Linear (paper, Section 3.3:
 //! Linear(4096) - BN - ReLU - Linear(256)).
 
-use crate::kernels::batch_norm;
+use crate::kernels::batch_norm_relu;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
@@ -33,6 +33,8 @@ impl MlpConfig {
 pub struct Mlp {
     fc1: Linear,
     bn: BatchNorm,
+    /// The ReLU after `bn`: it runs fused into the BatchNorm kernel (`batch_norm_relu`);
+    /// the field keeps the module's layout (and checkpoints) as they were.
     relu: Relu,
     fc2: Linear,
 }
@@ -41,7 +43,6 @@ impl Mlp {
     /// `[batch, input]` -> `[batch, output]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = self.fc1.forward(x);
-        let x = batch_norm(&self.bn, x);
-        self.fc2.forward(self.relu.forward(x))
+        self.fc2.forward(batch_norm_relu(&self.bn, x))
     }
 }

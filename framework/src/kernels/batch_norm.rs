@@ -25,7 +25,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::BatchNorm;
@@ -39,13 +39,14 @@ use std::mem::MaybeUninit;
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedBatchNorm: Backend {
     /// Forward: `x` `[batch, channels, ...]`, `gamma` and `beta` `[channels]`. Returns the
-    /// normalized output (the shape of `x`), the batch mean and the biased batch variance
-    /// (`[channels]` each).
+    /// normalized output (the shape of `x`; with `relu`, followed by a ReLU in the same pass),
+    /// the batch mean and the biased batch variance (`[channels]` each).
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Backward: gradients of the loss with respect to `x`, `gamma` and `beta`, given the
@@ -58,12 +59,129 @@ pub trait FusedBatchNorm: Backend {
         epsilon: f64,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Backward of the forward with `relu`: as [`FusedBatchNorm::fused_batch_norm_train_backward`],
+    /// the gradient first zeroed where the forward's `output` is `<= 0` (burn's `relu_backward`).
+    #[allow(clippy::too_many_arguments)]
+    fn fused_batch_norm_relu_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// `[batch, channels, spatial]` sizes of a `[batch, channels, ...]` shape.
 fn nc_s(shape: &[usize]) -> (usize, usize, usize) {
     let (n, c) = (shape[0], shape[1]);
     (n, c, shape[2..].iter().product())
+}
+
+/// `o = p * (x - m) + r` over one plane (every value of `o` written), then with `relu` zero
+/// where that is `<= 0` (NaN kept, as burn's `relu`).
+#[inline]
+fn plane_affine(o: &mut [MaybeUninit<f32>], x: &[f32], p: f32, m: f32, r: f32, relu: bool) {
+    if relu {
+        with_avx2!(
+            affine_relu,
+            (o: &mut [MaybeUninit<f32>], x: &[f32], p: f32, m: f32, r: f32),
+            for (o, &xv) in o.iter_mut().zip(x) {
+                let v = p * (xv - m) + r;
+                o.write(if v <= 0.0 { 0.0 } else { v });
+            }
+        )
+    } else {
+        with_avx2!(
+            affine_x,
+            (o: &mut [MaybeUninit<f32>], x: &[f32], p: f32, m: f32, r: f32),
+            for (o, &xv) in o.iter_mut().zip(x) {
+                o.write(p * (xv - m) + r);
+            }
+        )
+    }
+}
+
+/// `g` through a ReLU whose output is `output` (when there is one): written into `masked`.
+fn through_relu<'a>(g: &'a [f32], output: Option<&[f32]>, masked: &'a mut Vec<f32>) -> &'a [f32] {
+    match output {
+        Some(output) => {
+            masked.resize(g.len(), 0.0);
+            plane_relu_mask(masked, g, output);
+            masked
+        }
+        None => g,
+    }
+}
+
+/// `dst = g` where `output > 0`, else 0: the gradient through a ReLU from its output (burn's
+/// `relu_backward`: zero where the output is `<= 0`).
+#[inline]
+fn plane_relu_mask(dst: &mut [f32], g: &[f32], output: &[f32]) {
+    with_avx2!(
+        relu_mask,
+        (dst: &mut [f32], g: &[f32], output: &[f32]),
+        for ((d, &gv), &ov) in dst.iter_mut().zip(g).zip(output) {
+            *d = if ov <= 0.0 { 0.0 } else { gv };
+        }
+    )
+}
+
+/// `o = p * (x - m) + q * y + r` over one plane (every value of `o` written).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn plane_affine_xy(
+    o: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    y: &[f32],
+    p: f32,
+    m: f32,
+    q: f32,
+    r: f32,
+) {
+    with_avx2!(
+        affine_xy,
+        (o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], p: f32, m: f32, q: f32, r: f32),
+        for ((o, &xv), &yv) in o.iter_mut().zip(x).zip(y) {
+            o.write(p * (xv - m) + q * yv + r);
+        }
+    )
+}
+
+/// Writes the `(sample, channel)` planes of an output `[n, c, s]` from parallel tasks that each
+/// own one channel (its planes are interleaved with the other channels', so safe slices cannot
+/// split them).
+struct PlaneWriter<'a> {
+    ptr: *mut MaybeUninit<f32>,
+    len: usize,
+    _output: std::marker::PhantomData<&'a mut [MaybeUninit<f32>]>,
+}
+
+// SAFETY: tasks reach the buffer only through `plane`, whose contract keeps their slices apart.
+unsafe impl Sync for PlaneWriter<'_> {}
+
+impl<'a> PlaneWriter<'a> {
+    fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _output: std::marker::PhantomData,
+        }
+    }
+
+    /// The `s` values from `start`.
+    ///
+    /// # Safety
+    /// No two slices obtained from one writer overlap while both are in use (here: each task
+    /// owns one channel and takes each of its planes once).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn plane(&self, start: usize, s: usize) -> &'a mut [MaybeUninit<f32>] {
+        assert!(start + s <= self.len, "plane inside the output");
+        // SAFETY: inside the buffer (asserted), borrowed for 'a; no overlap by the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), s) }
+    }
 }
 
 /// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` (every value of `out` written) over `[batch, c, s]`
@@ -112,22 +230,9 @@ fn affine_per_channel(
                 let ch = plane % c;
                 let (p, r, m) = (bx[ch], k[ch], center[ch]);
                 if with_y {
-                    let q = by[ch];
-                    with_avx2!(
-                        affine_xy,
-                        (o: &mut [MaybeUninit<f32>], xi: &[f32], yi: &[f32], p: f32, m: f32, q: f32, r: f32),
-                        for ((o, &xv), &yv) in o.iter_mut().zip(xi).zip(yi) {
-                            o.write(p * (xv - m) + q * yv + r);
-                        }
-                    )
+                    plane_affine_xy(o, xi, yi, p, m, by[ch], r);
                 } else {
-                    with_avx2!(
-                        affine_x,
-                        (o: &mut [MaybeUninit<f32>], xi: &[f32], p: f32, m: f32, r: f32),
-                        for (o, &xv) in o.iter_mut().zip(xi) {
-                            o.write(p * (xv - m) + r);
-                        }
-                    )
+                    plane_affine(o, xi, p, m, r, false);
                 }
             }
         });
@@ -213,51 +318,119 @@ fn channel_sums<const K: usize>(
         .collect()
 }
 
+/// `(sum, 0)` of one plane in f64 (see [`lane_sums`]).
+fn plane_sum(plane: &[f32]) -> [f64; 2] {
+    with_avx2!(
+        plane_sum,
+        (plane: &[f32]) -> [f64; 2],
+        lane_sums(plane.len(), |i| (plane[i], 0.0))
+    )
+}
+
+/// `(sum of (x - mu)^2, 0)` of one plane in f64.
+fn plane_squared_deviations(plane: &[f32], mu: f32) -> [f64; 2] {
+    with_avx2!(
+        squared_deviations,
+        (plane: &[f32], mu: f32) -> [f64; 2],
+        lane_sums(plane.len(), |i| {
+            let d = plane[i] - mu;
+            (d * d, 0.0)
+        })
+    )
+}
+
+/// Per channel of `xs` `[n, c, s]`: the mean and the (biased) variance in two passes over all
+/// channels (mean, then the sum of squared deviations: no cancellation), summed in f64.
+fn mean_and_variance(xs: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
+    let m = (n * s) as f64;
+    let sums = channel_sums::<2>(n, c, s, |start, _| plane_sum(&xs[start..start + s]));
+    let mean: Vec<f32> = sums.iter().map(|t| (t[0] / m) as f32).collect();
+    let sq = channel_sums::<2>(n, c, s, |start, ch| {
+        plane_squared_deviations(&xs[start..start + s], mean[ch])
+    });
+    let variance = sq.iter().map(|t| (t[0] / m) as f32).collect();
+    (mean, variance)
+}
+
+/// The mean and (biased) variance of channel `ch` of `xs` `[n, c, s]`, two passes over its
+/// planes (the same sums, in the same order, as [`mean_and_variance`]).
+fn channel_mean_variance(xs: &[f32], (n, c, s): (usize, usize, usize), ch: usize) -> (f32, f32) {
+    let m = (n * s) as f64;
+    let planes = || (0..n).map(|b| &xs[(b * c + ch) * s..][..s]);
+    let mut sum = 0.0f64;
+    for plane in planes() {
+        sum += plane_sum(plane)[0];
+    }
+    let mean = (sum / m) as f32;
+    let mut sq = 0.0f64;
+    for plane in planes() {
+        sq += plane_squared_deviations(plane, mean)[0];
+    }
+    (mean, (sq / m) as f32)
+}
+
 impl FusedBatchNorm for Flex {
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if x.dtype() != DType::F32 || gamma.dtype() != DType::F32 || beta.dtype() != DType::F32 {
             let r = <Flex as ModuleOps<Flex>>::batch_norm_train(x, gamma, beta, epsilon);
-            return (r.output, r.mean, r.variance);
+            let output = if relu {
+                <Flex as ActivationOps<Flex>>::relu(r.output)
+            } else {
+                r.output
+            };
+            return (output, r.mean, r.variance);
         }
         let shape = x.layout().shape().clone();
         let (n, c, s) = nc_s(&shape);
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let (xs, gs, bs) = (slice(&x), slice(&gamma), slice(&beta));
-        let m = (n * s) as f64;
-        // Two passes (mean, then the sum of squared deviations): no cancellation.
-        let sums = channel_sums::<2>(n, c, s, |start, _| {
-            let plane = &xs[start..start + s];
-            with_avx2!(
-                plane_sum,
-                (plane: &[f32]) -> [f64; 2],
-                lane_sums(plane.len(), |i| (plane[i], 0.0))
-            )
-        });
-        let mean: Vec<f32> = sums.iter().map(|t| (t[0] / m) as f32).collect();
-        let sq = channel_sums::<2>(n, c, s, |start, ch| {
-            let (plane, mu) = (&xs[start..start + s], mean[ch]);
-            with_avx2!(
-                plane_squared_deviations,
-                (plane: &[f32], mu: f32) -> [f64; 2],
-                lane_sums(plane.len(), |i| {
-                    let d = plane[i] - mu;
-                    (d * d, 0.0)
-                })
-            )
-        });
-        let variance: Vec<f32> = sq.iter().map(|t| (t[0] / m) as f32).collect();
-        let scale: Vec<f32> = (0..c)
-            .map(|ch| gs[ch] / ((variance[ch] as f64 + epsilon).sqrt()) as f32)
-            .collect();
-        // The affine pass writes every value.
-        let out = written_output(xs.len(), |out| {
-            affine_per_channel(out, xs, None, c, s, (&scale, &mean), &[], bs)
-        });
+        let (out, mean, variance) = if s == 1 {
+            // `[batch, features]`: statistics over rows, then one affine pass.
+            let (mean, variance) = mean_and_variance(xs, n, c, s);
+            let scale: Vec<f32> = (0..c)
+                .map(|ch| gs[ch] / ((variance[ch] as f64 + epsilon).sqrt()) as f32)
+                .collect();
+            let mut out = written_output(xs.len(), |out| {
+                affine_per_channel(out, xs, None, c, s, (&scale, &mean), &[], bs)
+            });
+            if relu {
+                for v in &mut out {
+                    if *v <= 0.0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+            (out, mean, variance)
+        } else {
+            // Channel by channel: statistics, then the channel's output planes while its
+            // values are still in the core's cache.
+            let mut stats = Vec::new();
+            let out = written_output(xs.len(), |out| {
+                let writer = PlaneWriter::new(out);
+                stats = (0..c)
+                    .into_par_iter()
+                    .map(|ch| {
+                        let (mean, variance) = channel_mean_variance(xs, (n, c, s), ch);
+                        let scale = gs[ch] / ((variance as f64 + epsilon).sqrt()) as f32;
+                        for b in 0..n {
+                            let start = (b * c + ch) * s;
+                            // SAFETY: this task owns channel `ch` and takes each plane once.
+                            let o = unsafe { writer.plane(start, s) };
+                            plane_affine(o, &xs[start..start + s], scale, mean, bs[ch], relu);
+                        }
+                        (mean, variance)
+                    })
+                    .collect();
+            });
+            let (mean, variance) = stats.into_iter().unzip();
+            (out, mean, variance)
+        };
         let per_channel = burn::tensor::Shape::new([c]);
         (
             new_tensor(out, shape),
@@ -274,10 +447,46 @@ impl FusedBatchNorm for Flex {
         epsilon: f64,
         output_grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        backward_flex(x, gamma, mean, variance, epsilon, output_grad, None)
+    }
+
+    fn fused_batch_norm_relu_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        backward_flex(x, gamma, mean, variance, epsilon, output_grad, Some(output))
+    }
+}
+
+/// The fused backward on `flex` (see [`FusedBatchNorm::fused_batch_norm_train_backward`]);
+/// `relu_output`: the forward's output when it ended in a ReLU.
+#[allow(clippy::too_many_arguments)]
+fn backward_flex(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: FlexTensor,
+    variance: FlexTensor,
+    epsilon: f64,
+    output_grad: FlexTensor,
+    relu_output: Option<FlexTensor>,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    {
         if [&x, &gamma, &mean, &variance, &output_grad]
             .iter()
             .any(|t| t.dtype() != DType::F32)
+            || relu_output
+                .as_ref()
+                .is_some_and(|o| o.dtype() != DType::F32)
         {
+            let output_grad = match relu_output {
+                Some(output) => <Flex as ActivationOps<Flex>>::relu_backward(output, output_grad),
+                None => output_grad,
+            };
             let r = <Flex as ModuleOps<Flex>>::batch_norm_train_backward(
                 x,
                 gamma,
@@ -297,6 +506,8 @@ impl FusedBatchNorm for Flex {
             contiguous(variance),
             contiguous(output_grad),
         );
+        let relu_output = relu_output.map(contiguous);
+        let outs = relu_output.as_ref().map(slice);
         let (xs, gs, ms, vs, dys) = (
             slice(&x),
             slice(&gamma),
@@ -308,32 +519,77 @@ impl FusedBatchNorm for Flex {
             .iter()
             .map(|&v| 1.0 / ((v as f64 + epsilon).sqrt()) as f32)
             .collect();
-        // sum(dy) and sum(dy * x̂) per channel.
-        let sums = channel_sums::<2>(n, c, s, |start, ch| {
+        let m = (n * s) as f64;
+        // sum(dy) and sum(dy * x̂) over one plane (`g`, the plane of dy, through the ReLU).
+        let gradient_sums = |start: usize, ch: usize, g: &[f32]| {
             let (mu, is) = (ms[ch], inv_std[ch]);
-            let (g, v) = (&dys[start..start + s], &xs[start..start + s]);
+            let v = &xs[start..start + s];
             with_avx2!(
                 plane_gradient_sums,
                 (g: &[f32], v: &[f32], mu: f32, is: f32) -> [f64; 2],
                 lane_sums(g.len(), |i| (g[i], g[i] * (v[i] - mu) * is))
             )
-        });
-        let m = (n * s) as f64;
+        };
+        // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b (x - mean) + k per
+        // channel, from the channel's two sums.
+        let coefficients = |ch: usize, sums: [f64; 2]| {
+            let (mean_dy, mean_dy_xhat) = ((sums[0] / m) as f32, (sums[1] / m) as f32);
+            let is = inv_std[ch];
+            let a = gs[ch] * is;
+            (a, -a * is * mean_dy_xhat, -a * mean_dy)
+        };
+        let (dx, sums) = if s == 1 {
+            // `[batch, features]`: the ReLU's gradient first, over the whole (small) tensor.
+            let masked: Option<Vec<f32>> = outs.map(|outs| {
+                let mut masked = vec![0.0f32; dys.len()];
+                plane_relu_mask(&mut masked, dys, outs);
+                masked
+            });
+            let dys = masked.as_deref().unwrap_or(dys);
+            let sums = channel_sums::<2>(n, c, s, |start, ch| {
+                gradient_sums(start, ch, &dys[start..start + s])
+            });
+            let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
+            for ch in 0..c {
+                (a[ch], b[ch], k[ch]) = coefficients(ch, sums[ch]);
+            }
+            let dx = written_output(xs.len(), |dx| {
+                affine_per_channel(dx, xs, Some(dys), c, s, (&b, ms), &a, &k)
+            });
+            (dx, sums)
+        } else {
+            // Channel by channel, as in the forward pass.
+            let mut sums = Vec::new();
+            let dx = written_output(xs.len(), |dx| {
+                let writer = PlaneWriter::new(dx);
+                sums = (0..c)
+                    .into_par_iter()
+                    .map_init(Vec::new, |masked, ch| {
+                        let relu = |start: usize| outs.map(|o| &o[start..start + s]);
+                        let mut acc = [0.0f64; 2];
+                        for b in 0..n {
+                            let start = (b * c + ch) * s;
+                            let g = through_relu(&dys[start..start + s], relu(start), masked);
+                            let part = gradient_sums(start, ch, g);
+                            acc[0] += part[0];
+                            acc[1] += part[1];
+                        }
+                        let (a, bx, k) = coefficients(ch, acc);
+                        for b in 0..n {
+                            let start = (b * c + ch) * s;
+                            // SAFETY: this task owns channel `ch` and takes each plane once.
+                            let o = unsafe { writer.plane(start, s) };
+                            let g = through_relu(&dys[start..start + s], relu(start), masked);
+                            plane_affine_xy(o, &xs[start..start + s], g, bx, ms[ch], a, k);
+                        }
+                        acc
+                    })
+                    .collect();
+            });
+            (dx, sums)
+        };
         let beta_grad: Vec<f32> = sums.iter().map(|a| a[0] as f32).collect();
         let gamma_grad: Vec<f32> = sums.iter().map(|a| a[1] as f32).collect();
-        let mean_dy: Vec<f32> = sums.iter().map(|a| (a[0] / m) as f32).collect();
-        let mean_dy_xhat: Vec<f32> = sums.iter().map(|a| (a[1] / m) as f32).collect();
-        // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b (x - mean) + k per channel.
-        let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
-        for ch in 0..c {
-            let is = inv_std[ch];
-            a[ch] = gs[ch] * is;
-            b[ch] = -a[ch] * is * mean_dy_xhat[ch];
-            k[ch] = -a[ch] * mean_dy[ch];
-        }
-        let dx = written_output(xs.len(), |dx| {
-            affine_per_channel(dx, xs, Some(dys), c, s, (&b, ms), &a, &k)
-        });
         let per_channel = burn::tensor::Shape::new([c]);
         (
             new_tensor(dx, shape),
@@ -349,18 +605,21 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         #[derive(Debug)]
         struct FusedBatchNormBackward;
 
         impl<B: Backend + FusedBatchNorm> Backward<B, 3> for FusedBatchNormBackward {
-            // Input, gamma, batch mean, batch variance, epsilon.
+            // Input, gamma, batch mean, batch variance, epsilon, the output when it ended in a
+            // ReLU (shared with whatever consumes it: no copy).
             type State = (
                 B::FloatTensorPrimitive,
                 B::FloatTensorPrimitive,
                 B::FloatTensorPrimitive,
                 B::FloatTensorPrimitive,
                 f64,
+                Option<B::FloatTensorPrimitive>,
             );
 
             fn backward(
@@ -371,9 +630,15 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
             ) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (x, gamma, mean, variance, epsilon) = ops.state;
-                let (x_grad, gamma_grad, beta_grad) =
-                    B::fused_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+                let (x, gamma, mean, variance, epsilon, relu_output) = ops.state;
+                let (x_grad, gamma_grad, beta_grad) = match relu_output {
+                    Some(output) => B::fused_batch_norm_relu_train_backward(
+                        x, gamma, mean, variance, epsilon, grad, output,
+                    ),
+                    None => {
+                        B::fused_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad)
+                    }
+                };
                 if let Some(node) = node_x {
                     grads.register::<B>(node.id, x_grad);
                 }
@@ -399,8 +664,16 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
         {
             OpsKind::Tracked(prep) => {
                 let (output, mean, variance) =
-                    B::fused_batch_norm_train(x.clone(), gamma.clone(), beta, epsilon);
-                let state = (x, gamma, mean.clone(), variance.clone(), epsilon);
+                    B::fused_batch_norm_train(x.clone(), gamma.clone(), beta, epsilon, relu);
+                let relu_output = relu.then(|| output.clone());
+                let state = (
+                    x,
+                    gamma,
+                    mean.clone(),
+                    variance.clone(),
+                    epsilon,
+                    relu_output,
+                );
                 (
                     prep.finish(state, output),
                     <Self as AutodiffBackend>::from_inner(mean),
@@ -408,7 +681,8 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
                 )
             }
             OpsKind::UnTracked(prep) => {
-                let (output, mean, variance) = B::fused_batch_norm_train(x, gamma, beta, epsilon);
+                let (output, mean, variance) =
+                    B::fused_batch_norm_train(x, gamma, beta, epsilon, relu);
                 (
                     prep.finish(output),
                     <Self as AutodiffBackend>::from_inner(mean),
@@ -428,6 +702,18 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         unreachable!("the fused BatchNorm backward is not itself differentiated")
     }
+
+    fn fused_batch_norm_relu_train_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _variance: FloatTensor<Self>,
+        _epsilon: f64,
+        _output_grad: FloatTensor<Self>,
+        _output: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        unreachable!("the fused BatchNorm backward is not itself differentiated")
+    }
 }
 
 /// BatchNorm with batch statistics, `input` `[batch, channels, ...]`, `gamma` and `beta`
@@ -440,6 +726,18 @@ pub fn batch_norm_train<const D: usize>(
     beta: Tensor<1>,
     epsilon: f64,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    batch_norm_train_then(input, gamma, beta, epsilon, false)
+}
+
+/// [`batch_norm_train`], followed by a ReLU when `relu` (in the same pass over the values on
+/// the fused path, forward and backward).
+fn batch_norm_train_then<const D: usize>(
+    input: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     let channels = input.dims()[1];
     if !is_flex(&input.device())
         || input.dtype() != DType::F32
@@ -450,13 +748,19 @@ pub fn batch_norm_train<const D: usize>(
     {
         // burn's path, which also reports mismatched shapes.
         let r = burn::tensor::module::batch_norm_train(input, gamma, beta, epsilon);
-        return (r.output, r.mean.detach(), r.variance.detach());
+        let output = if relu {
+            burn::tensor::activation::relu(r.output)
+        } else {
+            r.output
+        };
+        return (output, r.mean.detach(), r.variance.detach());
     }
     let (output, mean, variance) = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
         input.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+        relu,
     );
     (
         Tensor::from_dispatch(output),
@@ -469,12 +773,29 @@ pub fn batch_norm_train<const D: usize>(
 /// statistics (and the running statistics updated with `momentum`, as burn does); otherwise
 /// the running statistics (burn's own inference path). `input` `[batch, channels, ...]`.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, input: Tensor<D>) -> Tensor<D> {
+    batch_norm_then(bn, input, false)
+}
+
+/// `relu(batch_norm(bn, input))` ([`batch_norm`], then burn's `relu`: zero where `<= 0`), with
+/// the ReLU fused into the BatchNorm kernel's passes in training mode on `flex` (one pass less
+/// over the activations forward and backward; the gradient is zero where the output is `<= 0`,
+/// as burn's `relu_backward`). `input` `[batch, channels, ...]`.
+pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, input: Tensor<D>) -> Tensor<D> {
+    batch_norm_then(bn, input, true)
+}
+
+fn batch_norm_then<const D: usize>(bn: &BatchNorm, input: Tensor<D>, relu: bool) -> Tensor<D> {
     let device = input.device();
     if !(device.is_autodiff() && bn.training.is_enabled()) {
-        return bn.forward(input);
+        let output = bn.forward(input);
+        return if relu {
+            burn::tensor::activation::relu(output)
+        } else {
+            output
+        };
     }
     let (output, mean, variance) =
-        batch_norm_train(input, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        batch_norm_train_then(input, bn.gamma.val(), bn.beta.val(), bn.epsilon, relu);
     let running_mean = bn.running_mean.value_sync().to_device(&device);
     let running_var = bn.running_var.value_sync().to_device(&device);
     bn.running_mean.update(
@@ -500,6 +821,11 @@ mod tests {
     /// Output, statistics and all three gradients of the fused kernel against burn's
     /// `batch_norm_train` on the same input, with a random upstream gradient (a weighted sum).
     fn compare<const D: usize>(input: Tensor<D>, shifted: bool) {
+        compare_then(input, shifted, false)
+    }
+
+    /// [`compare`], the output through a ReLU (fused on our side, burn's `relu` on burn's).
+    fn compare_then<const D: usize>(input: Tensor<D>, shifted: bool, relu: bool) {
         let device = Device::flex().autodiff();
         let channels = input.dims()[1];
         let input = if shifted {
@@ -516,7 +842,7 @@ mod tests {
             let gamma = gamma0.clone().detach().require_grad();
             let beta = beta0.clone().detach().require_grad();
             let (out, mean, var) = if fused {
-                batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+                batch_norm_train_then(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu)
             } else {
                 let r = burn::tensor::module::batch_norm_train(
                     x.clone(),
@@ -524,7 +850,12 @@ mod tests {
                     beta.clone(),
                     1e-5,
                 );
-                (r.output, r.mean, r.variance)
+                let out = if relu {
+                    burn::tensor::activation::relu(r.output)
+                } else {
+                    r.output
+                };
+                (out, r.mean, r.variance)
             };
             let grads = (out.clone() * weights.clone()).sum().backward();
             (
@@ -561,6 +892,43 @@ mod tests {
         compare(x, false);
         let x = Tensor::<3>::random([4, 5, 33], Distribution::Normal(0.0, 1.0), &device);
         compare(x, true);
+    }
+
+    #[test]
+    fn fused_relu_matches_burn_batch_norm_then_relu() {
+        let device = Device::flex().autodiff();
+        // Images (planes, the channel-by-channel path) and `[batch, features]` (rows); beta
+        // and the spread put about half the values below zero.
+        let x = Tensor::<4>::random([5, 3, 7, 6], Distribution::Normal(0.5, 2.0), &device);
+        compare_then(x, false, true);
+        let x = Tensor::<2>::random([9, 150], Distribution::Normal(0.0, 1.0), &device);
+        compare_then(x, false, true);
+        let x = Tensor::<3>::random([4, 5, 33], Distribution::Normal(0.0, 1.0), &device);
+        compare_then(x, true, true);
+    }
+
+    #[test]
+    fn fused_relu_zeroes_exactly_the_values_at_or_below_zero() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<4>::random([4, 2, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let (gamma, beta) = (
+            Tensor::<1>::ones([2], &device),
+            Tensor::<1>::zeros([2], &device),
+        );
+        let values = |relu: bool| {
+            let (out, _, _) =
+                batch_norm_train_then(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+            out.into_data().try_to_vec::<f32>().unwrap()
+        };
+        let (plain, clamped) = (values(false), values(true));
+        let below = plain.iter().filter(|&&v| v <= 0.0).count();
+        assert!(
+            below > 50 && below < 150,
+            "{below} of 200 values at or below zero"
+        );
+        for (p, c) in plain.iter().zip(&clamped) {
+            assert_eq!(*c, if *p <= 0.0 { 0.0 } else { *p });
+        }
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod winograd;
 
-pub use batch_norm::{batch_norm, batch_norm_train};
+pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use conv2d::conv2d;
 
 use burn::backend::DispatchDevice;

@@ -9,13 +9,15 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use ssl_framework::Encoder;
-use ssl_framework::kernels::{batch_norm, conv2d};
+use ssl_framework::kernels::{batch_norm_relu, conv2d};
 
 /// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
     conv: Conv2d,
     bn: BatchNorm,
+    /// The ReLU after `bn`: it runs fused into the BatchNorm kernel (`batch_norm_relu`);
+    /// the field keeps the module's layout (and checkpoints) as they were.
     relu: Relu,
     pool: MaxPool2d,
 }
@@ -87,8 +89,7 @@ impl Encoder for AudioEncoder {
     fn forward(&self, input: AudioInput) -> Tensor<2> {
         let AudioInput { x, valid } = input;
         let x = self.blocks.iter().fold(x, |x, b| {
-            b.pool
-                .forward(b.relu.forward(batch_norm(&b.bn, conv2d(&b.conv, x))))
+            b.pool.forward(batch_norm_relu(&b.bn, conv2d(&b.conv, x)))
         });
         let [batch, channels, freq, time] = x.dims();
         // (batch, time, freq, channels) flattened per time step, as BYOL-A.

@@ -4,7 +4,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use ssl_framework::kernels::{batch_norm, conv2d};
+use ssl_framework::kernels::{batch_norm, batch_norm_relu, conv2d};
 
 /// The first layers of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -78,14 +78,14 @@ impl Block {
         match self {
             Block::Basic(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let y = b.relu.forward(batch_norm(&b.bn1, conv2d(&b.conv1, x)));
+                let y = batch_norm_relu(&b.bn1, conv2d(&b.conv1, x));
                 let y = batch_norm(&b.bn2, conv2d(&b.conv2, y));
                 b.relu.forward(y + identity)
             }
             Block::Bottleneck(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let y = b.relu.forward(batch_norm(&b.bn1, conv2d(&b.conv1, x)));
-                let y = b.relu.forward(batch_norm(&b.bn2, conv2d(&b.conv2, y)));
+                let y = batch_norm_relu(&b.bn1, conv2d(&b.conv1, x));
+                let y = batch_norm_relu(&b.bn2, conv2d(&b.conv2, y));
                 let y = batch_norm(&b.bn3, conv2d(&b.conv3, y));
                 b.relu.forward(y + identity)
             }
@@ -177,9 +177,7 @@ impl ResNet {
 
     /// `[batch, 3, h, w]` -> `[batch, dim]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self
-            .relu
-            .forward(batch_norm(&self.stem_bn, conv2d(&self.stem_conv, x)));
+        let mut x = batch_norm_relu(&self.stem_bn, conv2d(&self.stem_conv, x));
         if let Some(p) = &self.max_pool {
             x = p.forward(x);
         }
