@@ -104,18 +104,6 @@ fn plane_affine(o: &mut [MaybeUninit<f32>], x: &[f32], p: f32, m: f32, r: f32, r
     }
 }
 
-/// `g` through a ReLU whose output is `output` (when there is one): written into `masked`.
-fn through_relu<'a>(g: &'a [f32], output: Option<&[f32]>, masked: &'a mut Vec<f32>) -> &'a [f32] {
-    match output {
-        Some(output) => {
-            masked.resize(g.len(), 0.0);
-            plane_relu_mask(masked, g, output);
-            masked
-        }
-        None => g,
-    }
-}
-
 /// `dst = g` where `output > 0`, else 0: the gradient through a ReLU from its output (burn's
 /// `relu_backward`: zero where the output is `<= 0`).
 #[inline]
@@ -129,25 +117,38 @@ fn plane_relu_mask(dst: &mut [f32], g: &[f32], output: &[f32]) {
     )
 }
 
-/// `o = p * (x - m) + q * y + r` over one plane (every value of `o` written).
+/// `o = p * (x - m) + q * y + r` over one plane (every value of `o` written); with `relu`
+/// (the plane of a ReLU's output), `y` is first zeroed where that output is `<= 0` (burn's
+/// `relu_backward`).
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn plane_affine_xy(
     o: &mut [MaybeUninit<f32>],
     x: &[f32],
     y: &[f32],
+    relu: Option<&[f32]>,
     p: f32,
     m: f32,
     q: f32,
     r: f32,
 ) {
-    with_avx2!(
-        affine_xy,
-        (o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], p: f32, m: f32, q: f32, r: f32),
-        for ((o, &xv), &yv) in o.iter_mut().zip(x).zip(y) {
-            o.write(p * (xv - m) + q * yv + r);
-        }
-    )
+    match relu {
+        Some(out) => with_avx2!(
+            affine_xy_relu,
+            (o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], out: &[f32], p: f32, m: f32, q: f32, r: f32),
+            for (((o, &xv), &yv), &ov) in o.iter_mut().zip(x).zip(y).zip(out) {
+                let yv = if ov <= 0.0 { 0.0 } else { yv };
+                o.write(p * (xv - m) + q * yv + r);
+            }
+        ),
+        None => with_avx2!(
+            affine_xy,
+            (o: &mut [MaybeUninit<f32>], x: &[f32], y: &[f32], p: f32, m: f32, q: f32, r: f32),
+            for ((o, &xv), &yv) in o.iter_mut().zip(x).zip(y) {
+                o.write(p * (xv - m) + q * yv + r);
+            }
+        ),
+    }
 }
 
 /// Writes the `(sample, channel)` planes of an output `[n, c, s]` from parallel tasks that each
@@ -230,7 +231,7 @@ fn affine_per_channel(
                 let ch = plane % c;
                 let (p, r, m) = (bx[ch], k[ch], center[ch]);
                 if with_y {
-                    plane_affine_xy(o, xi, yi, p, m, by[ch], r);
+                    plane_affine_xy(o, xi, yi, None, p, m, by[ch], r);
                 } else {
                     plane_affine(o, xi, p, m, r, false);
                 }
@@ -520,15 +521,35 @@ fn backward_flex(
             .map(|&v| 1.0 / ((v as f64 + epsilon).sqrt()) as f32)
             .collect();
         let m = (n * s) as f64;
-        // sum(dy) and sum(dy * x̂) over one plane (`g`, the plane of dy, through the ReLU).
-        let gradient_sums = |start: usize, ch: usize, g: &[f32]| {
+        // sum(dy) and sum(dy * x̂) over one plane (`g`, the plane of dy; with `relu`, the plane
+        // of the ReLU's output, through which `g` goes first).
+        let gradient_sums = |start: usize, ch: usize, g: &[f32], relu: Option<&[f32]>| {
             let (mu, is) = (ms[ch], inv_std[ch]);
             let v = &xs[start..start + s];
-            with_avx2!(
-                plane_gradient_sums,
-                (g: &[f32], v: &[f32], mu: f32, is: f32) -> [f64; 2],
-                lane_sums(g.len(), |i| (g[i], g[i] * (v[i] - mu) * is))
-            )
+            match relu {
+                Some(out) => with_avx2!(
+                    plane_gradient_sums_relu,
+                    (g: &[f32], v: &[f32], out: &[f32], mu: f32, is: f32) -> [f64; 2],
+                    {
+                        // Equal lengths, visible to the compiler: no bounds test per value.
+                        let (v, out) = (&v[..g.len()], &out[..g.len()]);
+                        lane_sums(g.len(), |i| {
+                            // Both loads first: a select, not a branch, so it vectorizes.
+                            let (gv, ov) = (g[i], out[i]);
+                            let gi = if ov <= 0.0 { 0.0 } else { gv };
+                            (gi, gi * (v[i] - mu) * is)
+                        })
+                    }
+                ),
+                None => with_avx2!(
+                    plane_gradient_sums,
+                    (g: &[f32], v: &[f32], mu: f32, is: f32) -> [f64; 2],
+                    {
+                        let v = &v[..g.len()];
+                        lane_sums(g.len(), |i| (g[i], g[i] * (v[i] - mu) * is))
+                    }
+                ),
+            }
         };
         // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b (x - mean) + k per
         // channel, from the channel's two sums.
@@ -547,7 +568,7 @@ fn backward_flex(
             });
             let dys = masked.as_deref().unwrap_or(dys);
             let sums = channel_sums::<2>(n, c, s, |start, ch| {
-                gradient_sums(start, ch, &dys[start..start + s])
+                gradient_sums(start, ch, &dys[start..start + s], None)
             });
             let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
             for ch in 0..c {
@@ -564,13 +585,13 @@ fn backward_flex(
                 let writer = PlaneWriter::new(dx);
                 sums = (0..c)
                     .into_par_iter()
-                    .map_init(Vec::new, |masked, ch| {
+                    .map(|ch| {
                         let relu = |start: usize| outs.map(|o| &o[start..start + s]);
                         let mut acc = [0.0f64; 2];
                         for b in 0..n {
                             let start = (b * c + ch) * s;
-                            let g = through_relu(&dys[start..start + s], relu(start), masked);
-                            let part = gradient_sums(start, ch, g);
+                            let part =
+                                gradient_sums(start, ch, &dys[start..start + s], relu(start));
                             acc[0] += part[0];
                             acc[1] += part[1];
                         }
@@ -579,8 +600,8 @@ fn backward_flex(
                             let start = (b * c + ch) * s;
                             // SAFETY: this task owns channel `ch` and takes each plane once.
                             let o = unsafe { writer.plane(start, s) };
-                            let g = through_relu(&dys[start..start + s], relu(start), masked);
-                            plane_affine_xy(o, &xs[start..start + s], g, bx, ms[ch], a, k);
+                            let (x, g) = (&xs[start..start + s], &dys[start..start + s]);
+                            plane_affine_xy(o, x, g, relu(start), bx, ms[ch], a, k);
                         }
                         acc
                     })
