@@ -123,6 +123,7 @@ fn valid_range(out: usize, stride: usize, j: usize, pad: usize, width: usize) ->
 #[derive(Clone, Copy, Debug)]
 struct Phases {
     rows: usize,
+    /// Columns per phase row: the `w_out + (k_w - 1) / stride_w` that taps read.
     cols: usize,
 }
 
@@ -153,7 +154,10 @@ impl Phases {
     }
 
     /// Splits one input plane `[height, width]` into its zero-padded phases: `out` holds
-    /// [`Phases::len`] floats, then one padded row (`stride_w x cols` floats) of scratch.
+    /// [`Phases::len`] floats, then one padded row (`stride_w x cols` floats) of scratch. Only
+    /// the values that come from the plane are written: `out` must hold zeros everywhere else,
+    /// which it keeps from one channel to the next (zero it once, before the first channel of
+    /// a geometry). No per-row fills: they were short `memset` calls, as costly as the copies.
     #[inline(always)]
     fn split(&self, plane: &[f32], out: &mut [f32], g: &ConvGeometry) {
         let ([h, w], [sh, sw], [ph, pw]) = (g.input, g.stride, g.padding);
@@ -162,36 +166,41 @@ impl Phases {
         let padded = &mut padded[..sw * cols];
         // Input columns that land inside the padded row.
         let width = w.min((sw * cols).saturating_sub(pw));
+        if width == 0 {
+            return;
+        }
         for a in 0..sh {
             let (rlo, rhi) = valid_range(rows, sh, a, ph, h);
-            for r in 0..rows {
+            for r in rlo..rhi {
                 let at = |b: usize| ((a * sw + b) * rows + r) * cols;
-                if r < rlo || r >= rhi || width == 0 {
-                    for b in 0..sw {
-                        phases[at(b)..at(b) + cols].fill(0.0);
-                    }
-                    continue;
-                }
                 let src = &plane[(r * sh + a - ph) * w..][..width];
                 if sw == 1 {
-                    let row = &mut phases[at(0)..at(0) + cols];
-                    row[..pw].fill(0.0);
-                    row[pw..pw + width].copy_from_slice(src);
-                    row[pw + width..].fill(0.0);
+                    copy_exact(&mut phases[at(0) + pw..][..width], src);
                     continue;
                 }
-                padded[..pw].fill(0.0);
-                padded[pw..pw + width].copy_from_slice(src);
-                padded[pw + width..].fill(0.0);
                 if sw == 2 {
+                    // Straight from the input row: padded column `2q + pw` (input column
+                    // `2q`) goes to phase `pw % 2`, column `q + pw / 2`; the next one to the
+                    // other phase. (Not through the padded row: loading what was just stored
+                    // at another alignment stalls store forwarding.)
                     let (even, odd) = phases[at(0)..].split_at_mut(rows * cols);
-                    let (even, odd) = (&mut even[..cols], &mut odd[..cols]);
-                    let padded = &padded[..2 * cols];
-                    for c in 0..cols {
-                        even[c] = padded[2 * c];
-                        odd[c] = padded[2 * c + 1];
+                    let (first, second, shift_first, shift_second) = if pw % 2 == 0 {
+                        (even, odd, pw / 2, pw / 2)
+                    } else {
+                        (odd, even, pw / 2, pw / 2 + 1)
+                    };
+                    let pairs = width / 2;
+                    let first = &mut first[shift_first..shift_first + pairs + width % 2];
+                    let second = &mut second[shift_second..shift_second + pairs];
+                    for ((pair, f), s) in src.chunks_exact(2).zip(&mut *first).zip(second) {
+                        *f = pair[0];
+                        *s = pair[1];
+                    }
+                    if width % 2 == 1 {
+                        first[pairs] = src[width - 1];
                     }
                 } else {
+                    copy_exact(&mut padded[pw..pw + width], src);
                     for b in 0..sw {
                         let row = &mut phases[at(b)..at(b) + cols];
                         for (d, s) in row.iter_mut().zip(padded.chunks_exact(sw)) {
@@ -233,6 +242,23 @@ impl Phases {
                 }
             }
         }
+    }
+}
+
+/// `dst = src` (equal lengths), inline for the usual row widths instead of a `memcpy` call.
+#[inline(always)]
+fn copy_exact(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let dst: &mut [f32; N] = dst.try_into().expect("N values");
+        *dst = src.try_into().expect("N values");
+    }
+    match src.len() {
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        32 => fixed::<32>(dst, src),
+        64 => fixed::<64>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -333,6 +359,8 @@ fn im2col_body(
     let ([h, w], [ho, wo]) = (g.input, g.output);
     let p = ho * wo;
     let layout = Phases::new(kernel, g);
+    // Zero once: `split` writes only the values that come from the input (see there).
+    phases.clear();
     phases.resize(layout.scratch_len(g), 0.0);
     for ci in 0..c_in {
         layout.split(&x[ci * h * w..(ci + 1) * h * w], phases, g);
@@ -965,7 +993,7 @@ mod tests {
         let y: Vec<f32> = (0..layout.len(&g))
             .map(|v| ((v * 13 % 7) as f32) - 3.0)
             .collect();
-        let mut split = vec![f32::NAN; layout.scratch_len(&g)];
+        let mut split = vec![0.0; layout.scratch_len(&g)];
         layout.split(&x, &mut split, &g);
         split.truncate(layout.len(&g));
         let mut merged = vec![0.0; 56];
