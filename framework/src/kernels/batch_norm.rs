@@ -7,8 +7,11 @@
 //! with glibc's default allocator settings) against PyTorch's 13 ms and these kernels' 12 ms
 //! (`ssl bench --workloads ops-smallcnn` and `scripts/bench_ops_torch.py`; BENCHMARKS.md). The
 //! kernels here read the input in place, in NCHW order, three times forward (mean, variance,
-//! output) and twice backward (sums, input gradient), parallel over channels and over
-//! `(sample, channel)` planes, and allocate only their outputs.
+//! output) and twice backward (sums, input gradient), channel by channel in parallel (so that the
+//! later passes over a channel find it in the core's cache), and allocate only their outputs,
+//! written without a zeroing pass first. [`batch_norm_relu`] folds the ReLU that follows most
+//! BatchNorms into the output pass (and its gradient mask into the backward passes): one pass
+//! over the activations less each way, and no separate ReLU output kept for the backward.
 //!
 //! The math is the standard one (Ioffe & Szegedy 2015, Algorithm 1 and its gradients), the same
 //! as burn's `batch_norm_train` and `batch_norm_train_backward`: with `x̂ = (x - mean) / sqrt(var +
@@ -84,6 +87,7 @@ fn nc_s(shape: &[usize]) -> (usize, usize, usize) {
 /// where that is `<= 0` (NaN kept, as burn's `relu`).
 #[inline]
 fn plane_affine(o: &mut [MaybeUninit<f32>], x: &[f32], p: f32, m: f32, r: f32, relu: bool) {
+    assert_eq!(o.len(), x.len(), "every output value written");
     if relu {
         with_avx2!(
             affine_relu,
@@ -132,6 +136,11 @@ fn plane_affine_xy(
     q: f32,
     r: f32,
 ) {
+    assert!(
+        x.len() == o.len() && y.len() == o.len(),
+        "every output value written"
+    );
+    assert!(relu.is_none_or(|out| out.len() == o.len()));
     match relu {
         Some(out) => with_avx2!(
             affine_xy_relu,
@@ -185,55 +194,45 @@ impl<'a> PlaneWriter<'a> {
     }
 }
 
-/// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` (every value of `out` written) over `[batch, c, s]`
-/// values (`y` optional: `by` empty), in parallel over `(sample, channel)` planes, or over rows
-/// when `s == 1`. Centering first keeps full precision when a channel's mean is large against
-/// its spread.
+/// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` over `[batch, c]` rows (`[batch,
+/// features]`, the heads' BatchNorm: the channel is the position in the row), every value of
+/// `out` written; `y` optional (`by` empty), in parallel over rows. Centering first keeps full
+/// precision when a channel's mean is large against its spread.
+///
+/// # Panics
+/// When `out`, `x` and `y` differ in length or are not whole rows, or a per-channel slice is
+/// not `c` long (then some output would stay unwritten).
 #[allow(clippy::too_many_arguments)]
-fn affine_per_channel(
+fn affine_rows(
     out: &mut [MaybeUninit<f32>],
     x: &[f32],
     y: Option<&[f32]>,
     c: usize,
-    s: usize,
     (bx, center): (&[f32], &[f32]),
     by: &[f32],
     k: &[f32],
 ) {
-    let run = if s == 1 { c.max(1) } else { s.max(1) };
     let y = y.unwrap_or(x);
     let with_y = !by.is_empty();
-    out.par_chunks_mut(run)
-        .zip(x.par_chunks(run).zip(y.par_chunks(run)))
-        .enumerate()
-        .for_each(|(plane, (o, (xi, yi)))| {
-            if s == 1 {
-                // One row: the channel is the position in the row.
-                if with_y {
-                    for (((((o, &xv), &yv), (&p, &q)), &r), &m) in o
-                        .iter_mut()
-                        .zip(xi)
-                        .zip(yi)
-                        .zip(bx.iter().zip(by))
-                        .zip(k)
-                        .zip(center)
-                    {
-                        o.write(p * (xv - m) + q * yv + r);
-                    }
-                } else {
-                    for ((((o, &xv), &p), &r), &m) in
-                        o.iter_mut().zip(xi).zip(bx).zip(k).zip(center)
-                    {
-                        o.write(p * (xv - m) + r);
-                    }
+    assert!(out.len() == x.len() && y.len() == x.len() && x.len() % c.max(1) == 0);
+    assert!(bx.len() == c && center.len() == c && k.len() == c && (!with_y || by.len() == c));
+    out.par_chunks_mut(c.max(1))
+        .zip(x.par_chunks(c.max(1)).zip(y.par_chunks(c.max(1))))
+        .for_each(|(o, (xi, yi))| {
+            if with_y {
+                for (((((o, &xv), &yv), (&p, &q)), &r), &m) in o
+                    .iter_mut()
+                    .zip(xi)
+                    .zip(yi)
+                    .zip(bx.iter().zip(by))
+                    .zip(k)
+                    .zip(center)
+                {
+                    o.write(p * (xv - m) + q * yv + r);
                 }
             } else {
-                let ch = plane % c;
-                let (p, r, m) = (bx[ch], k[ch], center[ch]);
-                if with_y {
-                    plane_affine_xy(o, xi, yi, None, p, m, by[ch], r);
-                } else {
-                    plane_affine(o, xi, p, m, r, false);
+                for ((((o, &xv), &p), &r), &m) in o.iter_mut().zip(xi).zip(bx).zip(k).zip(center) {
+                    o.write(p * (xv - m) + r);
                 }
             }
         });
@@ -341,7 +340,9 @@ fn plane_squared_deviations(plane: &[f32], mu: f32) -> [f64; 2] {
 }
 
 /// Per channel of `xs` `[n, c, s]`: the mean and the (biased) variance in two passes over all
-/// channels (mean, then the sum of squared deviations: no cancellation), summed in f64.
+/// channels (mean, then the sum of squared deviations: no cancellation), summed in f64. Used
+/// for `[batch, features]` rows (`s == 1`); images go channel by channel
+/// ([`channel_mean_variance`]).
 fn mean_and_variance(xs: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
     let m = (n * s) as f64;
     let sums = channel_sums::<2>(n, c, s, |start, _| plane_sum(&xs[start..start + s]));
@@ -391,6 +392,10 @@ impl FusedBatchNorm for Flex {
         let (n, c, s) = nc_s(&shape);
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let (xs, gs, bs) = (slice(&x), slice(&gamma), slice(&beta));
+        assert!(
+            gs.len() == c && bs.len() == c,
+            "fused BatchNorm: gamma and beta need {c} values (one per channel)"
+        );
         let (out, mean, variance) = if s == 1 {
             // `[batch, features]`: statistics over rows, then one affine pass.
             let (mean, variance) = mean_and_variance(xs, n, c, s);
@@ -398,7 +403,7 @@ impl FusedBatchNorm for Flex {
                 .map(|ch| gs[ch] / ((variance[ch] as f64 + epsilon).sqrt()) as f32)
                 .collect();
             let mut out = written_output(xs.len(), |out| {
-                affine_per_channel(out, xs, None, c, s, (&scale, &mean), &[], bs)
+                affine_rows(out, xs, None, c, (&scale, &mean), &[], bs)
             });
             if relu {
                 for v in &mut out {
@@ -516,6 +521,14 @@ fn backward_flex(
             slice(&variance),
             slice(&dy),
         );
+        assert!(
+            [gs.len(), ms.len(), vs.len()] == [c; 3],
+            "fused BatchNorm backward: gamma, mean and variance need {c} values"
+        );
+        assert!(
+            dys.len() == xs.len() && outs.is_none_or(|o| o.len() == xs.len()),
+            "fused BatchNorm backward: the output gradient (and output) need the input's shape"
+        );
         let inv_std: Vec<f32> = vs
             .iter()
             .map(|&v| 1.0 / ((v as f64 + epsilon).sqrt()) as f32)
@@ -575,7 +588,7 @@ fn backward_flex(
                 (a[ch], b[ch], k[ch]) = coefficients(ch, sums[ch]);
             }
             let dx = written_output(xs.len(), |dx| {
-                affine_per_channel(dx, xs, Some(dys), c, s, (&b, ms), &a, &k)
+                affine_rows(dx, xs, Some(dys), c, (&b, ms), &a, &k)
             });
             (dx, sums)
         } else {
@@ -942,6 +955,16 @@ mod tests {
             out.into_data().try_to_vec::<f32>().unwrap()
         };
         let (plain, clamped) = (values(false), values(true));
+        // NaN stays NaN, as with burn's `relu` (a NaN loss must still be seen).
+        let nan = Tensor::<4>::from_data([[[[f32::NAN, 1.0, -1.0]]]], &device);
+        let (out, _, _) = batch_norm_train_then(
+            nan,
+            Tensor::ones([1], &device),
+            Tensor::zeros([1], &device),
+            1e-5,
+            true,
+        );
+        assert!(out.into_data().try_to_vec::<f32>().unwrap()[0].is_nan());
         let below = plain.iter().filter(|&&v| v <= 0.0).count();
         assert!(
             below > 50 && below < 150,
