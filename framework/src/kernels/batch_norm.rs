@@ -214,7 +214,7 @@ fn affine_rows(
 ) {
     let y = y.unwrap_or(x);
     let with_y = !by.is_empty();
-    assert!(out.len() == x.len() && y.len() == x.len() && x.len() % c.max(1) == 0);
+    assert!(out.len() == x.len() && y.len() == x.len() && x.len().is_multiple_of(c.max(1)));
     assert!(bx.len() == c && center.len() == c && k.len() == c && (!with_y || by.len() == c));
     out.par_chunks_mut(c.max(1))
         .zip(x.par_chunks(c.max(1)).zip(y.par_chunks(c.max(1))))
