@@ -194,6 +194,31 @@ impl<'a> PlaneWriter<'a> {
     }
 }
 
+/// An output `[n, c, s]` written channel by channel, in parallel over channels: `fill(ch,
+/// planes)` gets channel `ch`'s `n` output planes (`s` values each, in sample order), must
+/// write every value of them, and returns the channel's result. Returns the output and the
+/// results in channel order. The one place that hands out the interleaved planes.
+fn by_channel<T: Send>(
+    (n, c, s): (usize, usize, usize),
+    fill: impl Fn(usize, Vec<&mut [MaybeUninit<f32>]>) -> T + Sync,
+) -> (Vec<f32>, Vec<T>) {
+    let mut results = Vec::new();
+    let out = written_output(n * c * s, |out| {
+        let writer = PlaneWriter::new(out);
+        results = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                // SAFETY: this task owns channel `ch` and takes each of its planes once.
+                let planes = (0..n)
+                    .map(|b| unsafe { writer.plane((b * c + ch) * s, s) })
+                    .collect();
+                fill(ch, planes)
+            })
+            .collect();
+    });
+    (out, results)
+}
+
 /// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` over `[batch, c]` rows (`[batch,
 /// features]`, the heads' BatchNorm: the channel is the position in the row), every value of
 /// `out` written; `y` optional (`by` empty), in parallel over rows. Centering first keeps full
@@ -416,23 +441,14 @@ impl FusedBatchNorm for Flex {
         } else {
             // Channel by channel: statistics, then the channel's output planes while its
             // values are still in the core's cache.
-            let mut stats = Vec::new();
-            let out = written_output(xs.len(), |out| {
-                let writer = PlaneWriter::new(out);
-                stats = (0..c)
-                    .into_par_iter()
-                    .map(|ch| {
-                        let (mean, variance) = channel_mean_variance(xs, (n, c, s), ch);
-                        let scale = gs[ch] / ((variance as f64 + epsilon).sqrt()) as f32;
-                        for b in 0..n {
-                            let start = (b * c + ch) * s;
-                            // SAFETY: this task owns channel `ch` and takes each plane once.
-                            let o = unsafe { writer.plane(start, s) };
-                            plane_affine(o, &xs[start..start + s], scale, mean, bs[ch], relu);
-                        }
-                        (mean, variance)
-                    })
-                    .collect();
+            let (out, stats) = by_channel((n, c, s), |ch, planes| {
+                let (mean, variance) = channel_mean_variance(xs, (n, c, s), ch);
+                let scale = gs[ch] / ((variance as f64 + epsilon).sqrt()) as f32;
+                for (b, o) in planes.into_iter().enumerate() {
+                    let start = (b * c + ch) * s;
+                    plane_affine(o, &xs[start..start + s], scale, mean, bs[ch], relu);
+                }
+                (mean, variance)
             });
             let (mean, variance) = stats.into_iter().unzip();
             (out, mean, variance)
@@ -593,34 +609,23 @@ fn backward_flex(
             (dx, sums)
         } else {
             // Channel by channel, as in the forward pass.
-            let mut sums = Vec::new();
-            let dx = written_output(xs.len(), |dx| {
-                let writer = PlaneWriter::new(dx);
-                sums = (0..c)
-                    .into_par_iter()
-                    .map(|ch| {
-                        let relu = |start: usize| outs.map(|o| &o[start..start + s]);
-                        let mut acc = [0.0f64; 2];
-                        for b in 0..n {
-                            let start = (b * c + ch) * s;
-                            let part =
-                                gradient_sums(start, ch, &dys[start..start + s], relu(start));
-                            acc[0] += part[0];
-                            acc[1] += part[1];
-                        }
-                        let (a, bx, k) = coefficients(ch, acc);
-                        for b in 0..n {
-                            let start = (b * c + ch) * s;
-                            // SAFETY: this task owns channel `ch` and takes each plane once.
-                            let o = unsafe { writer.plane(start, s) };
-                            let (x, g) = (&xs[start..start + s], &dys[start..start + s]);
-                            plane_affine_xy(o, x, g, relu(start), bx, ms[ch], a, k);
-                        }
-                        acc
-                    })
-                    .collect();
-            });
-            (dx, sums)
+            by_channel((n, c, s), |ch, planes| {
+                let relu = |start: usize| outs.map(|o| &o[start..start + s]);
+                let mut acc = [0.0f64; 2];
+                for b in 0..n {
+                    let start = (b * c + ch) * s;
+                    let part = gradient_sums(start, ch, &dys[start..start + s], relu(start));
+                    acc[0] += part[0];
+                    acc[1] += part[1];
+                }
+                let (a, bx, k) = coefficients(ch, acc);
+                for (b, o) in planes.into_iter().enumerate() {
+                    let start = (b * c + ch) * s;
+                    let (x, g) = (&xs[start..start + s], &dys[start..start + s]);
+                    plane_affine_xy(o, x, g, relu(start), bx, ms[ch], a, k);
+                }
+                acc
+            })
         };
         let beta_grad: Vec<f32> = sums.iter().map(|a| a[0] as f32).collect();
         let gamma_grad: Vec<f32> = sums.iter().map(|a| a[1] as f32).collect();
