@@ -12,6 +12,8 @@
 //! written without a zeroing pass first. [`batch_norm_relu`] folds the ReLU that follows most
 //! BatchNorms into the output pass (and its gradient mask into the backward passes): one pass
 //! over the activations less each way, and no separate ReLU output kept for the backward.
+//! After a convolution that gathers the statistics itself ([`super::conv_batch_norm`]),
+//! [`FusedBatchNorm::fused_batch_norm_apply`] reads the input once forward, to write the output.
 //!
 //! The math is the standard one (Ioffe & Szegedy 2015, Algorithm 1 and its gradients), the same
 //! as burn's `batch_norm_train` and `batch_norm_train_backward`: with `x̂ = (x - mean) / sqrt(var +
@@ -20,7 +22,8 @@
 //!
 //! Only float32 tensors on the `flex` device take this path; anything else (another device,
 //! another float type) uses burn's own `batch_norm_train`, so results never depend on which path
-//! ran beyond float rounding (a test compares the two).
+//! ran beyond float rounding (a test compares the two). (`fused_batch_norm_apply`, which only
+//! [`super::conv_batch_norm`] calls after checking, refuses other float types.)
 
 use super::{contiguous, is_flex, slice, written_output};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -51,6 +54,25 @@ pub trait FusedBatchNorm: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Forward with the batch statistics already known: `mean` and `variance` (biased)
+    /// `[channels]` must be those of `x` itself, as the convolution that produced `x` gathers
+    /// them ([`super::conv_batch_norm`]). Returns the output of
+    /// [`FusedBatchNorm::fused_batch_norm_train`], in one pass over `x`; the backward is that
+    /// one's, which already accounts for the statistics' dependence on `x`.
+    ///
+    /// # Panics
+    /// When a tensor is not float32, or `gamma`, `beta`, `mean` or `variance` is not one value
+    /// per channel.
+    fn fused_batch_norm_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self>;
 
     /// Backward: gradients of the loss with respect to `x`, `gamma` and `beta`, given the
     /// output's gradient and the statistics the forward returned.
@@ -344,7 +366,7 @@ fn channel_sums<const K: usize>(
 }
 
 /// `(sum, 0)` of one plane in f64 (see [`lane_sums`]).
-fn plane_sum(plane: &[f32]) -> [f64; 2] {
+pub(super) fn plane_sum(plane: &[f32]) -> [f64; 2] {
     with_avx2!(
         plane_sum,
         (plane: &[f32]) -> [f64; 2],
@@ -353,7 +375,7 @@ fn plane_sum(plane: &[f32]) -> [f64; 2] {
 }
 
 /// `(sum of (x - mu)^2, 0)` of one plane in f64.
-fn plane_squared_deviations(plane: &[f32], mu: f32) -> [f64; 2] {
+pub(super) fn plane_squared_deviations(plane: &[f32], mu: f32) -> [f64; 2] {
     with_avx2!(
         squared_deviations,
         (plane: &[f32], mu: f32) -> [f64; 2],
@@ -362,6 +384,74 @@ fn plane_squared_deviations(plane: &[f32], mu: f32) -> [f64; 2] {
             (d * d, 0.0)
         })
     )
+}
+
+/// Count, mean and sum of squared deviations from the mean (`m2`) of some float32 values, in
+/// f64: a channel's BatchNorm statistics gathered in parts where the values are still in cache
+/// (the convolution's blocks of images, [`super::conv2d`]) and merged exactly up to rounding
+/// (Chan, Golub & LeVeque 1979, the pairwise update), instead of extra passes over the
+/// channel afterwards.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Moments {
+    /// Number of values.
+    pub count: f64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of their squared deviations from `mean`.
+    pub m2: f64,
+}
+
+impl Moments {
+    /// No values.
+    pub const EMPTY: Self = Self {
+        count: 0.0,
+        mean: 0.0,
+        m2: 0.0,
+    };
+
+    /// The moments of `values`, in two passes (the mean, then the squared deviations from it:
+    /// no cancellation); meant for values in cache.
+    pub fn of(values: &[f32]) -> Self {
+        if values.is_empty() {
+            return Self::EMPTY;
+        }
+        let count = values.len() as f64;
+        let mean = plane_sum(values)[0] / count;
+        // Deviations from the float32 mean `mu`, corrected to the exact one:
+        // sum (x - mean)^2 = sum (x - mu)^2 - count (mean - mu)^2.
+        let mu = mean as f32;
+        let shift = mean - mu as f64;
+        let m2 = plane_squared_deviations(values, mu)[0] - count * shift * shift;
+        // Rounding can take an all-equal part just below zero; NaN stays NaN.
+        let m2 = if m2 < 0.0 { 0.0 } else { m2 };
+        Self { count, mean, m2 }
+    }
+
+    /// The moments of both parts' values together.
+    pub fn merge(self, other: Self) -> Self {
+        if other.count == 0.0 {
+            return self;
+        }
+        if self.count == 0.0 {
+            return other;
+        }
+        let count = self.count + other.count;
+        let delta = other.mean - self.mean;
+        Self {
+            count,
+            mean: self.mean + delta * other.count / count,
+            m2: self.m2 + other.m2 + delta * delta * self.count * other.count / count,
+        }
+    }
+
+    /// The biased variance (`m2 / count`; 0 for no values).
+    pub fn variance(&self) -> f64 {
+        if self.count == 0.0 {
+            0.0
+        } else {
+            self.m2 / self.count
+        }
+    }
 }
 
 /// Per channel of `xs` `[n, c, s]`: the mean and the (biased) variance in two passes over all
@@ -459,6 +549,39 @@ impl FusedBatchNorm for Flex {
             new_tensor(mean, per_channel.clone()),
             new_tensor(variance, per_channel),
         )
+    }
+
+    fn fused_batch_norm_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let tensors = [&x, &gamma, &beta, &mean, &variance];
+        assert!(
+            tensors.iter().all(|t| t.dtype() == DType::F32),
+            "fused BatchNorm with known statistics: float32 tensors only"
+        );
+        let shape = x.layout().shape().clone();
+        let (n, c, s) = nc_s(&shape);
+        let [x, gamma, beta, mean, variance] = [x, gamma, beta, mean, variance].map(contiguous);
+        let (xs, gs, bs) = (slice(&x), slice(&gamma), slice(&beta));
+        let (ms, vs) = (slice(&mean), slice(&variance));
+        assert!(
+            [gs, bs, ms, vs].iter().all(|v| v.len() == c),
+            "fused BatchNorm: gamma, beta, mean and variance need {c} values (one per channel)"
+        );
+        let (out, _) = by_channel((n, c, s), |ch, planes| {
+            let scale = gs[ch] / ((vs[ch] as f64 + epsilon).sqrt()) as f32;
+            for (b, o) in planes.into_iter().enumerate() {
+                let start = (b * c + ch) * s;
+                plane_affine(o, &xs[start..start + s], scale, ms[ch], bs[ch], relu);
+            }
+        });
+        new_tensor(out, shape)
     }
 
     fn fused_batch_norm_train_backward(
@@ -638,6 +761,102 @@ fn backward_flex(
     }
 }
 
+/// The autodiff step of the fused BatchNorm (with or without known statistics): its backward
+/// kernels, the ReLU mask included when the forward ended in one.
+#[derive(Debug)]
+struct FusedBatchNormBackward;
+
+impl<B: Backend + FusedBatchNorm> Backward<B, 3> for FusedBatchNormBackward {
+    // Input, gamma, batch mean, batch variance, epsilon, the output when it ended in a
+    // ReLU (shared with whatever consumes it: no copy).
+    type State = (
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        f64,
+        Option<B::FloatTensorPrimitive>,
+    );
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, gamma, mean, variance, epsilon, relu_output) = ops.state;
+        let (x_grad, gamma_grad, beta_grad) = match relu_output {
+            Some(output) => B::fused_batch_norm_relu_train_backward(
+                x, gamma, mean, variance, epsilon, grad, output,
+            ),
+            None => B::fused_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad),
+        };
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, x_grad);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, gamma_grad);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, beta_grad);
+        }
+    }
+}
+
+/// One autodiff step of the fused BatchNorm: `forward` runs on the inner backend's `[x, gamma,
+/// beta]` and returns the output with the batch mean and variance, which (with the output,
+/// when the forward ended in a ReLU) the backward ([`FusedBatchNormBackward`]) keeps. Returns
+/// the tracked output and the inner mean and variance.
+#[allow(clippy::type_complexity)]
+fn fused_autodiff<B: Backend + FusedBatchNorm, C: CheckpointStrategy>(
+    [x, gamma, beta]: [FloatTensor<Autodiff<B, C>>; 3],
+    epsilon: f64,
+    relu: bool,
+    forward: impl FnOnce(
+        [B::FloatTensorPrimitive; 3],
+    ) -> (
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+    ),
+) -> (
+    FloatTensor<Autodiff<B, C>>,
+    B::FloatTensorPrimitive,
+    B::FloatTensorPrimitive,
+) {
+    let nodes = [x.node(), gamma.node(), beta.node()];
+    let (x, gamma, beta) = (
+        x.into_primitive(),
+        gamma.into_primitive(),
+        beta.into_primitive(),
+    );
+    match FusedBatchNormBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (output, mean, variance) = forward([x.clone(), gamma.clone(), beta]);
+            let relu_output = relu.then(|| output.clone());
+            let state = (
+                x,
+                gamma,
+                mean.clone(),
+                variance.clone(),
+                epsilon,
+                relu_output,
+            );
+            (prep.finish(state, output), mean, variance)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (output, mean, variance) = forward([x, gamma, beta]);
+            (prep.finish(output), mean, variance)
+        }
+    }
+}
+
 impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C> {
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
@@ -646,89 +865,43 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        #[derive(Debug)]
-        struct FusedBatchNormBackward;
+        let (output, mean, variance) =
+            fused_autodiff::<B, C>([x, gamma, beta], epsilon, relu, |[x, gamma, beta]| {
+                B::fused_batch_norm_train(x, gamma, beta, epsilon, relu)
+            });
+        let constant = <Self as AutodiffBackend>::from_inner;
+        (output, constant(mean), constant(variance))
+    }
 
-        impl<B: Backend + FusedBatchNorm> Backward<B, 3> for FusedBatchNormBackward {
-            // Input, gamma, batch mean, batch variance, epsilon, the output when it ended in a
-            // ReLU (shared with whatever consumes it: no copy).
-            type State = (
-                B::FloatTensorPrimitive,
-                B::FloatTensorPrimitive,
-                B::FloatTensorPrimitive,
-                B::FloatTensorPrimitive,
-                f64,
-                Option<B::FloatTensorPrimitive>,
-            );
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, gamma, mean, variance, epsilon, relu_output) = ops.state;
-                let (x_grad, gamma_grad, beta_grad) = match relu_output {
-                    Some(output) => B::fused_batch_norm_relu_train_backward(
-                        x, gamma, mean, variance, epsilon, grad, output,
-                    ),
-                    None => {
-                        B::fused_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad)
-                    }
-                };
-                if let Some(node) = node_x {
-                    grads.register::<B>(node.id, x_grad);
-                }
-                if let Some(node) = node_gamma {
-                    grads.register::<B>(node.id, gamma_grad);
-                }
-                if let Some(node) = node_beta {
-                    grads.register::<B>(node.id, beta_grad);
-                }
-            }
-        }
-
-        let nodes = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
+    fn fused_batch_norm_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        // The statistics are `x`'s own: the backward differentiates through them already, so
+        // they enter as constants.
+        let (mean, variance) = (
+            <Self as AutodiffBackend>::inner(mean),
+            <Self as AutodiffBackend>::inner(variance),
         );
-        match FusedBatchNormBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (output, mean, variance) =
-                    B::fused_batch_norm_train(x.clone(), gamma.clone(), beta, epsilon, relu);
-                let relu_output = relu.then(|| output.clone());
-                let state = (
+        let (output, _, _) =
+            fused_autodiff::<B, C>([x, gamma, beta], epsilon, relu, |[x, gamma, beta]| {
+                let output = B::fused_batch_norm_apply(
                     x,
                     gamma,
+                    beta,
                     mean.clone(),
                     variance.clone(),
                     epsilon,
-                    relu_output,
+                    relu,
                 );
-                (
-                    prep.finish(state, output),
-                    <Self as AutodiffBackend>::from_inner(mean),
-                    <Self as AutodiffBackend>::from_inner(variance),
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                let (output, mean, variance) =
-                    B::fused_batch_norm_train(x, gamma, beta, epsilon, relu);
-                (
-                    prep.finish(output),
-                    <Self as AutodiffBackend>::from_inner(mean),
-                    <Self as AutodiffBackend>::from_inner(variance),
-                )
-            }
-        }
+                (output, mean, variance)
+            });
+        output
     }
 
     fn fused_batch_norm_train_backward(
@@ -823,7 +996,11 @@ pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, input: Tensor<D>) -> Tens
     batch_norm_then(bn, input, true)
 }
 
-fn batch_norm_then<const D: usize>(bn: &BatchNorm, input: Tensor<D>, relu: bool) -> Tensor<D> {
+pub(super) fn batch_norm_then<const D: usize>(
+    bn: &BatchNorm,
+    input: Tensor<D>,
+    relu: bool,
+) -> Tensor<D> {
     let device = input.device();
     if !(device.is_autodiff() && bn.training.is_enabled()) {
         let output = bn.forward(input);
@@ -835,6 +1012,14 @@ fn batch_norm_then<const D: usize>(bn: &BatchNorm, input: Tensor<D>, relu: bool)
     }
     let (output, mean, variance) =
         batch_norm_train_then(input, bn.gamma.val(), bn.beta.val(), bn.epsilon, relu);
+    update_running_statistics(bn, mean, variance);
+    output
+}
+
+/// Moves `bn`'s running statistics toward a batch's (`mean` and biased `variance`,
+/// `[channels]`) by `momentum`, as burn's `BatchNorm::forward` does in training.
+fn update_running_statistics(bn: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>) {
+    let device = mean.device();
     let running_mean = bn.running_mean.value_sync().to_device(&device);
     let running_var = bn.running_var.value_sync().to_device(&device);
     bn.running_mean.update(
@@ -849,7 +1034,30 @@ fn batch_norm_then<const D: usize>(bn: &BatchNorm, input: Tensor<D>, relu: bool)
             .add(variance.mul_scalar(bn.momentum))
             .detach(),
     );
-    output
+}
+
+/// [`batch_norm`] (with `relu`, [`batch_norm_relu`]) in training mode, given `input`'s batch
+/// statistics (`mean` and biased `variance`, `[channels]`, gathered by the convolution that
+/// produced it): one pass over `input` instead of three. `input` `[batch, channels, height,
+/// width]`, float32 on `flex` (autodiff), with one statistic per channel; callers check.
+pub(super) fn batch_norm_with_statistics(
+    bn: &BatchNorm,
+    input: Tensor<4>,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+    relu: bool,
+) -> Tensor<4> {
+    let output = <Dispatch as FusedBatchNorm>::fused_batch_norm_apply(
+        input.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        mean.clone().into_dispatch(),
+        variance.clone().into_dispatch(),
+        bn.epsilon,
+        relu,
+    );
+    update_running_statistics(bn, mean, variance);
+    Tensor::from_dispatch(output)
 }
 
 #[cfg(test)]
@@ -859,6 +1067,10 @@ mod tests {
 
     /// Output, statistics and all three gradients of the fused kernel against burn's
     /// `batch_norm_train` on the same input, with a random upstream gradient (a weighted sum).
+    /// `shifted`: ours runs on the input + 1000 (far from zero: the variance must not cancel),
+    /// burn's on the input itself, which gives the same output, variance and gradients and a
+    /// mean 1000 lower (burn's float32 sums, accurate near zero, would not be a reference at
+    /// 1000: their rounding alone moved its gamma gradient by 3e-3).
     fn compare<const D: usize>(input: Tensor<D>, shifted: bool) {
         compare_then(input, shifted, false)
     }
@@ -867,12 +1079,7 @@ mod tests {
     fn compare_then<const D: usize>(input: Tensor<D>, shifted: bool, relu: bool) {
         let device = Device::flex().autodiff();
         let channels = input.dims()[1];
-        let input = if shifted {
-            // Far from zero: the variance must not cancel.
-            input.add_scalar(1000.0)
-        } else {
-            input
-        };
+        let offset = if shifted { 1000.0 } else { 0.0 };
         let weights = Tensor::<D>::random(input.shape(), Distribution::Normal(0.0, 1.0), &device);
         let gamma0 = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 1.5), &device);
         let beta0 = Tensor::<1>::random([channels], Distribution::Normal(0.0, 1.0), &device);
@@ -881,7 +1088,14 @@ mod tests {
             let gamma = gamma0.clone().detach().require_grad();
             let beta = beta0.clone().detach().require_grad();
             let (out, mean, var) = if fused {
-                batch_norm_train_then(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu)
+                let (out, mean, var) = batch_norm_train_then(
+                    x.clone().add_scalar(offset),
+                    gamma.clone(),
+                    beta.clone(),
+                    1e-5,
+                    relu,
+                );
+                (out, mean.sub_scalar(offset), var)
             } else {
                 let r = burn::tensor::module::batch_norm_train(
                     x.clone(),
@@ -987,6 +1201,40 @@ mod tests {
         let x = Tensor::<4>::random([3, 4, 5, 6], Distribution::Normal(0.0, 1.0), &device)
             .swap_dims(1, 3);
         compare(x, false);
+    }
+
+    #[test]
+    fn moments_merged_from_parts_match_the_whole() {
+        // Uneven parts (empty, 1 value, the rest) of values far from zero with a small spread:
+        // the merge must keep the variance (the spread's, not the offset's).
+        let values: Vec<f32> = (0..1000)
+            .map(|i| 5000.0 + ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let variance = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        for cuts in [[0, 0], [0, 1], [1, 500], [333, 334], [999, 1000]] {
+            let merged = Moments::of(&values[..cuts[0]])
+                .merge(Moments::of(&values[cuts[0]..cuts[1]]))
+                .merge(Moments::of(&values[cuts[1]..]));
+            assert_eq!(merged.count, n);
+            // The float32 lane sums of `plane_sum` round the mean slightly.
+            assert!(
+                (merged.mean - mean).abs() < 1e-7 * mean,
+                "{cuts:?}: {merged:?}"
+            );
+            assert!(
+                (merged.variance() - variance).abs() < 1e-6 * variance,
+                "{cuts:?}: {} against {variance}",
+                merged.variance()
+            );
+        }
+        assert_eq!(Moments::of(&[]).variance(), 0.0);
+        assert_eq!(Moments::of(&[3.0]).variance(), 0.0);
     }
 
     #[test]

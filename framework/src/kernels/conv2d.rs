@@ -27,6 +27,11 @@
 //! shapes, so on one machine results are bit-identical from run to run and across thread
 //! counts (gemm picks its microkernels from the CPU, so another CPU may round differently).
 //!
+//! The forward can also return each output channel's mean and variance over batch and space
+//! ([`Im2colConv2d::im2col_conv2d_with_statistics`]): per block right after its GEMM, while the
+//! block is in cache, merged in block order; the BatchNorm that follows then needs no passes of
+//! its own for them ([`super::conv_batch_norm`]).
+//!
 //! 3x3 stride-1 convolutions with at least 16 input and output channels (ResNet's body) go to
 //! the Winograd kernels of [`super::winograd`] instead (F(4x4, 3x3): 2.25 multiplications per
 //! output and channel pair instead of 9).
@@ -35,15 +40,18 @@
 //! path; anything else (`Same` padding, a kernel larger than the padded input, another device)
 //! falls back to burn's `conv2d`, and tests hold the two to the same values.
 
+use super::batch_norm::Moments;
 use super::winograd::{MIN_CHANNELS, WinogradConv2d};
-use super::{contiguous, is_flex, slice, written_output};
+use super::{
+    assume_written, contiguous, is_flex, slice, with_thread_buffers, written_output, zeroed,
+};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
@@ -76,6 +84,16 @@ pub trait Im2colConv2d: Backend {
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self>;
+
+    /// [`Im2colConv2d::im2col_conv2d`], and per output channel the mean and biased variance of
+    /// its values over batch and space (`[c_out]` each, not differentiated): the statistics
+    /// of the BatchNorm that follows, gathered from each block of images while its output is
+    /// still in cache.
+    fn im2col_conv2d_with_statistics(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradient with respect to the input, `[batch, c_in, height, width]`.
     fn im2col_conv2d_x_backward(
@@ -223,6 +241,31 @@ impl Phases {
     #[inline(always)]
     fn merge_add(&self, phases: &[f32], plane: &mut [f32], g: &ConvGeometry) {
         let ([h, w], [sh, sw], [ph, pw]) = (g.input, g.stride, g.padding);
+        let (rows, cols) = (self.rows, self.cols);
+        if sw == 2 {
+            // Both column phases of a row at once, interleaved back (the mirror of `split`'s
+            // stride-2 path), instead of two strided passes of scalar additions.
+            let width = w.min((2 * cols).saturating_sub(pw));
+            if width == 0 {
+                return;
+            }
+            let (pairs, shift) = (width / 2, pw / 2);
+            for a in 0..sh {
+                let (rlo, rhi) = valid_range(rows, sh, a, ph, h);
+                for r in rlo..rhi {
+                    let at = |b: usize| ((a * 2 + b) * rows + r) * cols;
+                    let (even, odd) = (&phases[at(0)..][..cols], &phases[at(1)..][..cols]);
+                    let (first, second) = if pw % 2 == 0 {
+                        (&even[shift..], &odd[shift..])
+                    } else {
+                        (&odd[shift..], &even[shift + 1..])
+                    };
+                    let dst = &mut plane[(r * sh + a - ph) * w..][..width];
+                    add_interleaved(dst, &first[..pairs + width % 2], &second[..pairs]);
+                }
+            }
+            return;
+        }
         for a in 0..sh {
             let (rlo, rhi) = valid_range(self.rows, sh, a, ph, h);
             for b in 0..sw {
@@ -248,6 +291,33 @@ impl Phases {
                 }
             }
         }
+    }
+}
+
+/// `dst[2m] += first[m]` and `dst[2m + 1] += second[m]`: `second` holds `dst.len() / 2` values,
+/// `first` the rest (one more when `dst.len()` is odd). Fixed runs of 8 pairs, so that it
+/// compiles to shuffles instead of strided scalar additions.
+#[inline(always)]
+fn add_interleaved(dst: &mut [f32], first: &[f32], second: &[f32]) {
+    let pairs = second.len();
+    debug_assert!(dst.len() == pairs + first.len() && first.len() - pairs <= 1);
+    let mut m = 0;
+    while m + 8 <= pairs {
+        let d: &mut [f32; 16] = (&mut dst[2 * m..2 * m + 16]).try_into().expect("16 values");
+        let f: &[f32; 8] = first[m..m + 8].try_into().expect("8 values");
+        let s: &[f32; 8] = second[m..m + 8].try_into().expect("8 values");
+        for k in 0..8 {
+            d[2 * k] += f[k];
+            d[2 * k + 1] += s[k];
+        }
+        m += 8;
+    }
+    for m in m..pairs {
+        dst[2 * m] += first[m];
+        dst[2 * m + 1] += second[m];
+    }
+    if first.len() > pairs {
+        dst[2 * pairs] += first[pairs];
     }
 }
 
@@ -300,11 +370,12 @@ fn copy_window(dst: &mut [f32], src: &[f32], start: usize, stride: usize, w: usi
 #[inline(always)]
 fn add_window_fixed<const W: usize>(src: &[f32], dst: &mut [f32], start: usize, stride: usize) {
     for (r, s) in src.chunks_exact(W).enumerate() {
+        let s: &[f32; W] = s.try_into().expect("W values");
         let d: &mut [f32; W] = (&mut dst[start + r * stride..][..W])
             .try_into()
             .expect("W values");
-        for (d, &v) in d.iter_mut().zip(s) {
-            *d += v;
+        for k in 0..W {
+            d[k] += s[k];
         }
     }
 }
@@ -436,6 +507,12 @@ fn images_per_block(n: usize, p: usize) -> usize {
     256usize.div_ceil(p.max(1)).min((n / 8).max(1))
 }
 
+/// Floats of a kernel's `[c, count * p]` block buffer: none when every block is one image
+/// (the kernels then use the images' own memory).
+fn block_len(c: usize, per: usize, p: usize) -> usize {
+    if per > 1 { c * per * p } else { 0 }
+}
+
 /// Blocks of images whose weight gradients are summed into one partial: a fixed split (at most
 /// 8 partials, added in order), so that the sum is bit-identical from run to run whatever
 /// the threads' timing.
@@ -563,55 +640,107 @@ unsafe fn gemm_raw(
     }
 }
 
+/// The forward convolution on `flex` (see [`Im2colConv2d::im2col_conv2d`]); with `statistics`,
+/// also each output channel's [`Moments`], gathered block by block right after the block's
+/// GEMM and merged in block order (the same sums whatever the threads' timing).
+fn forward_flex(
+    x: FlexTensor,
+    weight: FlexTensor,
+    g: ConvGeometry,
+    statistics: bool,
+) -> (FlexTensor, Vec<Moments>) {
+    let (x, weight) = (contiguous(x), contiguous(weight));
+    let (xs, ws) = (slice(&x), slice(&weight));
+    let (n, c_in) = (x.layout().shape()[0], x.layout().shape()[1]);
+    let wshape = weight.layout().shape();
+    let (c_out, kernel) = (wshape[0], [wshape[2], wshape[3]]);
+    let (k, p, plane) = (
+        c_in * kernel[0] * kernel[1],
+        g.output[0] * g.output[1],
+        c_in * g.input[0] * g.input[1],
+    );
+    let mut moments = vec![Moments::EMPTY; if statistics { c_out } else { 0 }];
+    // Every block's GEMM (or its copy out of `y`) writes all of its `c_out x p` values per
+    // image, and the blocks cover the output.
+    let out = written_output(n * c_out * p, |out| {
+        if out.is_empty() {
+            return;
+        }
+        let per = images_per_block(n, p);
+        let blocks: Vec<Vec<Moments>> = out
+            .par_chunks_mut(per * c_out * p)
+            .enumerate()
+            .map_init(Vec::new, |phases, (block, yb)| {
+                with_thread_buffers([k * per * p, block_len(c_out, per, p)], |col, y| {
+                    // y [c_out, count * p] = W [c_out, K] col [K, count * p]
+                    let count = yb.len() / (c_out * p);
+                    let len = count * p;
+                    for i in 0..count {
+                        let b = block * per + i;
+                        let image = &xs[b * plane..(b + 1) * plane];
+                        im2col(image, col, (len, i * p), c_in, kernel, &g, phases);
+                    }
+                    let channels: &[f32] = if count == 1 {
+                        gemm_f32_into(yb, (c_out, p, k), ws, (k, 1), col, (p, 1));
+                        // SAFETY: the GEMM above wrote every value of `yb`.
+                        unsafe { assume_written(yb) }
+                    } else {
+                        gemm_f32(y, false, (c_out, len, k), ws, (k, 1), col, (len, 1));
+                        block_to_images(y, yb, (count, c_out, p));
+                        &y[..c_out * len]
+                    };
+                    // Either way, channel `ch`'s values of the block are `channels[ch * len..]`.
+                    if statistics {
+                        channels.chunks_exact(len).map(Moments::of).collect()
+                    } else {
+                        Vec::new()
+                    }
+                })
+            })
+            .collect();
+        for block in &blocks {
+            for (total, part) in moments.iter_mut().zip(block) {
+                *total = total.merge(*part);
+            }
+        }
+    });
+    (
+        new_tensor(out, [n, c_out, g.output[0], g.output[1]]),
+        moments,
+    )
+}
+
 impl Im2colConv2d for Flex {
     fn im2col_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         g: ConvGeometry,
     ) -> FloatTensor<Self> {
-        let (x, weight) = (contiguous(x), contiguous(weight));
-        let (xs, ws) = (slice(&x), slice(&weight));
-        let (n, c_in) = (x.layout().shape()[0], x.layout().shape()[1]);
-        let wshape = weight.layout().shape();
-        let (c_out, kernel) = (wshape[0], [wshape[2], wshape[3]]);
-        let (k, p, plane) = (
-            c_in * kernel[0] * kernel[1],
-            g.output[0] * g.output[1],
-            c_in * g.input[0] * g.input[1],
-        );
-        // Every block's GEMM (or its copy out of `y`) writes all of its `c_out x p` values per
-        // image, and the blocks cover the output.
-        let out = written_output(n * c_out * p, |out| {
-            if out.is_empty() {
-                return;
-            }
-            let per = images_per_block(n, p);
-            out.par_chunks_mut(per * c_out * p)
-                .enumerate()
-                .for_each_init(
-                    || {
-                        let buffers = (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]);
-                        (buffers, Vec::new())
-                    },
-                    |((col, y), phases), (block, yb)| {
-                        // y [c_out, count * p] = W [c_out, K] col [K, count * p]
-                        let count = yb.len() / (c_out * p);
-                        let len = count * p;
-                        for i in 0..count {
-                            let b = block * per + i;
-                            let image = &xs[b * plane..(b + 1) * plane];
-                            im2col(image, col, (len, i * p), c_in, kernel, &g, phases);
-                        }
-                        if count == 1 {
-                            gemm_f32_into(yb, (c_out, p, k), ws, (k, 1), col, (p, 1));
-                        } else {
-                            gemm_f32(y, false, (c_out, len, k), ws, (k, 1), col, (len, 1));
-                            block_to_images(y, yb, (count, c_out, p));
-                        }
-                    },
-                );
-        });
-        new_tensor(out, [n, c_out, g.output[0], g.output[1]])
+        forward_flex(x, weight, g, false).0
+    }
+
+    fn im2col_conv2d_with_statistics(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        g: ConvGeometry,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (y, moments) = forward_flex(x, weight, g, true);
+        let mean = moments.iter().map(|m| m.mean as f32).collect();
+        let variance = moments.iter().map(|m| m.variance() as f32).collect();
+        let c_out = moments.len();
+        (
+            y,
+            FlexTensor::new(
+                Bytes::from_elems(mean),
+                Layout::contiguous(Shape::new([c_out])),
+                DType::F32,
+            ),
+            FlexTensor::new(
+                Bytes::from_elems(variance),
+                Layout::contiguous(Shape::new([c_out])),
+                DType::F32,
+            ),
+        )
     }
 
     fn im2col_conv2d_x_backward(
@@ -629,33 +758,37 @@ impl Im2colConv2d for Flex {
             g.output[0] * g.output[1],
             c_in * g.input[0] * g.input[1],
         );
-        let mut dx = vec![0.0f32; n * plane];
-        if plane > 0 && n > 0 {
+        // Each image's gradient is zeroed right before `col2im` adds into it (in cache, rather
+        // than a `memset` of the whole output up front), so every value is written.
+        let dx = written_output(n * plane, |dx| {
+            if dx.is_empty() {
+                return;
+            }
             let per = images_per_block(n, p);
             dx.par_chunks_mut(per * plane).enumerate().for_each_init(
-                || {
-                    let buffers = (vec![0.0f32; k * per * p], vec![0.0f32; c_out * per * p]);
-                    (buffers, Vec::new())
-                },
-                |((dcol, dyblock), phases), (block, dxb)| {
-                    let count = dxb.len() / plane;
-                    let len = count * p;
-                    let first = block * per;
-                    let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
-                    // dcol [K, count * p] = W^T [K, c_out] dy [c_out, count * p]
-                    if count == 1 {
-                        gemm_f32(dcol, false, (k, p, c_out), ws, (1, k), dyb, (p, 1));
-                    } else {
-                        images_to_block(dyb, dyblock, (count, c_out, p));
-                        gemm_f32(dcol, false, (k, len, c_out), ws, (1, k), dyblock, (len, 1));
-                    }
-                    for i in 0..count {
-                        let image = &mut dxb[i * plane..(i + 1) * plane];
-                        col2im(dcol, image, (len, i * p), c_in, kernel, &g, phases);
-                    }
+                Vec::new,
+                |phases, (block, dxb)| {
+                    with_thread_buffers([k * per * p, block_len(c_out, per, p)], |dcol, dyblock| {
+                        let count = dxb.len() / plane;
+                        let len = count * p;
+                        let first = block * per;
+                        let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
+                        // dcol [K, count * p] = W^T [K, c_out] dy [c_out, count * p]
+                        if count == 1 {
+                            gemm_f32(dcol, false, (k, p, c_out), ws, (1, k), dyb, (p, 1));
+                        } else {
+                            images_to_block(dyb, dyblock, (count, c_out, p));
+                            let dims = (k, len, c_out);
+                            gemm_f32(dcol, false, dims, ws, (1, k), dyblock, (len, 1));
+                        }
+                        for (i, image) in dxb.chunks_exact_mut(plane).enumerate() {
+                            let image = zeroed(image);
+                            col2im(dcol, image, (len, i * p), c_in, kernel, &g, phases);
+                        }
+                    })
                 },
             );
-        }
+        });
         new_tensor(dx, [n, c_in, g.input[0], g.input[1]])
     }
 
@@ -682,34 +815,34 @@ impl Im2colConv2d for Flex {
             .into_par_iter()
             .map(|part| {
                 let mut dw = vec![0.0f32; c_out * k];
-                let mut col = vec![0.0f32; k * per * p];
-                let mut dyblock = vec![0.0f32; c_out * per * p];
                 let mut phases = Vec::new();
-                for block in part * run..((part + 1) * run).min(blocks) {
-                    let first = block * per;
-                    let count = per.min(n - first);
-                    let len = count * p;
-                    for i in 0..count {
-                        let image = &xs[(first + i) * plane..(first + i + 1) * plane];
-                        im2col(image, &mut col, (len, i * p), c_in, kernel, &g, &mut phases);
+                with_thread_buffers([k * per * p, block_len(c_out, per, p)], |col, dyblock| {
+                    for block in part * run..((part + 1) * run).min(blocks) {
+                        let first = block * per;
+                        let count = per.min(n - first);
+                        let len = count * p;
+                        for i in 0..count {
+                            let image = &xs[(first + i) * plane..(first + i + 1) * plane];
+                            im2col(image, col, (len, i * p), c_in, kernel, &g, &mut phases);
+                        }
+                        let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
+                        // dW [c_out, K] += dy [c_out, count * p] col^T [count * p, K]
+                        if count == 1 {
+                            gemm_f32(&mut dw, true, (c_out, k, p), dyb, (p, 1), col, (1, p));
+                        } else {
+                            images_to_block(dyb, dyblock, (count, c_out, p));
+                            gemm_f32(
+                                &mut dw,
+                                true,
+                                (c_out, k, len),
+                                dyblock,
+                                (len, 1),
+                                col,
+                                (1, len),
+                            );
+                        }
                     }
-                    let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
-                    // dW [c_out, K] += dy [c_out, count * p] col^T [count * p, K]
-                    if count == 1 {
-                        gemm_f32(&mut dw, true, (c_out, k, p), dyb, (p, 1), &col, (1, p));
-                    } else {
-                        images_to_block(dyb, &mut dyblock, (count, c_out, p));
-                        gemm_f32(
-                            &mut dw,
-                            true,
-                            (c_out, k, len),
-                            &dyblock,
-                            (len, 1),
-                            &col,
-                            (1, len),
-                        );
-                    }
-                }
+                });
                 dw
             })
             .collect();
@@ -723,59 +856,97 @@ impl Im2colConv2d for Flex {
     }
 }
 
+/// The autodiff step of the im2col convolution: its input and weight gradients, each only
+/// when that parent is tracked.
+#[derive(Debug)]
+struct Im2colConv2dBackward;
+
+impl<B: Backend + Im2colConv2d> Backward<B, 2> for Im2colConv2dBackward {
+    // Input, weight, kernel size, geometry.
+    type State = (
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        [usize; 2],
+        ConvGeometry,
+    );
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight, kernel, geometry) = ops.state;
+        if let Some(node) = node_x {
+            let dx = B::im2col_conv2d_x_backward(weight, grad.clone(), geometry);
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            let dw = B::im2col_conv2d_weight_backward(x, grad, kernel, geometry);
+            grads.register::<B>(node.id, dw);
+        }
+    }
+}
+
+/// One autodiff step of the im2col convolution: `forward` runs on the inner backend's input and
+/// weight and returns the output and anything else (untracked, handed back); the backward is
+/// [`Im2colConv2dBackward`].
+fn im2col_autodiff<B: Backend + Im2colConv2d, C: CheckpointStrategy, T>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    geometry: ConvGeometry,
+    forward: impl FnOnce(
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+    ) -> (B::FloatTensorPrimitive, T),
+) -> (FloatTensor<Autodiff<B, C>>, T) {
+    let nodes = [x.node(), weight.node()];
+    let (x, weight) = (x.into_primitive(), weight.into_primitive());
+    match Im2colConv2dBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let shape = burn::backend::TensorMetadata::shape(&weight);
+            let kernel = [shape[2], shape[3]];
+            let (output, extra) = forward(x.clone(), weight.clone());
+            (prep.finish((x, weight, kernel, geometry), output), extra)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (output, extra) = forward(x, weight);
+            (prep.finish(output), extra)
+        }
+    }
+}
+
 impl<B: Backend + Im2colConv2d, C: CheckpointStrategy> Im2colConv2d for Autodiff<B, C> {
     fn im2col_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Im2colConv2dBackward;
+        im2col_autodiff::<B, C, _>(x, weight, geometry, |x, weight| {
+            (B::im2col_conv2d(x, weight, geometry), ())
+        })
+        .0
+    }
 
-        impl<B: Backend + Im2colConv2d> Backward<B, 2> for Im2colConv2dBackward {
-            // Input, weight, kernel size, geometry.
-            type State = (
-                B::FloatTensorPrimitive,
-                B::FloatTensorPrimitive,
-                [usize; 2],
-                ConvGeometry,
-            );
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let [node_x, node_weight] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, weight, kernel, geometry) = ops.state;
-                if let Some(node) = node_x {
-                    let dx = B::im2col_conv2d_x_backward(weight, grad.clone(), geometry);
-                    grads.register::<B>(node.id, dx);
-                }
-                if let Some(node) = node_weight {
-                    let dw = B::im2col_conv2d_weight_backward(x, grad, kernel, geometry);
-                    grads.register::<B>(node.id, dw);
-                }
-            }
-        }
-
-        let nodes = [x.node(), weight.node()];
-        let (x, weight) = (x.into_primitive(), weight.into_primitive());
-        match Im2colConv2dBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let shape = burn::backend::TensorMetadata::shape(&weight);
-                let kernel = [shape[2], shape[3]];
-                let output = B::im2col_conv2d(x.clone(), weight.clone(), geometry);
-                prep.finish((x, weight, kernel, geometry), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::im2col_conv2d(x, weight, geometry)),
-        }
+    fn im2col_conv2d_with_statistics(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (output, (mean, variance)) =
+            im2col_autodiff::<B, C, _>(x, weight, geometry, |x, weight| {
+                let (output, mean, variance) =
+                    B::im2col_conv2d_with_statistics(x, weight, geometry);
+                (output, (mean, variance))
+            });
+        let constant = <Self as AutodiffBackend>::from_inner;
+        (output, constant(mean), constant(variance))
     }
 
     fn im2col_conv2d_x_backward(
@@ -832,6 +1003,45 @@ pub fn winograd_enabled() -> bool {
 /// height, width]` (pixels); returns `[batch, c_out, h_out, w_out]`, the same values as burn's
 /// up to float rounding.
 pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+    let Some(plan) = conv_plan(conv, &input) else {
+        // burn's path, which also reports a channel mismatch.
+        return conv.forward(input);
+    };
+    let output = if plan.winograd {
+        Tensor::<4>::from_dispatch(<Dispatch as WinogradConv2d>::winograd_conv2d(
+            input.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            plan.geometry,
+        ))
+    } else {
+        Tensor::<4>::from_dispatch(<Dispatch as Im2colConv2d>::im2col_conv2d(
+            input.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            plan.geometry,
+        ))
+    };
+    match &conv.bias {
+        Some(bias) => {
+            let c_out = bias.dims()[0];
+            output + bias.val().reshape([1, c_out, 1, 1])
+        }
+        None => output,
+    }
+}
+
+/// How [`conv2d`] runs a layer on our kernels.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConvPlan {
+    /// Where the kernel sits on the input.
+    pub geometry: ConvGeometry,
+    /// Winograd (else im2col).
+    pub winograd: bool,
+}
+
+/// The plan for `conv` on `input`, or `None` when burn's own `conv2d` must run it (another
+/// device or float type, groups, dilation, "same" padding, a kernel larger than the padded
+/// input, or a channel mismatch, which burn reports).
+pub(super) fn conv_plan(conv: &Conv2d, input: &Tensor<4>) -> Option<ConvPlan> {
     let [_, channels, height, width] = input.dims();
     let weight_shape = conv.weight.dims();
     if conv.groups != 1
@@ -841,19 +1051,17 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
         || channels != weight_shape[1]
         || !is_flex(&input.device())
     {
-        // burn's path, which also reports a channel mismatch.
-        return conv.forward(input);
+        return None;
     }
     let (top, left, bottom, right) = match conv.padding {
         PaddingConfig2d::Valid => (0, 0, 0, 0),
         PaddingConfig2d::Explicit(top, left, bottom, right) => (top, left, bottom, right),
-        // "Same" padding: burn's own path.
-        _ => return conv.forward(input),
+        _ => return None,
     };
     let [kh, kw] = conv.kernel_size;
     let [sh, sw] = conv.stride;
     if height + top + bottom < kh || width + left + right < kw {
-        return conv.forward(input);
+        return None;
     }
     let geometry = ConvGeometry {
         stride: conv.stride,
@@ -869,26 +1077,7 @@ pub fn conv2d(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
         && channels >= MIN_CHANNELS
         && weight_shape[0] >= MIN_CHANNELS
         && winograd_enabled();
-    let output = if winograd {
-        Tensor::<4>::from_dispatch(<Dispatch as WinogradConv2d>::winograd_conv2d(
-            input.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-            geometry,
-        ))
-    } else {
-        Tensor::<4>::from_dispatch(<Dispatch as Im2colConv2d>::im2col_conv2d(
-            input.into_dispatch(),
-            conv.weight.val().into_dispatch(),
-            geometry,
-        ))
-    };
-    match &conv.bias {
-        Some(bias) => {
-            let c_out = bias.dims()[0];
-            output + bias.val().reshape([1, c_out, 1, 1])
-        }
-        None => output,
-    }
+    Some(ConvPlan { geometry, winograd })
 }
 
 #[cfg(test)]
@@ -989,7 +1178,8 @@ mod tests {
     fn im2col_and_col2im_match_a_direct_gather_on_many_geometries() {
         // Kernels 3x3, 2x2, 1x3, 5x2; strides 1-3 each way; left/top padding 0-3 (even and odd:
         // the stride-2 de-interleave), bottom/right 0 or 2; inputs 4 and 7 wide (with stride 3,
-        // trailing input columns and rows no tap reaches). Two images per block through the
+        // trailing input columns and rows no tap reaches), and 19, 32 and 36 wide (the
+        // stride-2 re-interleave's runs of 8 pairs, with and without a remainder). Two images per block through the
         // same scratch, so stale values of the first would show in the second.
         let c_in = 2;
         let mut phases = Vec::new();
@@ -998,7 +1188,7 @@ mod tests {
             for stride in (1..=3).flat_map(|a| (1..=3).map(move |b| [a, b])) {
                 for pad in (0..=3).flat_map(|a| (0..=3).map(move |b| [a, b])) {
                     for trail in [[0, 0], [2, 2], [0, 2]] {
-                        for input in [[4, 7], [7, 4], [4, 4]] {
+                        for input in [[4, 7], [7, 4], [4, 4], [3, 19], [2, 32], [2, 36]] {
                             let span = |d: usize| input[d] + pad[d] + trail[d];
                             if span(0) < kernel[0] || span(1) < kernel[1] {
                                 continue;

@@ -1,7 +1,8 @@
 //! Our own CPU kernels for the ops where burn's `flex` backend is far behind PyTorch on the BYOL
 //! step (measured op by op with `ssl bench --workloads ops-smallcnn`). Each is a burn backend
 //! extension with its own backward pass, used only on `flex` float32 tensors; every other
-//! device takes burn's op, and a test holds the two to the same values.
+//! device takes burn's op, and a test holds the two to the same values. [`conv_batch_norm`]
+//! composes two of them (a convolution that gathers the statistics of the BatchNorm after it).
 
 /// Whether this CPU has AVX2 and FMA, for the kernels' vector code (checked once).
 pub(crate) fn has_avx2() -> bool {
@@ -46,9 +47,11 @@ macro_rules! with_avx2 {
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod conv_batch_norm;
 pub mod winograd;
 
 pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
+pub use conv_batch_norm::{conv_batch_norm, conv_batch_norm_relu};
 pub use conv2d::conv2d;
 
 use burn::backend::DispatchDevice;
@@ -93,6 +96,65 @@ fn written_output(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec
     // `MaybeUninit<f32>` has the size and alignment of an `f32`, and the allocation is handed
     // over whole (pointer, length and capacity of the same `Vec`).
     unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, capacity) }
+}
+
+/// `values` as plain floats.
+///
+/// # Safety
+/// Every element of `values` has been written.
+unsafe fn assume_written(values: &[MaybeUninit<f32>]) -> &[f32] {
+    // SAFETY: initialized (the caller's contract); `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &*(values as *const [MaybeUninit<f32>] as *const [f32]) }
+}
+
+/// Writes zeros over `values` and returns them as plain floats.
+fn zeroed(values: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    for v in values.iter_mut() {
+        v.write(0.0);
+    }
+    // SAFETY: every element was just written; `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+thread_local! {
+    /// Each thread's working buffers for [`with_thread_buffers`].
+    static THREAD_BUFFERS: std::cell::RefCell<[Vec<f32>; 2]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new()])
+    };
+}
+
+/// Runs `f` with two float32 buffers of `lens` values, this thread's own, kept from one call
+/// to the next (unspecified contents: `f` writes what it reads). A kernel's per-block buffers
+/// (im2col columns, a block's output) were `vec![0.0; len]` per rayon job: a `memset` of
+/// hundreds of KiB each time, and cold memory. The buffers keep the largest size their thread
+/// has needed (the im2col columns of one block: under 1 MiB on CIFAR-sized layers, about 7 MiB
+/// for a 224-pixel ResNet stem). A nested call (not made by our kernels) gets fresh buffers.
+fn with_thread_buffers<R>(lens: [usize; 2], f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let mut f = Some(f);
+    let reused = THREAD_BUFFERS.with(|buffers| {
+        let mut buffers = buffers.try_borrow_mut().ok()?;
+        let [a, b] = &mut *buffers;
+        for (buffer, &len) in [&mut *a, &mut *b].into_iter().zip(&lens) {
+            if buffer.len() < len {
+                // Grown without copying the old contents (unspecified anyway).
+                buffer.clear();
+                buffer.resize(len, 0.0);
+            }
+            if cfg!(test) {
+                // Stale values would read as NaN in the kernels' tests.
+                buffer.fill(f32::NAN);
+            }
+        }
+        let f = f.take().expect("called once");
+        Some(f(&mut a[..lens[0]], &mut b[..lens[1]]))
+    });
+    match reused {
+        Some(result) => result,
+        None => {
+            let f = f.take().expect("not called yet");
+            f(&mut vec![0.0; lens[0]], &mut vec![0.0; lens[1]])
+        }
+    }
 }
 
 /// A float32 buffer from a small process-wide pool, returned to it when dropped. The Winograd

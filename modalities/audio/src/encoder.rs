@@ -9,14 +9,14 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use ssl_framework::Encoder;
-use ssl_framework::kernels::{batch_norm_relu, conv2d};
+use ssl_framework::kernels::conv_batch_norm_relu;
 
 /// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
     conv: Conv2d,
     bn: BatchNorm,
-    /// The ReLU after `bn`: it runs fused into the BatchNorm kernel (`batch_norm_relu`);
+    /// The ReLU after `bn`: it runs fused into the BatchNorm kernel (`conv_batch_norm_relu`);
     /// the field keeps the module's layout (and checkpoints) as they were.
     relu: Relu,
     pool: MaxPool2d,
@@ -89,7 +89,7 @@ impl Encoder for AudioEncoder {
     fn forward(&self, input: AudioInput) -> Tensor<2> {
         let AudioInput { x, valid } = input;
         let x = self.blocks.iter().fold(x, |x, b| {
-            b.pool.forward(batch_norm_relu(&b.bn, conv2d(&b.conv, x)))
+            b.pool.forward(conv_batch_norm_relu(&b.conv, &b.bn, x))
         });
         let [batch, channels, freq, time] = x.dims();
         // (batch, time, freq, channels) flattened per time step, as BYOL-A.

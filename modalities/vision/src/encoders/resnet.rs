@@ -4,7 +4,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use ssl_framework::kernels::{batch_norm, batch_norm_relu, conv2d};
+use ssl_framework::kernels::{conv_batch_norm, conv_batch_norm_relu};
 
 /// The first layers of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub enum Block {
 
 fn shortcut(ds: &Option<Downsample>, x: Tensor<4>) -> Tensor<4> {
     match ds {
-        Some(d) => batch_norm(&d.bn, conv2d(&d.conv, x)),
+        Some(d) => conv_batch_norm(&d.conv, &d.bn, x),
         None => x,
     }
 }
@@ -78,15 +78,15 @@ impl Block {
         match self {
             Block::Basic(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let y = batch_norm_relu(&b.bn1, conv2d(&b.conv1, x));
-                let y = batch_norm(&b.bn2, conv2d(&b.conv2, y));
+                let y = conv_batch_norm_relu(&b.conv1, &b.bn1, x);
+                let y = conv_batch_norm(&b.conv2, &b.bn2, y);
                 b.relu.forward(y + identity)
             }
             Block::Bottleneck(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let y = batch_norm_relu(&b.bn1, conv2d(&b.conv1, x));
-                let y = batch_norm_relu(&b.bn2, conv2d(&b.conv2, y));
-                let y = batch_norm(&b.bn3, conv2d(&b.conv3, y));
+                let y = conv_batch_norm_relu(&b.conv1, &b.bn1, x);
+                let y = conv_batch_norm_relu(&b.conv2, &b.bn2, y);
+                let y = conv_batch_norm(&b.conv3, &b.bn3, y);
                 b.relu.forward(y + identity)
             }
         }
@@ -177,7 +177,7 @@ impl ResNet {
 
     /// `[batch, 3, h, w]` -> `[batch, dim]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = batch_norm_relu(&self.stem_bn, conv2d(&self.stem_conv, x));
+        let mut x = conv_batch_norm_relu(&self.stem_conv, &self.stem_bn, x);
         if let Some(p) = &self.max_pool {
             x = p.forward(x);
         }

@@ -2,14 +2,14 @@ use super::global_avg_pool;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
-use ssl_framework::kernels::{batch_norm_relu, conv2d};
+use ssl_framework::kernels::conv_batch_norm_relu;
 
 /// One conv3x3 (no bias) - BatchNorm - ReLU block.
 #[derive(Module, Debug)]
 pub struct ConvBnRelu {
     conv: Conv2d,
     bn: BatchNorm,
-    /// The ReLU after `bn`: it runs fused into the BatchNorm kernel (`batch_norm_relu`);
+    /// The ReLU after `bn`: it runs fused into the BatchNorm kernel (`conv_batch_norm_relu`);
     /// the field keeps the module's layout (and checkpoints) as they were.
     relu: Relu,
 }
@@ -29,7 +29,7 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        batch_norm_relu(&self.bn, conv2d(&self.conv, x))
+        conv_batch_norm_relu(&self.conv, &self.bn, x)
     }
 }
 
