@@ -1069,7 +1069,9 @@ mod tests {
 
     #[test]
     fn rounding_stays_small_on_resnet_sized_layers() {
-        // F(4x4) on 16x16 and 4x4 maps, F(2x2) on 2x2 maps; 64 to 256 channels.
+        // F(4x4) on 16x16 and 4x4 maps, F(2x2) on 2x2 maps; 64 to 256 channels. Random layers
+        // measure 0.3e-5 to 2.4e-5 of the largest value (a wrong transform coefficient: 1e-1);
+        // the bound leaves room for the draw (it was 2e-5, and one draw in a few dozen broke it).
         for (channels, side) in [(64, 16), (256, 4), (128, 2)] {
             let errors = relative_errors(channels, side);
             for (name, e) in ["output", "input gradient", "weight gradient"]
@@ -1077,7 +1079,7 @@ mod tests {
                 .zip(errors)
             {
                 assert!(
-                    e < 2e-5,
+                    e < 5e-5,
                     "{channels} channels, {side}px: {name} relative error {e}"
                 );
             }
