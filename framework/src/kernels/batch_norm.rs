@@ -12,7 +12,7 @@
 //! written without a zeroing pass first. [`batch_norm_relu`] folds the ReLU that follows most
 //! BatchNorms into the output pass (and its gradient mask into the backward passes): one pass
 //! over the activations less each way, and no separate ReLU output kept for the backward.
-//! After a convolution that gathers the statistics itself ([`super::conv_batch_norm`]),
+//! After a convolution that gathers the statistics itself ([`super::conv_batch_norm()`]),
 //! [`FusedBatchNorm::fused_batch_norm_apply`] reads the input once forward, to write the output.
 //!
 //! The math is the standard one (Ioffe & Szegedy 2015, Algorithm 1 and its gradients), the same
@@ -23,7 +23,7 @@
 //! Only float32 tensors on the `flex` device take this path; anything else (another device,
 //! another float type) uses burn's own `batch_norm_train`, so results never depend on which path
 //! ran beyond float rounding (a test compares the two). (`fused_batch_norm_apply`, which only
-//! [`super::conv_batch_norm`] calls after checking, refuses other float types.)
+//! [`super::conv_batch_norm()`] calls after checking, refuses other float types.)
 
 use super::{contiguous, is_flex, slice, written_output};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -57,7 +57,7 @@ pub trait FusedBatchNorm: Backend {
 
     /// Forward with the batch statistics already known: `mean` and `variance` (biased)
     /// `[channels]` must be those of `x` itself, as the convolution that produced `x` gathers
-    /// them ([`super::conv_batch_norm`]). Returns the output of
+    /// them ([`super::conv_batch_norm()`]). Returns the output of
     /// [`FusedBatchNorm::fused_batch_norm_train`], in one pass over `x`; the backward is that
     /// one's, which already accounts for the statistics' dependence on `x`.
     ///
@@ -387,7 +387,7 @@ pub(super) fn plane_squared_deviations(plane: &[f32], mu: f32) -> [f64; 2] {
 
 /// Count, mean and sum of squared deviations from the mean (`m2`) of some float32 values, in
 /// f64: a channel's BatchNorm statistics gathered in parts where the values are still in cache
-/// (the convolution's blocks of images, [`super::conv2d`]) and merged exactly up to rounding
+/// (the convolution's blocks of images, [`mod@super::conv2d`]) and merged exactly up to rounding
 /// (Chan, Golub & LeVeque 1979, the pairwise update), instead of extra passes over the
 /// channel afterwards.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -30,7 +30,7 @@
 //! The forward can also return each output channel's mean and variance over batch and space
 //! ([`Im2colConv2d::im2col_conv2d_with_statistics`]): per block right after its GEMM, while the
 //! block is in cache, merged in block order; the BatchNorm that follows then needs no passes of
-//! its own for them ([`super::conv_batch_norm`]).
+//! its own for them ([`super::conv_batch_norm()`]).
 //!
 //! 3x3 stride-1 convolutions with at least 16 input and output channels (ResNet's body) go to
 //! the Winograd kernels of [`super::winograd`] instead (F(4x4, 3x3): 2.25 multiplications per

@@ -4,18 +4,16 @@
 //! In training mode a BatchNorm needs its input's per-channel mean and variance before it can
 //! write anything: on its own that is two extra passes over the convolution's output (the
 //! small CNN's first one is 16 MiB, read back from L3 or memory), and with the output pass 9%
-//! of the small CNN's BYOL step. The im2col convolution ([`super::conv2d`]) computes its output
-//! a block of images at a time; here it also takes each block's per-channel [`Moments`] while
-//! the block is still in cache, merges them (Chan, Golub & LeVeque 1979), and the BatchNorm
-//! reads its input once, to write its output. Gradients are unchanged: the BatchNorm's backward
+//! of the small CNN's BYOL step. The im2col convolution ([`mod@super::conv2d`]) computes its
+//! output a block of images at a time; here it also takes each block's per-channel moments
+//! (count, mean, sum of squared deviations) while the block is still in cache, merges them
+//! (Chan, Golub & LeVeque 1979), and the BatchNorm reads its input once, to write its output. Gradients are unchanged: the BatchNorm's backward
 //! already differentiates through its statistics (Ioffe & Szegedy 2015, Algorithm 1), so the
 //! statistics enter it as constants.
 //!
 //! Only where both kernels run anyway (training mode on `flex` autodiff, float32, an im2col
 //! convolution without bias); elsewhere (Winograd layers, inference, other devices) it is
 //! `batch_norm(conv2d(x))`, the same values up to float rounding (tests hold the two together).
-//!
-//! [`Moments`]: super::batch_norm::Moments
 
 use super::batch_norm::{batch_norm_then, batch_norm_with_statistics};
 use super::conv2d::{Im2colConv2d, conv_plan, conv2d};
