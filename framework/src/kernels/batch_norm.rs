@@ -1267,6 +1267,10 @@ mod tests {
         }
         assert_eq!(Moments::of(&[]).variance(), 0.0);
         assert_eq!(Moments::of(&[3.0]).variance(), 0.0);
+        // A NaN (a diverged step) must show in the statistics, not read as variance 0.
+        let poisoned = Moments::of(&[1.0, f32::NAN, 2.0]);
+        assert!(poisoned.mean.is_nan() && poisoned.variance().is_nan());
+        assert!(poisoned.merge(Moments::of(&[4.0])).variance().is_nan());
     }
 
     #[test]

@@ -219,3 +219,37 @@ impl std::ops::DerefMut for Scratch {
         &mut self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_buffers_are_reused_sized_and_fresh_when_nested() {
+        let first = with_thread_buffers([100, 7], |a, b| {
+            assert_eq!((a.len(), b.len()), (100, 7));
+            a.as_ptr()
+        });
+        // The same thread gets the same memory back (no allocation, no zeroing), at the length
+        // asked for.
+        let again = with_thread_buffers([50, 0], |a, b| {
+            assert_eq!((a.len(), b.len()), (50, 0));
+            a.as_ptr()
+        });
+        assert_eq!(first, again);
+        // A nested call cannot borrow them again: it gets fresh buffers of its own.
+        with_thread_buffers([10, 10], |outer, _| {
+            let outer = outer.as_ptr();
+            with_thread_buffers([10, 3], |inner, b| {
+                assert_eq!((inner.len(), b.len()), (10, 3));
+                assert_ne!(inner.as_ptr(), outer);
+            });
+        });
+    }
+
+    #[test]
+    fn zeroed_writes_every_value() {
+        let mut values = vec![MaybeUninit::new(f32::NAN); 37];
+        assert!(zeroed(&mut values).iter().all(|&v| v == 0.0));
+    }
+}
