@@ -244,7 +244,8 @@ fn by_channel<T: Send>(
 /// `out = bx[ch] * (x - center[ch]) + by[ch] * y + k[ch]` over `[batch, c]` rows (`[batch,
 /// features]`, the heads' BatchNorm: the channel is the position in the row), every value of
 /// `out` written; `y` optional (`by` empty), in parallel over rows. Centering first keeps full
-/// precision when a channel's mean is large against its spread.
+/// precision when a channel's mean is large against its spread. With `relu` (and no `y`), a
+/// value `<= 0` is written as 0 (NaN kept, as burn's `relu`).
 ///
 /// # Panics
 /// When `out`, `x` and `y` differ in length or are not whole rows, or a per-channel slice is
@@ -258,6 +259,7 @@ fn affine_rows(
     (bx, center): (&[f32], &[f32]),
     by: &[f32],
     k: &[f32],
+    relu: bool,
 ) {
     let y = y.unwrap_or(x);
     let with_y = !by.is_empty();
@@ -279,7 +281,8 @@ fn affine_rows(
                 }
             } else {
                 for ((((o, &xv), &p), &r), &m) in o.iter_mut().zip(xi).zip(bx).zip(k).zip(center) {
-                    o.write(p * (xv - m) + r);
+                    let v = p * (xv - m) + r;
+                    o.write(if relu && v <= 0.0 { 0.0 } else { v });
                 }
             }
         });
@@ -322,45 +325,58 @@ fn lane_sums(len: usize, f: impl Fn(usize) -> (f32, f32)) -> [f64; 2] {
     [ta, tb]
 }
 
-/// Per channel: `(sum over the channel's values of f(value, channel), ...)` in f64, read in
-/// `(sample, channel)` planes of `s` contiguous values.
-fn channel_sums<const K: usize>(
+/// Features per parallel task of the `[batch, features]` kernels ([`feature_sums`]).
+const FEATURE_BLOCK: usize = 64;
+
+/// Per feature of `[n, c]` rows (`[batch, features]`, the heads' BatchNorm): the f64 sums, in
+/// row order, of the two float32 terms `term(index, feature)` (`index = row * c + feature`),
+/// the features in parallel blocks of [`FEATURE_BLOCK`], each block walking the rows (one
+/// contiguous run of the block's features per row, vectorized across the features).
+fn feature_sums(
     n: usize,
     c: usize,
-    s: usize,
-    f: impl Fn(usize, usize) -> [f64; K] + Sync,
-) -> Vec<[f64; K]> {
-    if s == 1 {
-        // `[batch, features]` (the projector's BatchNorm): walk rows, channels in blocks.
-        const BLOCK: usize = 64;
-        return (0..c.div_ceil(BLOCK))
-            .into_par_iter()
-            .flat_map_iter(|block| {
-                let channels = block * BLOCK..((block + 1) * BLOCK).min(c);
-                let mut acc = vec![[0.0f64; K]; channels.len()];
-                for b in 0..n {
-                    for (a, ch) in acc.iter_mut().zip(channels.clone()) {
-                        let part = f(b * c + ch, ch);
-                        for k in 0..K {
-                            a[k] += part[k];
-                        }
-                    }
-                }
-                acc
-            })
-            .collect();
-    }
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut acc = [0.0f64; K];
-            for b in 0..n {
-                let part = f((b * c + ch) * s, ch);
-                for k in 0..K {
-                    acc[k] += part[k];
-                }
+    term: impl Fn(usize, usize) -> (f32, f32) + Sync,
+) -> Vec<[f64; 2]> {
+    #[inline(always)]
+    fn block<F: Fn(usize, usize) -> (f32, f32)>(
+        n: usize,
+        c: usize,
+        features: std::ops::Range<usize>,
+        term: &F,
+    ) -> Vec<[f64; 2]> {
+        let width = features.len();
+        assert!(width <= FEATURE_BLOCK);
+        let (mut a, mut b) = ([0.0f64; FEATURE_BLOCK], [0.0f64; FEATURE_BLOCK]);
+        for row in 0..n {
+            let base = row * c + features.start;
+            for j in 0..width {
+                let (x, y) = term(base + j, features.start + j);
+                a[j] += x as f64;
+                b[j] += y as f64;
             }
-            acc
+        }
+        (0..width).map(|j| [a[j], b[j]]).collect()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2<F: Fn(usize, usize) -> (f32, f32)>(
+        n: usize,
+        c: usize,
+        features: std::ops::Range<usize>,
+        term: &F,
+    ) -> Vec<[f64; 2]> {
+        block(n, c, features, term)
+    }
+    (0..c.div_ceil(FEATURE_BLOCK))
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let features = i * FEATURE_BLOCK..((i + 1) * FEATURE_BLOCK).min(c);
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2() {
+                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                return unsafe { block_avx2(n, c, features, &term) };
+            }
+            block(n, c, features, &term)
         })
         .collect()
 }
@@ -454,16 +470,17 @@ impl Moments {
     }
 }
 
-/// Per channel of `xs` `[n, c, s]`: the mean and the (biased) variance in two passes over all
-/// channels (mean, then the sum of squared deviations: no cancellation), summed in f64. Used
-/// for `[batch, features]` rows (`s == 1`); images go channel by channel
-/// ([`channel_mean_variance`]).
-fn mean_and_variance(xs: &[f32], n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<f32>) {
-    let m = (n * s) as f64;
-    let sums = channel_sums::<2>(n, c, s, |start, _| plane_sum(&xs[start..start + s]));
+/// Per feature of `xs` `[n, c]` (`[batch, features]` rows): the mean and the (biased)
+/// variance in two passes (mean, then the sum of squared deviations: no cancellation), summed
+/// in f64 in row order. Images go channel by channel ([`channel_mean_variance`]).
+fn feature_mean_variance(xs: &[f32], n: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(xs.len(), n * c, "[batch, features] rows");
+    let m = n as f64;
+    let sums = feature_sums(n, c, |i, _| (xs[i], 0.0));
     let mean: Vec<f32> = sums.iter().map(|t| (t[0] / m) as f32).collect();
-    let sq = channel_sums::<2>(n, c, s, |start, ch| {
-        plane_squared_deviations(&xs[start..start + s], mean[ch])
+    let sq = feature_sums(n, c, |i, f| {
+        let d = xs[i] - mean[f];
+        (d * d, 0.0)
     });
     let variance = sq.iter().map(|t| (t[0] / m) as f32).collect();
     (mean, variance)
@@ -513,20 +530,13 @@ impl FusedBatchNorm for Flex {
         );
         let (out, mean, variance) = if s == 1 {
             // `[batch, features]`: statistics over rows, then one affine pass.
-            let (mean, variance) = mean_and_variance(xs, n, c, s);
+            let (mean, variance) = feature_mean_variance(xs, n, c);
             let scale: Vec<f32> = (0..c)
                 .map(|ch| gs[ch] / ((variance[ch] as f64 + epsilon).sqrt()) as f32)
                 .collect();
-            let mut out = written_output(xs.len(), |out| {
-                affine_rows(out, xs, None, c, (&scale, &mean), &[], bs)
+            let out = written_output(xs.len(), |out| {
+                affine_rows(out, xs, None, c, (&scale, &mean), &[], bs, relu)
             });
-            if relu {
-                for v in &mut out {
-                    if *v <= 0.0 {
-                        *v = 0.0;
-                    }
-                }
-            }
             (out, mean, variance)
         } else {
             // Channel by channel: statistics, then the channel's output planes while its
@@ -744,27 +754,32 @@ fn backward_flex(
             (a, -a * is * mean_dy_xhat, -a * mean_dy)
         };
         let (dx, sums) = if s == 1 {
-            // `[batch, features]`: the ReLU's gradient first, over the whole (small) tensor.
+            // `[batch, features]`: the ReLU's gradient first (rows in parallel), then the
+            // sums across rows.
             let masked: Option<Vec<f32>> = relu.map(|forward| {
-                (dys.chunks_exact(c).zip(xs.chunks_exact(c)))
-                    .flat_map(|(g, x)| {
-                        (0..c).map(move |ch| {
-                            let pass = relu_passes(x[ch], forward[ch], ms[ch]);
-                            if pass { g[ch] } else { 0.0 }
+                written_output(dys.len(), |masked| {
+                    masked
+                        .par_chunks_mut(c)
+                        .zip(dys.par_chunks(c).zip(xs.par_chunks(c)))
+                        .for_each(|(o, (g, x))| {
+                            for (ch, o) in o.iter_mut().enumerate() {
+                                let pass = relu_passes(x[ch], forward[ch], ms[ch]);
+                                o.write(if pass { g[ch] } else { 0.0 });
+                            }
                         })
-                    })
-                    .collect()
+                })
             });
             let dys = masked.as_deref().unwrap_or(dys);
-            let sums = channel_sums::<2>(n, c, s, |start, ch| {
-                gradient_sums(start, ch, &dys[start..start + s], None)
+            let sums = feature_sums(n, c, |i, ch| {
+                let g = dys[i];
+                (g, g * (xs[i] - ms[ch]) * inv_std[ch])
             });
             let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
             for ch in 0..c {
                 (a[ch], b[ch], k[ch]) = coefficients(ch, sums[ch]);
             }
             let dx = written_output(xs.len(), |dx| {
-                affine_rows(dx, xs, Some(dys), c, (&b, ms), &a, &k)
+                affine_rows(dx, xs, Some(dys), c, (&b, ms), &a, &k, false)
             });
             (dx, sums)
         } else {

@@ -846,12 +846,19 @@ impl Im2colConv2d for Flex {
                 dw
             })
             .collect();
-        let mut dw = vec![0.0f32; c_out * k];
-        for partial in &partials {
-            for (a, b) in dw.iter_mut().zip(partial) {
-                *a += b;
-            }
-        }
+        // Summed in partial order, value by value (the same sums on any thread count), in
+        // parallel over runs of the weights.
+        const RUN: usize = 4096;
+        let dw = written_output(c_out * k, |dw| {
+            dw.par_chunks_mut(RUN).enumerate().for_each(|(i, chunk)| {
+                let sum = zeroed(chunk);
+                for partial in &partials {
+                    for (a, b) in sum.iter_mut().zip(&partial[i * RUN..]) {
+                        *a += b;
+                    }
+                }
+            })
+        });
         new_tensor(dw, [c_out, c_in, kernel[0], kernel[1]])
     }
 }
