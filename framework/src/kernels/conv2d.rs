@@ -41,6 +41,7 @@
 //! falls back to burn's `conv2d`, and tests hold the two to the same values.
 
 use super::batch_norm::Moments;
+use super::short_gemm::{short_inner_product, short_side_weight_gradient};
 use super::winograd::{MIN_CHANNELS, WinogradConv2d};
 use super::{
     assume_written, contiguous, is_flex, slice, with_thread_buffers, written_output, zeroed,
@@ -545,6 +546,15 @@ fn block_to_images(
     }
 }
 
+/// `values` seen as possibly uninitialized, for a kernel that writes every value.
+///
+/// # Safety
+/// Only initialized floats may be written through the view (never `MaybeUninit::uninit()`).
+unsafe fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the caller writes only floats.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 /// `dst [m, n] = (read_dst ? dst : 0) + lhs [m, k] rhs [k, n]`, row-major `dst`; `lhs` and `rhs`
 /// given by their (row, column) strides in elements. Single-threaded.
 #[allow(clippy::too_many_arguments)]
@@ -681,13 +691,20 @@ fn forward_flex(
                         im2col(image, col, (len, i * p), c_in, kernel, &g, phases);
                     }
                     let channels: &[f32] = if count == 1 {
-                        gemm_f32_into(yb, (c_out, p, k), ws, (k, 1), col, (p, 1));
+                        if !short_inner_product(yb, (c_out, p, k), ws, col) {
+                            gemm_f32_into(yb, (c_out, p, k), ws, (k, 1), col, (p, 1));
+                        }
                         // SAFETY: the GEMM above wrote every value of `yb`.
                         unsafe { assume_written(yb) }
                     } else {
-                        gemm_f32(y, false, (c_out, len, k), ws, (k, 1), col, (len, 1));
+                        let y = &mut y[..c_out * len];
+                        // SAFETY: only float values are written through the view.
+                        let view = unsafe { as_uninit(y) };
+                        if !short_inner_product(view, (c_out, len, k), ws, col) {
+                            gemm_f32(y, false, (c_out, len, k), ws, (k, 1), col, (len, 1));
+                        }
                         block_to_images(y, yb, (count, c_out, p));
-                        &y[..c_out * len]
+                        y
                     };
                     // Either way, channel `ch`'s values of the block are `channels[ch * len..]`.
                     if statistics {
@@ -827,19 +844,14 @@ impl Im2colConv2d for Flex {
                         }
                         let dyb = &dys[first * c_out * p..(first + count) * c_out * p];
                         // dW [c_out, K] += dy [c_out, count * p] col^T [count * p, K]
-                        if count == 1 {
-                            gemm_f32(&mut dw, true, (c_out, k, p), dyb, (p, 1), col, (1, p));
+                        let dyb = if count == 1 {
+                            dyb
                         } else {
                             images_to_block(dyb, dyblock, (count, c_out, p));
-                            gemm_f32(
-                                &mut dw,
-                                true,
-                                (c_out, k, len),
-                                dyblock,
-                                (len, 1),
-                                col,
-                                (1, len),
-                            );
+                            &dyblock[..c_out * len]
+                        };
+                        if !short_side_weight_gradient(&mut dw, (c_out, k, len), dyb, col) {
+                            gemm_f32(&mut dw, true, (c_out, k, len), dyb, (len, 1), col, (1, len));
                         }
                     }
                 });

@@ -48,6 +48,7 @@ macro_rules! with_avx2 {
 pub mod batch_norm;
 pub mod conv2d;
 pub mod conv_batch_norm;
+mod short_gemm;
 pub mod winograd;
 
 pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
