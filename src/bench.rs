@@ -113,8 +113,9 @@ fn resident_mib() -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// What a step workload measured: images/s, and (peak MiB, growth MiB, growth over the last
-/// half MiB) when known.
+/// What a step workload measured: images/s at the median step time (the statistic of the
+/// PyTorch twin, `torch_step.py`: a step slowed by another process on this shared machine moves
+/// a mean, not a median), and (peak MiB, growth MiB, growth over the last half MiB) when known.
 type StepFigures = (f64, Option<(f64, f64, f64)>);
 
 fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> {
@@ -164,7 +165,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &ad,
     );
-    let mut timed = 0.0;
+    let mut step_seconds = Vec::with_capacity(steps);
     let (mut after_warmup, mut at_half) = (None, None);
     for i in 0..steps + 2 {
         let start = Instant::now();
@@ -174,7 +175,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
         target = ema_update(target, &online, 0.99)?;
         ad.sync().ok();
         if i >= 2 {
-            timed += start.elapsed().as_secs_f64();
+            step_seconds.push(start.elapsed().as_secs_f64());
         }
         if i == 1 {
             after_warmup = resident_mib();
@@ -189,7 +190,23 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
         }
         _ => None,
     };
-    Ok(((steps * batch) as f64 / timed, memory))
+    let mean = step_seconds.iter().sum::<f64>() / steps.max(1) as f64;
+    let median = median_seconds(&mut step_seconds);
+    eprintln!(
+        "{name}: median step {:.1} ms ({:.1} images/s), mean {:.1} ms ({:.1} images/s)",
+        median * 1e3,
+        batch as f64 / median,
+        mean * 1e3,
+        batch as f64 / mean
+    );
+    Ok((batch as f64 / median, memory))
+}
+
+/// The median of `seconds` (the upper middle value for an even count, as the PyTorch twin's
+/// `times[len // 2]`), sorting them in place; 0 for none.
+fn median_seconds(seconds: &mut [f64]) -> f64 {
+    seconds.sort_by(f64::total_cmp);
+    seconds.get(seconds.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Result<f64> {
@@ -515,7 +532,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::growth_verdict;
+    use super::{growth_verdict, median_seconds};
+
+    #[test]
+    fn median_step_is_the_twins_middle_value_and_ignores_one_slow_step() {
+        // As torch_step.py: sorted, then times[len // 2].
+        assert_eq!(median_seconds(&mut [0.3, 0.1, 0.2]), 0.2);
+        assert_eq!(median_seconds(&mut [0.4, 0.1, 0.3, 0.2]), 0.3);
+        // A step slowed tenfold by another process leaves the median where it was.
+        assert_eq!(median_seconds(&mut [0.25, 0.26, 2.6, 0.24, 0.25]), 0.25);
+        assert_eq!(median_seconds(&mut []), 0.0);
+    }
 
     #[test]
     fn memory_check_flags_a_steady_climb_beyond_the_allocator_spread() {
