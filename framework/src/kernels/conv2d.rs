@@ -1155,6 +1155,24 @@ mod tests {
     }
 
     #[test]
+    fn matches_burn_on_first_layers_that_take_the_short_gemms() {
+        // 3 or 1 input channels (27 or 9 values per output) and output channels in fours: the
+        // forward and the weight gradient of `short_gemm` (on CPUs with AVX2), here with 72
+        // and 20 output pixels per image (whole 16-column strips and a remainder).
+        for (c_in, stride, input) in [
+            (3, 1, [2, 3, 9, 8]),
+            (3, 2, [2, 3, 9, 8]),
+            (1, 1, [3, 1, 4, 5]),
+        ] {
+            let config = Conv2dConfig::new([c_in, 8], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false);
+            compare(config, input);
+        }
+    }
+
+    #[test]
     fn matches_burn_7x7_stem_1x1_and_bias() {
         // ResNet's ImageNet stem (7x7, stride 2, padding 3) and its 1x1 downsample, with bias.
         let stem = Conv2dConfig::new([3, 4], [7, 7])
