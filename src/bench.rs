@@ -119,6 +119,9 @@ fn resident_mib() -> Option<(f64, f64)> {
 type StepFigures = (f64, Option<(f64, f64, f64)>);
 
 fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> {
+    if steps == 0 {
+        bail!("--steps must be at least 1 for {name} (its figure is the median timed step)");
+    }
     let device = crate::cli::parse_device("cpu")?;
     let ad = device.clone().autodiff();
     ad.seed(0);

@@ -1157,12 +1157,15 @@ mod tests {
     #[test]
     fn matches_burn_on_first_layers_that_take_the_short_gemms() {
         // 3 or 1 input channels (27 or 9 values per output) and output channels in fours: the
-        // forward and the weight gradient of `short_gemm` (on CPUs with AVX2), here with 72
-        // and 20 output pixels per image (whole 16-column strips and a remainder).
+        // forward and the weight gradient of `short_gemm` (on CPUs with AVX2), here with 72,
+        // 20 and 9 output pixels per image (whole 16-column strips and a remainder).
+        // The last: 3x3 outputs, two images per GEMM (18 columns: a strip and a remainder).
+        assert_eq!(images_per_block(19, 9), 2);
         for (c_in, stride, input) in [
             (3, 1, [2, 3, 9, 8]),
             (3, 2, [2, 3, 9, 8]),
             (1, 1, [3, 1, 4, 5]),
+            (3, 2, [19, 3, 6, 6]),
         ] {
             let config = Conv2dConfig::new([c_in, 8], [3, 3])
                 .with_stride([stride, stride])
