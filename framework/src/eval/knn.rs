@@ -5,6 +5,7 @@
 
 use super::features::Features;
 use burn::prelude::*;
+use rayon::prelude::*;
 
 fn normalized(f: &Features) -> Vec<f32> {
     let mut out = f.data.clone();
@@ -42,8 +43,6 @@ pub fn knn_top1(
     let test_n = normalized(test);
     let chunk = 256;
     let mut correct = 0usize;
-    let mut idx: Vec<usize> = Vec::with_capacity(n);
-    let mut votes = vec![0f64; classes];
     for start in (0..m).step_by(chunk) {
         let rows = chunk.min(m - start);
         let q = Tensor::<2>::from_data(
@@ -56,27 +55,33 @@ pub fn knn_top1(
             .convert::<f32>()
             .try_into_vec::<f32>()
             .expect("f32");
-        for r in 0..rows {
-            let s = &sims[r * n..(r + 1) * n];
-            idx.clear();
-            idx.extend(0..n);
-            if k < n {
-                idx.select_nth_unstable_by(k - 1, |a, b| s[*b].total_cmp(&s[*a]));
-            }
-            votes.iter_mut().for_each(|v| *v = 0.0);
-            for &j in &idx[..k] {
-                votes[train_labels[j]] += ((s[j] as f64) / temperature).exp();
-            }
-            let pred = votes
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(c, _)| c)
-                .unwrap_or(0);
-            if pred == test_labels[start + r] {
-                correct += 1;
-            }
-        }
+        // Each test row's neighbours and vote on its own (rows in parallel, the same result
+        // whatever the threads).
+        correct += sims
+            .par_chunks(n)
+            .enumerate()
+            .map_init(
+                || (Vec::with_capacity(n), vec![0f64; classes]),
+                |(idx, votes): &mut (Vec<usize>, Vec<f64>), (r, s)| {
+                    idx.clear();
+                    idx.extend(0..n);
+                    if k < n {
+                        idx.select_nth_unstable_by(k - 1, |a, b| s[*b].total_cmp(&s[*a]));
+                    }
+                    votes.iter_mut().for_each(|v| *v = 0.0);
+                    for &j in &idx[..k] {
+                        votes[train_labels[j]] += ((s[j] as f64) / temperature).exp();
+                    }
+                    let pred = votes
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(c, _)| c)
+                        .unwrap_or(0);
+                    usize::from(pred == test_labels[start + r])
+                },
+            )
+            .sum::<usize>();
     }
     correct as f64 / m as f64
 }

@@ -1028,7 +1028,8 @@ fn batch_norm_train_then<const D: usize>(
 
 /// [`BatchNorm::forward`] with the fused kernel: in training mode on an autodiff device, batch
 /// statistics (and the running statistics updated with `momentum`, as burn does); otherwise
-/// the running statistics (burn's own inference path). `input` `[batch, channels, ...]`.
+/// the running statistics, as burn's inference path (on `flex` float32 outside autodiff in
+/// one parallel pass of our kernel). `input` `[batch, channels, ...]`.
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, input: Tensor<D>) -> Tensor<D> {
     batch_norm_then(bn, input, false)
 }
@@ -1047,6 +1048,26 @@ pub(super) fn batch_norm_then<const D: usize>(
     relu: bool,
 ) -> Tensor<D> {
     let device = input.device();
+    if !device.is_autodiff() && is_flex(&device) && input.dtype() == DType::F32 {
+        // Inference (evaluation, embedding) on `flex`: the running statistics in one parallel
+        // pass, where burn's `BatchNorm::forward` makes four serial elementwise passes.
+        let output = <Dispatch as FusedBatchNorm>::fused_batch_norm_apply(
+            input.into_dispatch(),
+            bn.gamma.val().into_dispatch(),
+            bn.beta.val().into_dispatch(),
+            bn.running_mean
+                .value_sync()
+                .to_device(&device)
+                .into_dispatch(),
+            bn.running_var
+                .value_sync()
+                .to_device(&device)
+                .into_dispatch(),
+            bn.epsilon,
+            relu,
+        );
+        return Tensor::from_dispatch(output);
+    }
     if !(device.is_autodiff() && bn.training.is_enabled()) {
         let output = bn.forward(input);
         return if relu {
@@ -1333,6 +1354,12 @@ mod tests {
         let plain = x.clone().without_autodiff();
         batch_norm(&valid, plain.clone())
             .into_data()
-            .assert_approx_eq::<f32>(&theirs.valid().forward(plain).into_data(), tol);
+            .assert_approx_eq::<f32>(&theirs.valid().forward(plain.clone()).into_data(), tol);
+        batch_norm_relu(&valid, plain.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &burn::tensor::activation::relu(theirs.valid().forward(plain)).into_data(),
+                tol,
+            );
     }
 }

@@ -279,8 +279,8 @@ mod tests {
 
     #[test]
     fn inference_uses_the_running_statistics() {
-        // Outside autodiff (the trained encoder at evaluation): burn's BatchNorm with running
-        // statistics, not batch statistics.
+        // Outside autodiff (the trained encoder at evaluation): the running statistics, as
+        // burn's BatchNorm, not batch statistics.
         let device = Device::flex();
         let conv = layer(3, 4, 1).init(&device);
         let bn = BatchNormConfig::new(4).init(&device);
