@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         // Fixed blocks and a fixed merge order: bit-identical outputs and gradients on 1 and 3
-        // threads.
+        // threads (the weight gradient's partials too, summed in parallel in a fixed order).
         let device = Device::flex().autodiff();
         let conv = layer(4, 6, 2).init(&device);
         let x0 = Tensor::<4>::random([19, 4, 16, 16], Distribution::Normal(1.0, 1.0), &device);
@@ -264,6 +264,11 @@ mod tests {
             (
                 out.into_data(),
                 x.grad(&grads).expect("input gradient").into_data(),
+                conv.weight
+                    .val()
+                    .grad(&grads)
+                    .expect("weight gradient")
+                    .into_data(),
                 bn.running_var.value().into_data(),
             )
         };
