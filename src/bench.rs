@@ -5,15 +5,18 @@
 use anyhow::{Context, Result, bail};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::{ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use clap::Args;
 use ssl_audio::AudioModality;
 use ssl_framework::Augmentation;
-use ssl_framework::byol::{OnlineNetwork, ema_update, forward_loss};
+use ssl_framework::byol::{
+    ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, Views, update,
+};
 use ssl_framework::config::ByolConfig;
 use ssl_framework::data::loader::{DatasetSamples, sample_seed};
 use ssl_framework::modality::Modality;
+use ssl_framework::optim::LrSchedule;
 use ssl_framework::rand::SeedableRng;
 use ssl_framework::rand::rngs::StdRng;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
@@ -150,14 +153,24 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
         ),
         other => bail!("unknown workload {other}"),
     };
-    let mut online = OnlineNetwork::new(encoder, &byol, &ad);
-    let mut target = online.make_target();
-    let mut optim = SgdConfig::new()
+    // The step of training itself (`byol::update`), configured as the PyTorch twin's step
+    // (../shared/bench/README.md): SGD with momentum 0.9 and weight decay 5e-4 on every
+    // parameter, a constant learning rate, a constant tau of 0.99, no accumulation.
+    let sgd = SgdConfig::new()
         .with_momentum(Some(
             MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init();
+        .build();
+    let mut state = ByolState::new(
+        OnlineNetwork::new(encoder, &byol, &ad),
+        ModuleOptimizer::from(sgd),
+    );
+    let schedules = StepSchedules {
+        lr: LrSchedule::Constant(0.05),
+        ema: TargetEma::constant(0.99),
+        accumulation: 1,
+    };
     let x1 = Tensor::<4>::random(
         [batch, 3, 32, 32],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -172,10 +185,20 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
     let (mut after_warmup, mut at_half) = (None, None);
     for i in 0..steps + 2 {
         let start = Instant::now();
-        let (loss, _) = forward_loss(&online, &target, x1.clone(), x2.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &online);
-        online = optim.step(0.05, online, grads);
-        target = ema_update(target, &online, 0.99)?;
+        let views = Views {
+            view1: x1.clone(),
+            view2: x2.clone(),
+        };
+        let (next, outcome) = update(
+            state,
+            std::iter::once(Ok::<_, std::convert::Infallible>(views)),
+            &schedules,
+            false,
+        )?;
+        state = next;
+        if let StepOutcome::Fault { what, .. } = outcome {
+            bail!("{name}: non-finite {what} at step {}", i + 1);
+        }
         ad.sync().ok();
         if i >= 2 {
             step_seconds.push(start.elapsed().as_secs_f64());
@@ -363,7 +386,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let mut rows = Vec::new();
-    let mut ops: Vec<crate::bench_ops::OpTiming> = Vec::new();
+    // (op, median milliseconds) of ops-smallcnn.
+    let mut ops: Vec<(String, f64)> = Vec::new();
     let mut ops_batch = 0;
     for w in &selected {
         match w.as_str() {
@@ -458,7 +482,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "ops-smallcnn: batch {batch}, median of {} runs per op...",
                     args.steps
                 );
-                ops = crate::bench_ops::time_ops(batch, args.steps.max(3));
+                #[cfg(feature = "flex")]
+                {
+                    ops = ssl_kernels::bench::time_ops(batch, args.steps.max(3))
+                        .into_iter()
+                        .map(|o| (o.op, o.median_ms))
+                        .collect();
+                }
+                #[cfg(not(feature = "flex"))]
+                bail!("ops-smallcnn times our CPU kernels: build with the `flex` feature");
                 ops_batch = batch;
             }
             other => bail!(
@@ -515,13 +547,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if !ops.is_empty() {
         println!("ops-smallcnn (batch {ops_batch}; median ms per op)");
-        for o in &ops {
-            println!("{:<34} {:>9.2}", o.op, o.median_ms);
+        for (op, median_ms) in &ops {
+            println!("{op:<34} {median_ms:>9.2}");
         }
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
-            "ops": ops.iter().map(|o| serde_json::json!({"op": o.op, "batch": ops_batch, "median_ms": o.median_ms})).collect::<Vec<_>>(),
+            "ops": ops.iter().map(|(op, median_ms)| serde_json::json!({"op": op, "batch": ops_batch, "median_ms": median_ms})).collect::<Vec<_>>(),
             "features": features,
             "release": !cfg!(debug_assertions),
             "cores": cores,

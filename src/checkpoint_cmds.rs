@@ -8,13 +8,13 @@ use burn::module::Module;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use ssl_framework::Encoder;
+use ssl_framework::checkpoint::{Pretrained, load_pretrained};
 use ssl_framework::data::LabelSet;
 use ssl_framework::data::loader::resolve_workers;
+use ssl_framework::eval::{EvalOptions, evaluate_pretrained};
 use ssl_framework::eval::{Features, ProbeResult, extract_features};
 use ssl_framework::modality::Modality;
-use ssl_framework::train::{
-    EvalOptions, Pretrained, clone_ops, evaluate_pretrained, load_pretrained,
-};
+use ssl_framework::search_space::clone_ops;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ fn load<M: Modality>(modality: M, a: &CheckpointArgs) -> Result<Pretrained<M>> {
     eprintln!(
         "loading {} (step {}) and the data in {}",
         a.dir.display(),
-        ssl_framework::train::checkpoint::read_state(&a.dir)
+        ssl_framework::checkpoint::read_state(&a.dir)
             .map(|s| s.step.to_string())
             .unwrap_or_else(|_| "?".into()),
         a.data.display()
@@ -179,7 +179,7 @@ pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Pa
     let p = load(modality, a)?;
     let workers = resolve_workers(p.config.train.num_workers);
     let encoder = p.encoder.valid();
-    let ops = Arc::new(clone_ops::<M>(&p.config.augment.eval));
+    let ops = Arc::new(clone_ops(&p.config.augment.eval));
     let mut splits = Vec::new();
     // With `eval.split = "validation"` the held-out part is a validation split: named so.
     let held_out = if p.config.eval.split == ssl_framework::config::EvalSplit::Validation {

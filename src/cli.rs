@@ -156,9 +156,9 @@ fn open_checkpoint(
     checkpoint: &Path,
     modality: Option<ModalityName>,
 ) -> Result<(PathBuf, ModalityName, serde_json::Value)> {
-    let dir = ssl_framework::train::find_checkpoint(checkpoint)
+    let dir = ssl_framework::checkpoint::find_checkpoint(checkpoint)
         .map_err(|e| anyhow::anyhow!("--checkpoint: {e}"))?;
-    let state = ssl_framework::train::checkpoint::read_state(&dir)?;
+    let state = ssl_framework::checkpoint::read_state(&dir)?;
     // Checkpoints written before the modality was recorded: the run's results.json says it.
     let results = crate::checkpoint_cmds::run_folder(&dir).join("results.json");
     let from_results = std::fs::read_to_string(&results)
@@ -580,7 +580,7 @@ pub fn run() -> Result<()> {
 /// `ssl export`: torchvision names for a ResNet, the module's own names otherwise.
 fn run_export(checkpoint: &Path, modality: Option<ModalityName>, out: &Path) -> Result<()> {
     use crate::checkpoint_cmds::export;
-    use ssl_framework::train::load_encoder;
+    use ssl_framework::checkpoint::load_encoder;
     let (dir, modality, _) = open_checkpoint(checkpoint, modality)?;
     let device = cpu_device()?;
     let source = ("source", dir.display().to_string());

@@ -2,7 +2,6 @@
 
 mod allocator;
 mod bench;
-mod bench_ops;
 mod checkpoint_cmds;
 mod cli;
 mod grid;
@@ -11,7 +10,8 @@ mod search_cmd;
 
 fn main() {
     allocator::keep_freed_buffers();
-    if let Err(e) = ssl_framework::kernels::conv2d::conv_choice_from_env() {
+    #[cfg(feature = "flex")]
+    if let Err(e) = ssl_kernels::conv2d::conv_choice_from_env() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

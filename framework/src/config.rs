@@ -109,7 +109,8 @@ pub struct ByolConfig {
     pub tau_schedule: TauSchedule,
 }
 
-/// How tau moves over a run (see [`ByolConfig::tau_schedule`]).
+/// How tau moves over a run (see [`ByolConfig::tau_schedule`]; computed by
+/// [`TargetEma`](crate::byol::TargetEma)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TauSchedule {
@@ -125,16 +126,6 @@ impl TauSchedule {
     /// key existed keep their identity).
     pub fn is_cosine(&self) -> bool {
         *self == TauSchedule::Cosine
-    }
-}
-
-impl ByolConfig {
-    /// tau at optimizer step `step` (0-based) of `total_steps`.
-    pub fn tau(&self, step: usize, total_steps: usize) -> f64 {
-        match self.tau_schedule {
-            TauSchedule::Cosine => crate::byol::tau_at(self.tau_base, step, total_steps),
-            TauSchedule::Constant => self.tau_base,
-        }
     }
 }
 

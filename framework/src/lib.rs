@@ -7,22 +7,31 @@
 //!
 //! Modules mirror `DESIGN.md`:
 //! - [`augmentation`], [`encoder`], [`modality`]: the plugin traits (the extension points);
-//! - [`byol`]: online/target networks, MLP heads, the loss, EMA and the tau schedule;
+//! - [`byol`]: the BYOL step [`byol::update`] (loss, stop-gradient, optimizer step, tau and the
+//!   EMA) and what it is made of: online/target networks, MLP heads, the loss, the EMA;
 //! - [`optim`]: LARS, SGD and AdamW with biases and norm parameters excluded, warmup-cosine lr;
-//! - [`train`]: the training loop, checkpoints and resume, the metrics log and progress;
-//! - [`eval`]: kNN monitor, linear probe, collapse metric, random-init baselines;
-//! - [`data`]: datasets, splits and the parallel two-view loader;
+//! - [`train`]: the driver around the step: loop, resume, fault policy, progress, results;
+//! - [`checkpoint`]: checkpoint files and loading a trained encoder back;
+//! - [`eval`]: kNN monitor, linear probe, fine-tuning, and the protocol (trained beside
+//!   random-init);
+//! - [`data`]: datasets, splits (the evaluation split) and the parallel two-view loader;
+//! - [`error`]: the error of a run;
 //! - [`config`]: serde configs, dotted-key overrides, validation with clear errors;
+//! - [`layers`]: convolution and BatchNorm, our CPU kernels (crate ssl-kernels) or burn's ops;
 //! - [`search_space`]: what a modality lets `ssl search-augment` choose (ops and magnitudes).
+
+#![forbid(unsafe_code)]
 
 pub mod augmentation;
 pub mod byol;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod encoder;
+pub mod error;
 pub mod eval;
 pub mod fsutil;
-pub mod kernels;
+pub mod layers;
 pub mod modality;
 pub mod optim;
 pub mod search_space;

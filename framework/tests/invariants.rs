@@ -6,10 +6,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use ssl_framework::byol::{
-    OnlineNetwork, byol_loss, ema_update, forward_loss, regression_loss, tau_at,
+    ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, TargetNetwork, Views,
+    byol_loss, ema_update, regression_loss, tau_at, update,
 };
 use ssl_framework::eval::collapse_std;
-use ssl_framework::optim::Lars;
+use ssl_framework::optim::{Lars, LrSchedule};
 use ssl_framework::train::metrics::read_metrics;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
 use std::collections::BTreeMap;
@@ -74,7 +75,7 @@ fn loss_pairs_view_i_with_target_view_j_and_sums_directions() {
     let p2 = t2(vec![vec![0.0, 1.0], vec![1.0, 1.0]], &d);
     let z1 = t2(vec![vec![1.0, 0.0], vec![0.0, 1.0]], &d);
     let z2 = t2(vec![vec![0.0, 2.0], vec![1.0, 1.0]], &d);
-    let total = scalar(byol_loss(p1.clone(), p2.clone(), z1.clone(), z2.clone()));
+    let total = scalar(byol_loss(p1.clone(), p2.clone(), z1.clone(), z2.clone()).total());
     let cross = scalar(regression_loss(p1.clone(), z2.clone()))
         + scalar(regression_loss(p2.clone(), z1.clone()));
     let same = scalar(regression_loss(p1.clone(), z1.clone()))
@@ -86,12 +87,30 @@ fn loss_pairs_view_i_with_target_view_j_and_sums_directions() {
     );
     // Summed, not averaged: identical directions give twice one direction.
     let one = scalar(regression_loss(p1.clone(), z1.clone()));
-    let twice = scalar(byol_loss(p1.clone(), p1.clone(), z1.clone(), z1.clone()));
+    let twice = scalar(byol_loss(p1.clone(), p1.clone(), z1.clone(), z1.clone()).total());
     assert!((twice - 2.0 * one).abs() < 1e-6);
     // Range: 0 for aligned, 8 for opposite vectors (4 per direction).
     let neg = t2(vec![vec![-1.0, 0.0], vec![0.0, -1.0]], &d);
-    assert!(scalar(byol_loss(z1.clone(), z1.clone(), z1.clone(), z1.clone())).abs() < 1e-6);
-    assert!((scalar(byol_loss(neg.clone(), neg, z1.clone(), z1)) - 8.0).abs() < 1e-5);
+    assert!(scalar(byol_loss(z1.clone(), z1.clone(), z1.clone(), z1.clone()).total()).abs() < 1e-6);
+    assert!((scalar(byol_loss(neg.clone(), neg, z1.clone(), z1).total()) - 8.0).abs() < 1e-5);
+}
+
+/// The BYOL loss of one micro-batch, as [`update`] computes it: online and target networks on
+/// both views, the terms summed.
+fn step_loss(
+    online: &OnlineNetwork<toy::ToyEncoder>,
+    target: &TargetNetwork<toy::ToyEncoder>,
+    x1: Tensor<2>,
+    x2: Tensor<2>,
+) -> Tensor<1> {
+    let (o1, o2) = (online.forward(x1.clone()), online.forward(x2.clone()));
+    byol_loss(
+        o1.prediction,
+        o2.prediction,
+        target.forward(x1),
+        target.forward(x2),
+    )
+    .total()
 }
 
 /// A fresh online network and its target on the autodiff device, and two random view batches.
@@ -100,7 +119,7 @@ fn networks_and_views(
 ) -> (
     Device,
     OnlineNetwork<toy::ToyEncoder>,
-    ssl_framework::byol::TargetNetwork<toy::ToyEncoder>,
+    TargetNetwork<toy::ToyEncoder>,
     Tensor<2>,
     Tensor<2>,
 ) {
@@ -118,7 +137,7 @@ fn networks_and_views(
 fn no_gradient_reaches_the_target_and_target_changes_only_by_ema() {
     let cfg = toy::config(&[]);
     let (_, online, target, x1, x2) = networks_and_views(0);
-    let (loss, _) = forward_loss(&online, &target, x1, x2);
+    let loss = step_loss(&online, &target, x1, x2);
     let mut grads = loss.backward();
     let target_grads = GradientsParams::from_module(&mut grads, &target);
     let online_grads = GradientsParams::from_module(&mut grads, &online);
@@ -137,7 +156,7 @@ fn ema_blends_every_parameter_and_keeps_target_bn_statistics() {
     let cfg = toy::config(&[]);
     let (ad, online, target, x1, x2) = networks_and_views(1);
     // Move the online weights away from the target's.
-    let (loss, _) = forward_loss(&online, &target, x1, x2);
+    let loss = step_loss(&online, &target, x1, x2);
     let grads = GradientsParams::from_grads(loss.backward(), &online);
     let mut optim = ssl_framework::optim::build_optimizer(&cfg.optim);
     let online = optim.step(1.0, online, grads);
@@ -385,14 +404,14 @@ fn evaluation_reads_the_online_encoder_and_changes_nothing() {
     let before = snapshot(&online);
     let modality = std::sync::Arc::new(Toy);
     let data = ssl_framework::Modality::load(&Toy, &cfg.data, dir.path()).unwrap();
-    let eval_data = ssl_framework::train::EvalData {
+    let eval_data = ssl_framework::data::EvalData {
         train: std::sync::Arc::new(data.train.items),
         train_labels: data.train.label_sets,
         test: std::sync::Arc::new(data.test.items),
         test_labels: data.test.label_sets,
     };
     let trained = online.encoder.valid();
-    let probes = ssl_framework::train::evaluate_encoder(
+    let probes = ssl_framework::eval::evaluate_encoder(
         &modality,
         &cfg.eval,
         cfg.seed,
@@ -415,7 +434,7 @@ fn evaluation_reads_the_online_encoder_and_changes_nothing() {
     );
     // The target's encoder gives different features than the online one after training.
     let target_enc = online.make_target().encoder.valid();
-    let probes_t = ssl_framework::train::evaluate_encoder(
+    let probes_t = ssl_framework::eval::evaluate_encoder(
         &modality,
         &cfg.eval,
         cfg.seed,
@@ -615,16 +634,15 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         msg.contains("loss NaN of online(view 1) -> target(view 2)"),
         "the message names the faulty term: {msg}"
     );
-    let steps = ssl_framework::train::checkpoint::list_checkpoints(&dir.path().join("checkpoints"));
+    let steps = ssl_framework::checkpoint::list_checkpoints(&dir.path().join("checkpoints"));
     assert_eq!(
         steps.last().copied().unwrap_or(0),
         step - 1,
         "every good step before the fault is checkpointed"
     );
     for s in steps {
-        let d =
-            ssl_framework::train::checkpoint::checkpoint_dir(&dir.path().join("checkpoints"), s);
-        let state = ssl_framework::train::checkpoint::read_state(&d).unwrap();
+        let d = ssl_framework::checkpoint::checkpoint_dir(&dir.path().join("checkpoints"), s);
+        let state = ssl_framework::checkpoint::read_state(&d).unwrap();
         assert_eq!(state.step, s);
         assert!(d.join("online.bpk").is_file());
     }
@@ -645,10 +663,11 @@ fn on_nan_rollback_replays_from_the_checkpoint_and_skips_the_faulty_step() {
     let total = report.results["total_steps"].as_u64().unwrap() as usize;
     assert_eq!(report.results["steps"].as_u64().unwrap() as usize, total);
     let root = dir.path().join("checkpoints");
-    let last = ssl_framework::train::checkpoint::list_checkpoints(&root);
-    let state = ssl_framework::train::checkpoint::read_state(
-        &ssl_framework::train::checkpoint::checkpoint_dir(&root, *last.last().unwrap()),
-    )
+    let last = ssl_framework::checkpoint::list_checkpoints(&root);
+    let state = ssl_framework::checkpoint::read_state(&ssl_framework::checkpoint::checkpoint_dir(
+        &root,
+        *last.last().unwrap(),
+    ))
     .unwrap();
     assert!(
         !state.skipped_steps.is_empty(),
@@ -682,9 +701,9 @@ fn on_nan_skip_refuses_to_go_on_with_poisoned_batchnorm_statistics() {
 
 #[test]
 fn non_finite_gradients_and_parameters_are_found_by_name() {
-    use ssl_framework::train::faults::{non_finite_gradient, non_finite_parameter};
+    use ssl_framework::byol::{non_finite_gradient, non_finite_parameter};
     let (_, online, target, x1, x2) = networks_and_views(3);
-    let (loss, _) = forward_loss(&online, &target, x1, x2);
+    let loss = step_loss(&online, &target, x1, x2);
     let mut grads = GradientsParams::from_grads(loss.backward(), &online);
     assert_eq!(non_finite_gradient(&online, &grads), None);
     assert_eq!(non_finite_parameter(&online), None);
@@ -709,5 +728,81 @@ fn non_finite_gradients_and_parameters_are_found_by_name() {
     assert!(
         name.contains("predictor") && name.ends_with("bias"),
         "{name}"
+    );
+}
+
+/// The step function itself: one call moves the online network by the optimizer and the target
+/// by exactly `tau * target + (1 - tau) * online` of the *updated* online network, with the lr
+/// and tau of `state.step`, and counts one step; a non-finite view changes no parameter and
+/// counts nothing.
+#[test]
+fn update_steps_the_optimizer_then_the_ema_and_a_fault_changes_nothing() {
+    let cfg = toy::config(&[]);
+    let (_, online, _, x1, x2) = networks_and_views(4);
+    let state = ByolState::new(online, ssl_framework::optim::build_optimizer(&cfg.optim));
+    let schedules = StepSchedules {
+        lr: LrSchedule::Constant(0.5),
+        ema: TargetEma::constant(0.75),
+        accumulation: 1,
+    };
+    let (target_before, online_before) = (snapshot(&state.target), snapshot(&state.online));
+    let views = |a: Tensor<2>, b: Tensor<2>| {
+        std::iter::once(Ok::<_, std::convert::Infallible>(Views {
+            view1: a,
+            view2: b,
+        }))
+    };
+    // A NaN input: the loss is not finite, nothing moves.
+    let nan = x1.clone().mul_scalar(f32::NAN);
+    let (state, outcome) = update(state, views(nan, x2.clone()), &schedules, false).unwrap();
+    assert!(matches!(outcome, StepOutcome::Fault { .. }), "{outcome:?}");
+    assert_eq!(state.step, 0);
+    let trainable = |m: &OnlineNetwork<toy::ToyEncoder>| {
+        let mut t = Trainable::default();
+        m.visit(&mut t);
+        t.0
+    };
+    let ids = trainable(&state.online);
+    let now = snapshot(&state.online);
+    for id in &ids {
+        assert_eq!(now[id], online_before[id], "a faulty step moved {id}");
+    }
+    // A finite step: optimizer, then EMA with the updated online weights.
+    let (state, outcome) = update(state, views(x1, x2), &schedules, true).unwrap();
+    let StepOutcome::Updated {
+        loss,
+        lr,
+        tau,
+        collapse_std,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((lr, tau, state.step), (0.5, 0.75, 1));
+    assert!(collapse_std.is_some());
+    assert!(
+        (loss.total - (loss.view1_to_view2 + loss.view2_to_view1)).abs() < 1e-6,
+        "{loss:?}"
+    );
+    let (online_after, target_after) = (snapshot(&state.online), snapshot(&state.target));
+    let (mut blended, mut optimized) = (0, 0);
+    for (id, after) in &target_after {
+        if !ids.contains(id) {
+            continue;
+        }
+        // (A bias before a BatchNorm has a zero gradient: not every tensor moves.)
+        optimized += usize::from(online_after[id] != online_before[id]);
+        for ((t, b), o) in after.iter().zip(&target_before[id]).zip(&online_after[id]) {
+            assert!(
+                (t - (0.75 * b + 0.25 * o)).abs() < 1e-5,
+                "{id}: {t} {b} {o}"
+            );
+        }
+        blended += 1;
+    }
+    assert_eq!(blended, 10);
+    assert!(
+        optimized >= 6,
+        "only {optimized} of f and g's tensors moved"
     );
 }

@@ -5,10 +5,9 @@ mod toy;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
-use ssl_framework::train::{
-    EvalOptions, RunOptions, evaluate_pretrained, find_checkpoint, load_pretrained,
-    train_and_evaluate,
-};
+use ssl_framework::checkpoint::{find_checkpoint, load_pretrained};
+use ssl_framework::eval::{EvalOptions, evaluate_pretrained};
+use ssl_framework::train::{RunOptions, train_and_evaluate};
 use std::collections::BTreeMap;
 use toy::Toy;
 

@@ -23,10 +23,11 @@ use crate::study::{
 };
 use ssl_framework::Modality;
 use ssl_framework::burn::tensor::Device;
+use ssl_framework::checkpoint;
 use ssl_framework::config::{ExperimentConfig, load_config};
 use ssl_framework::eval::ProbeResult;
 use ssl_framework::search_space::clone_ops;
-use ssl_framework::train::{RunOptions, TrainError, checkpoint, train_and_evaluate};
+use ssl_framework::train::{RunOptions, TrainError, train_and_evaluate};
 use std::path::{Path, PathBuf};
 
 /// Where and how a study runs.

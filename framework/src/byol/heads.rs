@@ -1,7 +1,7 @@
 //! The projector g and predictor q: Linear - BatchNorm - ReLU - Linear (paper, Section 3.3:
 //! Linear(4096) - BN - ReLU - Linear(256)).
 
-use crate::kernels::batch_norm_relu;
+use crate::layers::batch_norm_relu;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 

@@ -1,16 +1,19 @@
-//! BYOL: online and target networks, MLP heads, the loss, the EMA update and the tau schedule
-//! (Grill et al. 2020, arXiv 2006.07733, Section 3.1 and Appendix A/J).
+//! BYOL (Grill et al. 2020, arXiv 2006.07733, Section 3.1 and Appendix A/J): the online and
+//! target networks, the MLP heads, the loss, the target's EMA with its tau schedule, and the
+//! step itself, [`update`], where they meet.
 
+pub mod collapse;
 pub mod ema;
+pub mod finite;
 pub mod heads;
 pub mod loss;
 pub mod network;
-pub mod schedule;
-pub mod step;
+pub mod update;
 
-pub use ema::{EmaError, ema_update};
+pub use collapse::collapse_std;
+pub use ema::{EmaError, TargetEma, ema_update, tau_at};
+pub use finite::{non_finite_gradient, non_finite_parameter};
 pub use heads::{Mlp, MlpConfig};
-pub use loss::{byol_loss, regression_loss};
+pub use loss::{LossTerms, byol_loss, regression_loss};
 pub use network::{OnlineNetwork, TargetNetwork};
-pub use schedule::tau_at;
-pub use step::{LossTerms, forward_loss, forward_loss_terms};
+pub use update::{ByolState, StepLoss, StepOutcome, StepSchedules, UpdateError, Views, update};

@@ -1,6 +1,9 @@
 //! Datasets, splits, and the parallel two-view loader.
 
+pub mod eval_split;
 pub mod loader;
+
+pub use eval_split::{EvalData, apply_eval_split, check_probe_labels};
 
 use std::path::PathBuf;
 

@@ -3,17 +3,18 @@
 //! metric. Evaluation works on a validation copy (`Module::valid`), so it never changes the
 //! encoder's parameters or BatchNorm statistics.
 
-pub mod collapse;
 pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
+pub mod protocol;
 
-pub use collapse::collapse_std;
+pub use crate::byol::collapse::collapse_std;
 pub use features::{Features, extract_features};
 pub use finetune::{Classifier, FinetuneConfig, balanced_fraction, finetune_top1};
 pub use knn::knn_top1;
 pub use linear_probe::{ProbeConfig, linear_probe_top1};
+pub use protocol::{EvalOptions, evaluate_encoder, evaluate_pretrained};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@ pub mod lars;
 pub mod schedule;
 
 pub use lars::Lars;
-pub use schedule::{peak_lr, warmup_cosine_lr};
+pub use schedule::{LrSchedule, peak_lr, warmup_cosine_lr};
 
 use crate::config::{OptimConfig, OptimizerKind};
 use burn::optim::decay::WeightDecayConfig;

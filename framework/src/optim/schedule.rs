@@ -25,6 +25,37 @@ pub fn warmup_cosine_lr(peak: f64, step: usize, warmup: usize, total: usize) -> 
     peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
+/// The learning rate of each optimizer step of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LrSchedule {
+    /// The same rate at every step (the benchmark workloads, as their PyTorch twins).
+    Constant(f64),
+    /// Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `total_steps`
+    /// ([`warmup_cosine_lr`]; paper, Section 3.3).
+    WarmupCosine {
+        /// The rate reached at the end of the warmup ([`peak_lr`]).
+        peak: f64,
+        /// Optimizer steps of linear warmup.
+        warmup_steps: usize,
+        /// Optimizer steps in the whole run.
+        total_steps: usize,
+    },
+}
+
+impl LrSchedule {
+    /// The rate of optimizer step `step` (0-based).
+    pub fn at(&self, step: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant(lr) => lr,
+            LrSchedule::WarmupCosine {
+                peak,
+                warmup_steps,
+                total_steps,
+            } => warmup_cosine_lr(peak, step, warmup_steps, total_steps),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +71,12 @@ mod tests {
         assert!((warmup_cosine_lr(2.0, 0, 0, 100) - 2.0).abs() < 1e-12);
         assert!((peak_lr(0.2, 4096, true) - 3.2).abs() < 1e-12);
         assert_eq!(peak_lr(0.2, 4096, false), 0.2);
+        let s = LrSchedule::WarmupCosine {
+            peak: 1.0,
+            warmup_steps: 10,
+            total_steps: 100,
+        };
+        assert_eq!(s.at(55), warmup_cosine_lr(1.0, 55, 10, 100));
+        assert_eq!(LrSchedule::Constant(0.3).at(1000), 0.3);
     }
 }

@@ -1,15 +1,18 @@
-//! The training loop, checkpoints and resume, the metrics log, progress, and the run report.
+//! The training driver around the BYOL step ([`crate::byol::update`]): the loop
+//! ([`train_loop`]), checkpoints and resume ([`resume`]), the fault policy
+//! ([`fault_policy`]), progress and the metrics log ([`progress`], [`metrics`]), and the run's
+//! results ([`results`]); [`run::train_and_evaluate`] ties them together with the evaluation.
 
-pub mod checkpoint;
-pub mod faults;
+pub mod fault_policy;
 pub mod metrics;
-pub mod pretrained;
+pub mod progress;
+pub mod results;
+pub mod resume;
 pub mod run;
+mod train_loop;
 
-pub use checkpoint::{CheckpointError, CheckpointState};
+pub use crate::error::TrainError;
+pub use fault_policy::{FaultAction, FaultPolicy};
 pub use metrics::MetricsRecord;
-pub use pretrained::{
-    EvalOptions, Pretrained, checkpoint_config, clone_ops, evaluate_pretrained, find_checkpoint,
-    load_encoder, load_pretrained, random_init_encoder,
-};
-pub use run::{EvalData, RunOptions, RunReport, TrainError, evaluate_encoder, train_and_evaluate};
+pub use results::{COLLAPSE_THRESHOLD, RunReport};
+pub use run::{RunOptions, steps_per_epoch, train_and_evaluate};

@@ -9,7 +9,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use ssl_framework::Encoder;
-use ssl_framework::kernels::conv_batch_norm_relu;
+use ssl_framework::layers::conv_batch_norm_relu;
 
 /// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
 #[derive(Module, Debug)]

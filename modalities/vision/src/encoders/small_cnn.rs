@@ -2,7 +2,7 @@ use super::global_avg_pool;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
-use ssl_framework::kernels::conv_batch_norm_relu;
+use ssl_framework::layers::conv_batch_norm_relu;
 
 /// One conv3x3 (no bias) - BatchNorm - ReLU block.
 #[derive(Module, Debug)]

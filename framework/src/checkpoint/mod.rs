@@ -4,29 +4,17 @@
 //! into a temporary folder and renamed into place, so a crash never leaves a broken one; the
 //! newest `keep` are kept.
 
+pub mod pretrained;
+
+pub use pretrained::{
+    Pretrained, checkpoint_config, checkpoint_modality, find_checkpoint, load_encoder,
+    load_pretrained, random_init_encoder,
+};
+
+pub use crate::error::CheckpointError;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// A checkpoint that cannot be written or read, naming the file.
-#[derive(Debug, thiserror::Error)]
-#[error("checkpoint {path}: {reason}")]
-pub struct CheckpointError {
-    /// The file or folder.
-    pub path: PathBuf,
-    /// What went wrong.
-    pub reason: String,
-}
-
-impl CheckpointError {
-    /// An error about `path`.
-    pub fn new(path: &Path, reason: impl ToString) -> Self {
-        Self {
-            path: path.to_path_buf(),
-            reason: reason.to_string(),
-        }
-    }
-}
 
 /// The run's position and identity, stored as `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

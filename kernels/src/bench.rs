@@ -54,9 +54,7 @@ fn burn_conv_fwd_bwd_ms(
 /// Median milliseconds of our `kernels::conv2d` forward + backward on `module`.
 fn ssl_conv_fwd_bwd_ms(device: &Device, reps: usize, module: &Conv2d, x: &Tensor<4>) -> f64 {
     median_ms(device, reps, || {
-        let grads = ssl_framework::kernels::conv2d(module, x.clone())
-            .sum()
-            .backward();
+        let grads = crate::conv2d(module, x.clone()).sum().backward();
         std::hint::black_box(grads);
     })
 }
@@ -128,7 +126,7 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
         rows.push(OpTiming {
             op: format!("conv fwd {label} (ssl im2col)"),
             median_ms: median_ms(&base, reps, || {
-                let _ = ssl_framework::kernels::conv2d(&module_plain, x.clone())
+                let _ = crate::conv2d(&module_plain, x.clone())
                     .sum()
                     .into_scalar::<f32>();
             }),
@@ -154,12 +152,8 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
         rows.push(OpTiming {
             op: format!("bn fwd+bwd c{cout} {out_side}px (ssl fused)"),
             median_ms: median_ms(&base, reps, || {
-                let (output, _, _) = ssl_framework::kernels::batch_norm_train(
-                    y.clone(),
-                    gamma.clone(),
-                    beta.clone(),
-                    1e-5,
-                );
+                let (output, _, _) =
+                    crate::batch_norm_train(y.clone(), gamma.clone(), beta.clone(), 1e-5);
                 std::hint::black_box(output.sum().backward());
             }),
         });
@@ -182,7 +176,7 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .with_bias(false)
             .init(&ad);
-        let kernel = if ssl_framework::kernels::conv2d::winograd_enabled() {
+        let kernel = if crate::conv2d::winograd_enabled() {
             "ssl winograd"
         } else {
             "ssl im2col"

@@ -73,7 +73,7 @@ fn conv_batch_norm_then(conv: &Conv2d, bn: &BatchNorm, input: Tensor<4>, relu: b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{batch_norm, batch_norm_relu};
+    use crate::{batch_norm, batch_norm_relu};
     use burn::nn::conv::Conv2dConfig;
     use burn::nn::{BatchNormConfig, PaddingConfig2d};
     use burn::tensor::{Distribution, Tolerance};

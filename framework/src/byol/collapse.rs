@@ -2,7 +2,7 @@
 //! projections, averaged over dimensions. About `1/sqrt(dim)` for well-spread outputs, 0 when
 //! every input maps to the same point (collapse).
 
-use crate::byol::loss::l2_normalize;
+use super::loss::l2_normalize;
 use burn::prelude::*;
 
 /// Mean over dimensions of the per-dimension std over the batch of `l2_normalize(z)`.

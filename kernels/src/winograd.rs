@@ -34,7 +34,7 @@
 //! results to burn's `conv2d`. On ResNet-18's BYOL step (batch 64, 2 cores) it made the step
 //! about 1.5x faster than with im2col for these layers (BENCHMARKS.md).
 
-use super::conv2d::{ConvGeometry, gemm_f32};
+use super::conv_shared::{ConvGeometry, gemm_f32};
 use super::{Scratch, contiguous, slice};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

@@ -1,15 +1,13 @@
 //! A saved checkpoint as a pre-trained encoder (`ssl eval`, `ssl embed`, `ssl export`): finds
 //! the checkpoint, rebuilds its config, restores the modality's data-derived state (audio
-//! normalization statistics, the text vocabulary) and loads the online encoder f; then
-//! evaluates it with kNN, a linear probe and fine-tuning (all labels, and class-balanced 1% and
-//! 10% subsets: the paper's Section 4.2), each beside a random-init encoder.
+//! normalization statistics, the text vocabulary) and loads the online encoder f.
+//! [`crate::eval::evaluate_pretrained`] then evaluates it.
 
-use super::checkpoint::{self, CheckpointError, CheckpointState};
-use super::run::{EvalData, TrainError, apply_eval_split, check_probe_labels, evaluate_encoder};
+use super::{self as checkpoint, CheckpointError, CheckpointState};
 use crate::byol::OnlineNetwork;
 use crate::config::{ExperimentConfig, load_config};
-use crate::data::loader::resolve_workers;
-use crate::eval::{FinetuneConfig, ProbeResult, balanced_fraction, finetune_top1};
+use crate::data::{EvalData, apply_eval_split, check_probe_labels};
+use crate::error::TrainError;
 use crate::modality::Modality;
 use burn::module::Module;
 use burn::tensor::Device;
@@ -98,14 +96,9 @@ pub fn load_pretrained<M: Modality>(
         state,
         dir: dir.to_path_buf(),
         encoder,
-        data: EvalData {
-            train: Arc::new(datasets.train.items),
-            train_labels: datasets.train.label_sets,
-            test: Arc::new(datasets.test.items),
-            test_labels: datasets.test.label_sets,
-        },
-        dataset: datasets.name,
+        dataset: datasets.name.clone(),
         skipped: datasets.skipped,
+        data: EvalData::from_datasets(datasets),
         device: device.clone(),
     })
 }
@@ -182,168 +175,9 @@ pub fn random_init_encoder<M: Modality>(p: &Pretrained<M>) -> Result<M::Encoder,
         .valid())
 }
 
-/// What [`evaluate_pretrained`] runs besides kNN and the linear probe.
-#[derive(Debug, Clone, Copy)]
-pub struct EvalOptions {
-    /// Fine-tune on `eval.finetune_fractions` of the labels (each beside random init).
-    pub finetune: bool,
-    /// Print a line per finished evaluation on stderr.
-    pub verbose: bool,
-}
-
-/// kNN and linear probe on frozen features, then fine-tuning on every fraction of
-/// `eval.finetune_fractions` for the label sets of `eval.finetune_labels`, each for the trained
-/// and a random-init encoder. Fine-tuning results are named `finetune-<percent>%`.
-///
-/// # Errors
-/// [`TrainError`]: a failed data worker, or an unknown label set in `eval.finetune_labels`.
-pub fn evaluate_pretrained<M: Modality>(
-    p: &Pretrained<M>,
-    opts: EvalOptions,
-) -> Result<Vec<ProbeResult>, TrainError> {
-    let cfg = &p.config;
-    let workers = resolve_workers(cfg.train.num_workers);
-    let data = &p.data;
-    let (train, test) = (&data.train, &data.test);
-    // Checked before any work: a typo here should not cost the probes' time first.
-    let wanted = &cfg.eval.finetune_labels;
-    for name in wanted.iter().filter(|_| opts.finetune) {
-        if !data.train_labels.iter().any(|ls| &ls.name == name) {
-            return Err(crate::config::ConfigError::Value {
-                key: "eval.finetune_labels".into(),
-                value: format!("{name:?}"),
-                expected: format!(
-                    "a label set of this dataset ({})",
-                    data.train_labels
-                        .iter()
-                        .map(|l| l.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-            .into());
-        }
-    }
-    let eval_ops = Arc::new(clone_ops::<M>(&cfg.augment.eval));
-    let random = random_init_encoder(p)?;
-    let mut results = evaluate_encoder(
-        &p.modality,
-        &cfg.eval,
-        cfg.seed,
-        &p.encoder.valid(),
-        Some(&random.valid()),
-        data,
-        &eval_ops,
-        workers,
-        &p.device,
-    )?;
-    if opts.verbose {
-        for r in &results {
-            eprintln!("{}", describe(r));
-        }
-    }
-    if !opts.finetune {
-        return Ok(results);
-    }
-    let ft_ops = Arc::new(if cfg.augment.finetune.is_empty() {
-        clone_ops::<M>(&cfg.augment.eval)
-    } else {
-        clone_ops::<M>(&cfg.augment.finetune)
-    });
-    let ft_cfg = FinetuneConfig {
-        epochs: cfg.eval.finetune_epochs,
-        min_steps: cfg.eval.finetune_min_steps,
-        lr: cfg.eval.finetune_lr,
-        weight_decay: cfg.eval.finetune_weight_decay,
-        batch_size: cfg.eval.finetune_batch_size,
-        seed: cfg.seed,
-        workers,
-    };
-    for (train_ls, test_ls) in data.train_labels.iter().zip(&data.test_labels) {
-        if !wanted.is_empty() && !wanted.contains(&train_ls.name) {
-            continue;
-        }
-        let classes = train_ls.classes.len().max(test_ls.classes.len());
-        let labelled = train_ls.labelled();
-        let test_rows = test_ls.labelled();
-        for &fraction in &cfg.eval.finetune_fractions {
-            let rows = balanced_fraction(&train_ls.labels, &labelled, fraction, cfg.seed);
-            let run = |encoder: M::Encoder| {
-                finetune_top1(
-                    &p.modality,
-                    encoder,
-                    classes,
-                    train,
-                    &train_ls.labels,
-                    &rows,
-                    &ft_ops,
-                    test,
-                    &test_ls.labels,
-                    &test_rows,
-                    &eval_ops,
-                    &ft_cfg,
-                    &p.device,
-                )
-            };
-            // `valid().train()`: an independent trainable copy (its own BatchNorm statistics).
-            let trained_top1 = run(p.encoder.valid().train())?;
-            let random_top1 = run(random.valid().train())?;
-            let r = ProbeResult {
-                probe: format!("finetune-{}%", percent(fraction)),
-                labels: train_ls.name.clone(),
-                classes,
-                trained_top1,
-                random_init_top1: Some(random_top1),
-            };
-            if opts.verbose {
-                eprintln!("{} ({} labelled samples)", describe(&r), rows.len());
-            }
-            results.push(r);
-        }
-    }
-    Ok(results)
-}
-
-/// `0.1` -> `"10"`, `0.01` -> `"1"`, `0.005` -> `"0.5"`.
-fn percent(fraction: f64) -> String {
-    let p = fraction * 100.0;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{}", p.round() as i64)
-    } else {
-        format!("{p}")
-    }
-}
-
-fn describe(r: &ProbeResult) -> String {
-    format!(
-        "{} {}: trained {:.2}%, random init {}",
-        r.probe,
-        r.labels,
-        r.trained_top1 * 100.0,
-        r.random_init_top1
-            .map(|v| format!("{:.2}%", v * 100.0))
-            .unwrap_or_else(|| "-".into())
-    )
-}
-
-/// A copy of a list of a modality's ops (they are serde types, typetag for trait objects: a
-/// JSON round trip copies any of them).
-pub fn clone_ops<M: Modality>(ops: &[M::Op]) -> Vec<M::Op> {
-    serde_json::from_value(serde_json::to_value(ops).expect("ops serialize"))
-        .expect("ops deserialize")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_names() {
-        assert_eq!(percent(1.0), "100");
-        assert_eq!(percent(0.1), "10");
-        assert_eq!(percent(0.01), "1");
-        assert_eq!(percent(0.005), "0.5");
-    }
 
     #[test]
     fn find_checkpoint_accepts_a_run_a_checkpoints_folder_or_a_checkpoint() {

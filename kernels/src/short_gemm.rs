@@ -317,7 +317,7 @@ mod tests {
 
     #[test]
     fn inner_product_matches_a_reference_with_partial_strips() {
-        if !crate::kernels::has_avx2() {
+        if !crate::has_avx2() {
             eprintln!("no AVX2 here: the short GEMMs decline and gemm runs instead");
             return;
         }
@@ -332,7 +332,7 @@ mod tests {
             let mut y = vec![MaybeUninit::new(f32::NAN); m * n];
             assert!(short_inner_product(&mut y, (m, n, k), &w, &col));
             // SAFETY: the kernel wrote every value (they were NaN before).
-            let y = unsafe { crate::kernels::assume_written(&y) };
+            let y = unsafe { crate::assume_written(&y) };
             close(y, &reference(&w, &col, (m, n, k)), k);
         }
     }
@@ -357,7 +357,7 @@ mod tests {
         assert!(!short_inner_product(&mut y, (4, 4, 0), &[], &[]));
         // SAFETY: initialized above.
         assert!(
-            unsafe { crate::kernels::assume_written(&y) }
+            unsafe { crate::assume_written(&y) }
                 .iter()
                 .all(|&v| v == 7.0)
         );
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn weight_gradient_adds_dot_products_on_and_off_whole_tiles() {
-        if !crate::kernels::has_avx2() {
+        if !crate::has_avx2() {
             eprintln!("no AVX2 here: the short GEMMs decline and gemm runs instead");
             return;
         }

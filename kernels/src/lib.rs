@@ -1,8 +1,12 @@
+//! # ssl-kernels
+//!
 //! Our own CPU kernels for the ops where burn's `flex` backend is far behind PyTorch on the BYOL
-//! step (measured op by op with `ssl bench --workloads ops-smallcnn`). Each is a burn backend
-//! extension with its own backward pass, used only on `flex` float32 tensors; every other
-//! device takes burn's op, and a test holds the two to the same values. [`conv_batch_norm()`]
-//! composes two of them (a convolution that gathers the statistics of the BatchNorm after it).
+//! step (measured op by op with `ssl bench --workloads ops-smallcnn`, [`bench`]). Each is a burn
+//! backend extension with its own backward pass, used only on `flex` float32 tensors; every
+//! other device takes burn's op, and a test holds the two to the same values.
+//! [`conv_batch_norm()`] composes two of them (a convolution that gathers the statistics of the
+//! BatchNorm after it). This is the only crate of `ssl` with `unsafe` code; the framework uses
+//! it through `ssl_framework::layers` when built with its `cpu-kernels` feature.
 
 /// Whether this CPU has AVX2 and FMA, for the kernels' vector code (checked once).
 pub(crate) fn has_avx2() -> bool {
@@ -34,7 +38,7 @@ macro_rules! with_avx2 {
             $body
         }
         #[cfg(target_arch = "x86_64")]
-        if $crate::kernels::has_avx2() {
+        if $crate::has_avx2() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
             unsafe { $name($($arg),*) }
         } else {
@@ -46,8 +50,10 @@ macro_rules! with_avx2 {
 }
 
 pub mod batch_norm;
+pub mod bench;
 pub mod conv2d;
 pub mod conv_batch_norm;
+mod conv_shared;
 mod short_gemm;
 pub mod winograd;
 

@@ -41,6 +41,8 @@
 //! falls back to burn's `conv2d`, and tests hold the two to the same values.
 
 use super::batch_norm::Moments;
+pub use super::conv_shared::ConvGeometry;
+use super::conv_shared::{gemm_f32, gemm_f32_into};
 use super::short_gemm::{short_inner_product, short_side_weight_gradient};
 use super::winograd::{MIN_CHANNELS, WinogradConv2d};
 use super::{
@@ -59,20 +61,6 @@ use burn::prelude::*;
 use burn::tensor::{Bytes, DType, Shape};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-
-/// Where the kernel sits on the input: stride and leading padding (pixels, height then width),
-/// and the input and output sizes (pixels). Trailing padding is implied by `output`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    /// `[stride_h, stride_w]`.
-    pub stride: [usize; 2],
-    /// Zero padding before the first row and column, `[top, left]`.
-    pub padding: [usize; 2],
-    /// Input `[height, width]`.
-    pub input: [usize; 2],
-    /// Output `[height, width]`.
-    pub output: [usize; 2],
-}
 
 /// im2col convolution kernels, as a burn backend extension: implemented for `flex` (float32)
 /// and for autodiff over it.
@@ -553,101 +541,6 @@ fn block_to_images(
 unsafe fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the caller writes only floats.
     unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
-}
-
-/// `dst [m, n] = (read_dst ? dst : 0) + lhs [m, k] rhs [k, n]`, row-major `dst`; `lhs` and `rhs`
-/// given by their (row, column) strides in elements. Single-threaded.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_f32(
-    dst: &mut [f32],
-    read_dst: bool,
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    lhs_strides: (usize, usize),
-    rhs: &[f32],
-    rhs_strides: (usize, usize),
-) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: `dst` holds `m * n` values (asserted) and does not alias `lhs` or `rhs` (a
-    // `&mut` and two `&`).
-    unsafe {
-        gemm_raw(
-            dst.as_mut_ptr(),
-            read_dst,
-            (m, n, k),
-            lhs,
-            lhs_strides,
-            rhs,
-            rhs_strides,
-        )
-    }
-}
-
-/// [`gemm_f32`] into an uninitialized `dst` (never read): every one of its first `m * n`
-/// values is written (zeros when `k == 0`).
-pub(super) fn gemm_f32_into(
-    dst: &mut [MaybeUninit<f32>],
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    lhs_strides: (usize, usize),
-    rhs: &[f32],
-    rhs_strides: (usize, usize),
-) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: as in `gemm_f32`; with `read_dst` false gemm only writes `dst`.
-    unsafe {
-        gemm_raw(
-            dst.as_mut_ptr().cast::<f32>(),
-            false,
-            (m, n, k),
-            lhs,
-            lhs_strides,
-            rhs,
-            rhs_strides,
-        )
-    }
-}
-
-/// # Safety
-/// `dst` points to `m * n` writable floats (readable too when `read_dst`), not overlapping
-/// `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw(
-    dst: *mut f32,
-    read_dst: bool,
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts above keep every index gemm reads inside `lhs` and `rhs`; `dst` is
-    // the caller's contract.
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            read_dst,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if read_dst { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
-    }
 }
 
 /// The forward convolution on `flex` (see [`Im2colConv2d::im2col_conv2d`]); with `statistics`,

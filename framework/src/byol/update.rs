@@ -1,0 +1,304 @@
+//! One BYOL optimizer step as one function, [`update`]: the online and target networks on both
+//! views, the symmetric loss with the target's stop-gradient, backward, the optimizer step and
+//! the target's EMA (paper, Section 3.1 and Algorithm 1). Training, `ssl bench`'s step
+//! workloads, the augmentation search (through training) and the invariant tests all call it.
+
+use super::collapse::collapse_std;
+use super::ema::{EmaError, TargetEma};
+use super::finite::non_finite_gradient;
+use super::loss::{LossTerms, byol_loss};
+use super::network::{OnlineNetwork, TargetNetwork};
+use crate::encoder::Encoder;
+use crate::optim::LrSchedule;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+
+/// Everything a BYOL step changes: the online network (f, g, q), the target network (f, g),
+/// the optimizer's state and the step counter.
+pub struct ByolState<E: Encoder> {
+    /// The online network, on an autodiff device.
+    pub online: OnlineNetwork<E>,
+    /// The target network: an EMA of the online f and g, never given gradients.
+    pub target: TargetNetwork<E>,
+    /// The optimizer (its state: momenta, Adam moments) for the online network.
+    pub optimizer: ModuleOptimizer,
+    /// Optimizer steps taken, skipped ones included: the position `k` in the learning-rate
+    /// and tau schedules of the run.
+    pub step: usize,
+}
+
+impl<E: Encoder> ByolState<E> {
+    /// The state at step 0: `online`, its target (an independent copy of f and g,
+    /// [`OnlineNetwork::make_target`]) and a fresh `optimizer`.
+    pub fn new(online: OnlineNetwork<E>, optimizer: ModuleOptimizer) -> Self {
+        let target = online.make_target();
+        Self {
+            online,
+            target,
+            optimizer,
+            step: 0,
+        }
+    }
+
+    /// Passes over optimizer step `step` without an update (a skipped faulty step): the
+    /// networks and the optimizer are unchanged, the schedules move on.
+    pub fn skip_step(&mut self) {
+        self.step += 1;
+    }
+}
+
+/// What [`update`] needs besides the state: the schedules of the run and how the step is cut.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSchedules {
+    /// The learning rate of each optimizer step.
+    pub lr: LrSchedule,
+    /// tau of each optimizer step, and the EMA update.
+    pub ema: TargetEma,
+    /// Micro-batches whose gradients make one optimizer step (gradient accumulation; 1 for
+    /// none). The loss of each is divided by this count, so the step's gradient is the mean.
+    pub accumulation: usize,
+}
+
+/// The two views of one micro-batch, on the autodiff device: `[batch, ...]` each, the
+/// modality's input.
+pub struct Views<I> {
+    /// View 1 (the paper's `v`).
+    pub view1: I,
+    /// View 2 (the paper's `v'`).
+    pub view2: I,
+}
+
+/// The loss of an optimizer step, read back to the host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLoss {
+    /// The BYOL loss (both directions summed, in `[0, 8]`), the mean over the micro-batches.
+    pub total: f64,
+    /// Online(view 1) -> target(view 2), the mean over the micro-batches.
+    pub view1_to_view2: f64,
+    /// Online(view 2) -> target(view 1), the mean over the micro-batches.
+    pub view2_to_view1: f64,
+}
+
+/// What one call of [`update`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepOutcome {
+    /// The optimizer step and the EMA ran; `state.step` moved on by one.
+    Updated {
+        /// The step's loss.
+        loss: StepLoss,
+        /// The learning rate used.
+        lr: f64,
+        /// The EMA rate used.
+        tau: f64,
+        /// The collapse metric of the last micro-batch's online projections of view 1
+        /// ([`collapse_std`]), when asked for.
+        collapse_std: Option<f64>,
+    },
+    /// A loss term or a gradient was NaN or infinite: no optimizer step and no EMA (the
+    /// parameters and `state.step` are unchanged; BatchNorm running statistics may have seen
+    /// the faulty batch). The caller decides: stop, [`ByolState::skip_step`], or roll back.
+    Fault {
+        /// Which term: a loss direction with its value, or the parameter whose gradient it is.
+        what: String,
+        /// The learning rate the step would have used.
+        lr: f64,
+        /// The EMA rate the step would have used.
+        tau: f64,
+        /// The collapse metric, when asked for and computed before the fault was seen (a
+        /// non-finite loss of the last micro-batch).
+        collapse_std: Option<f64>,
+    },
+}
+
+impl StepOutcome {
+    /// The learning rate of the step.
+    pub fn lr(&self) -> f64 {
+        match self {
+            StepOutcome::Updated { lr, .. } | StepOutcome::Fault { lr, .. } => *lr,
+        }
+    }
+
+    /// The EMA rate of the step.
+    pub fn tau(&self) -> f64 {
+        match self {
+            StepOutcome::Updated { tau, .. } | StepOutcome::Fault { tau, .. } => *tau,
+        }
+    }
+
+    /// The collapse metric, when computed.
+    pub fn collapse_std(&self) -> Option<f64> {
+        match self {
+            StepOutcome::Updated { collapse_std, .. } | StepOutcome::Fault { collapse_std, .. } => {
+                *collapse_std
+            }
+        }
+    }
+}
+
+/// One BYOL optimizer step (paper, Algorithm 1): for each of `schedules.accumulation`
+/// micro-batches drawn from `micro_batches`, the online network `q(g(f(.)))` and the target
+/// network `g'(f'(.))` on both views, the symmetric loss [`byol_loss`] (target detached),
+/// backward; then the optimizer step on the mean gradient with the learning rate of step
+/// `state.step`, then `target <- tau * target + (1 - tau) * online` with the tau of that step
+/// ([`TargetEma::update`]). The loss terms are read back once per micro-batch and the gradients
+/// scanned for NaN and infinities before the optimizer runs; a fault drains the step's
+/// remaining micro-batches (so the data stays aligned) and updates nothing.
+///
+/// `collapse_metric`: also compute [`collapse_std`] on the last micro-batch (a host sync; the
+/// trainer asks at its logging interval).
+///
+/// # Errors
+/// The first error `micro_batches` yields (`Err(L)`), `Ok` otherwise; an iterator that ends
+/// before `schedules.accumulation` micro-batches is an [`UpdateError::MissingBatches`]; an
+/// [`UpdateError::Ema`] when the networks do not correspond. On an error the state is lost:
+/// each is fatal to a run.
+pub fn update<E: Encoder, L>(
+    state: ByolState<E>,
+    micro_batches: impl Iterator<Item = Result<Views<E::Input>, L>>,
+    schedules: &StepSchedules,
+    collapse_metric: bool,
+) -> Result<(ByolState<E>, StepOutcome), UpdateError<L>> {
+    let ByolState {
+        online,
+        target,
+        mut optimizer,
+        step,
+    } = state;
+    let accumulation = schedules.accumulation.max(1);
+    let lr = schedules.lr.at(step);
+    let tau = schedules.ema.tau(step);
+    let mut accumulator = GradientsAccumulator::<OnlineNetwork<E>>::new();
+    let mut loss = StepLoss {
+        total: 0.0,
+        view1_to_view2: 0.0,
+        view2_to_view1: 0.0,
+    };
+    let mut collapse = None;
+    // The fault of this step, if any: its later micro-batches are only drawn.
+    let mut fault: Option<String> = None;
+    let mut micro_batches = micro_batches.take(accumulation);
+    for micro in 1..=accumulation {
+        let views = micro_batches
+            .next()
+            .ok_or(UpdateError::MissingBatches {
+                expected: accumulation,
+                got: micro - 1,
+            })?
+            .map_err(UpdateError::Batch)?;
+        if fault.is_some() {
+            continue;
+        }
+        let (terms, projection) = forward(&online, &target, views);
+        if collapse_metric && micro == accumulation {
+            collapse = Some(collapse_std(projection));
+        }
+        let (v12, v21) = read_terms(&terms);
+        if !v12.is_finite() {
+            fault = Some(format!("loss {v12} of online(view 1) -> target(view 2)"));
+            continue;
+        }
+        if !v21.is_finite() {
+            fault = Some(format!("loss {v21} of online(view 2) -> target(view 1)"));
+            continue;
+        }
+        loss.total += (v12 + v21) as f64 / accumulation as f64;
+        loss.view1_to_view2 += v12 as f64 / accumulation as f64;
+        loss.view2_to_view1 += v21 as f64 / accumulation as f64;
+        let total = terms.total();
+        let total = if accumulation > 1 {
+            total.div_scalar(accumulation as f64)
+        } else {
+            total
+        };
+        let grads = GradientsParams::from_grads(total.backward(), &online);
+        match non_finite_gradient(&online, &grads) {
+            Some(param) => fault = Some(format!("gradient of {param}")),
+            None => accumulator.accumulate(&online, grads),
+        }
+    }
+    let state = |online, target, optimizer, step| ByolState {
+        online,
+        target,
+        optimizer,
+        step,
+    };
+    if let Some(what) = fault {
+        return Ok((
+            state(online, target, optimizer, step),
+            StepOutcome::Fault {
+                what,
+                lr,
+                tau,
+                collapse_std: collapse,
+            },
+        ));
+    }
+    let online = optimizer.step(lr, online, accumulator.grads());
+    let (target, tau) = schedules
+        .ema
+        .update(target, &online, step)
+        .map_err(UpdateError::Ema)?;
+    Ok((
+        state(online, target, optimizer, step + 1),
+        StepOutcome::Updated {
+            loss,
+            lr,
+            tau,
+            collapse_std: collapse,
+        },
+    ))
+}
+
+/// Why [`update`] could not finish a step.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<L> {
+    /// The micro-batch source failed (a data worker's error).
+    #[error(transparent)]
+    Batch(L),
+    /// The micro-batch source ended inside a step.
+    #[error("the data ended inside an optimizer step: {got} of {expected} micro-batches")]
+    MissingBatches {
+        /// Micro-batches per step.
+        expected: usize,
+        /// Micro-batches received.
+        got: usize,
+    },
+    /// The target and online networks do not correspond.
+    #[error(transparent)]
+    Ema(EmaError),
+}
+
+/// The online network on both views and the target network on both views, then the loss
+/// terms; also the online projection of view 1, `[batch, projection_dim]` (for the collapse
+/// metric).
+fn forward<E: Encoder>(
+    online: &OnlineNetwork<E>,
+    target: &TargetNetwork<E>,
+    views: Views<E::Input>,
+) -> (LossTerms, Tensor<2>) {
+    let Views { view1, view2 } = views;
+    let o1 = online.forward(view1.clone());
+    let o2 = online.forward(view2.clone());
+    let z1 = target.forward(view1);
+    let z2 = target.forward(view2);
+    (
+        byol_loss(o1.prediction, o2.prediction, z1, z2),
+        o1.projection,
+    )
+}
+
+/// Both loss terms read back to the host in one transfer (NaN when the read fails).
+fn read_terms(terms: &LossTerms) -> (f32, f32) {
+    let values = Tensor::cat(
+        vec![
+            terms.view1_to_view2.clone().detach(),
+            terms.view2_to_view1.clone().detach(),
+        ],
+        0,
+    )
+    .into_data()
+    .convert::<f32>()
+    .try_into_vec::<f32>()
+    .unwrap_or_else(|_| vec![f32::NAN; 2]);
+    (values[0], values[1])
+}

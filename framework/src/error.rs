@@ -1,0 +1,81 @@
+//! [`TrainError`]: why a training run or an evaluation stopped; [`CheckpointError`]: a
+//! checkpoint that cannot be written or read.
+
+use crate::byol::EmaError;
+use crate::config::ConfigError;
+use crate::data::DataError;
+use crate::data::loader::WorkerError;
+use std::path::{Path, PathBuf};
+
+/// Why a run (training, evaluation, loading a checkpoint) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Unusable data.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A data worker failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The EMA could not match the networks.
+    #[error(transparent)]
+    Ema(#[from] EmaError),
+    /// A file of the run could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A loss term or a gradient became NaN or infinite; every checkpoint is kept.
+    #[error(
+        "non-finite {what} at optimizer step {step} (epoch {epoch}); the last good checkpoint is kept in {checkpoints}"
+    )]
+    NonFinite {
+        /// The step being computed (1-based).
+        step: usize,
+        /// Its epoch.
+        epoch: usize,
+        /// Which term: a loss direction with its value, or the parameter whose gradient it is.
+        what: String,
+        /// The checkpoint folder.
+        checkpoints: PathBuf,
+    },
+    /// `--resume` without a checkpoint, or a new run over an existing one.
+    #[error("{0}")]
+    Resume(String),
+}
+
+/// Maps an I/O error on `path` to [`TrainError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A checkpoint that cannot be written or read, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("checkpoint {path}: {reason}")]
+pub struct CheckpointError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl CheckpointError {
+    /// An error about `path`.
+    pub fn new(path: &Path, reason: impl ToString) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The training loop: optimizer steps ([`crate::byol::update`]) on micro-batches from the
+//! seeded two-view loader, epoch after epoch, with the fault policy, the metrics log, progress
+//! and periodic checkpoints.
+
+use super::fault_policy::{FaultAction, FaultPolicy};
+use super::metrics::{MetricsRecord, MetricsWriter};
+use super::progress::Progress;
+use super::results::collapse_floor;
+use super::resume::{Checkpointer, load_state};
+use crate::byol::{ByolState, StepOutcome, StepSchedules, UpdateError, Views, update};
+use crate::checkpoint;
+use crate::config::ExperimentConfig;
+use crate::data::DataError;
+use crate::data::loader::two_view_epoch;
+use crate::error::{TrainError, io_err};
+use crate::modality::Modality;
+use burn::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the loop reads and does not change.
+pub(super) struct LoopSetup<'a, M: Modality> {
+    /// The modality (collation, the data's state).
+    pub modality: &'a Arc<M>,
+    /// The run's config.
+    pub cfg: &'a ExperimentConfig<M>,
+    /// The training samples.
+    pub train_items: Arc<Vec<M::Item>>,
+    /// The view-1 and view-2 pipelines.
+    pub views: Arc<(Vec<M::Op>, Vec<M::Op>)>,
+    /// Data worker threads.
+    pub workers: usize,
+    /// Optimizer steps per epoch.
+    pub steps_per_epoch: usize,
+    /// Optimizer steps of the whole run.
+    pub total_steps: usize,
+    /// The learning-rate and tau schedules and the accumulation.
+    pub schedules: StepSchedules,
+    /// The autodiff device.
+    pub device: Device,
+    /// Where checkpoints go.
+    pub checkpointer: &'a Checkpointer,
+    /// The run's output folder (for `metrics.jsonl`).
+    pub out: &'a Path,
+}
+
+/// Where the loop left off.
+pub(super) struct LoopEnd {
+    /// The loss of the last optimizer step that updated (NaN before any).
+    pub last_loss: f64,
+    /// The last collapse metric computed (NaN before any).
+    pub last_collapse: f64,
+}
+
+/// Runs optimizer steps from `state.step` until `stop_step`. `skipped_steps` (1-based) are
+/// replayed without an update and grow with every tolerated fault; `prior_seconds` and
+/// `train_start` give the training time stored in checkpoints.
+///
+/// # Errors
+/// [`TrainError`]: a data worker's error, a fault the policy does not tolerate, a checkpoint or
+/// metrics file that cannot be written or read back.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_steps<M: Modality>(
+    setup: &LoopSetup<'_, M>,
+    mut state: ByolState<M::Encoder>,
+    stop_step: usize,
+    skipped_steps: &mut Vec<usize>,
+    prior_seconds: f64,
+    train_start: Instant,
+    progress: &mut Progress,
+    metrics: &mut MetricsWriter,
+) -> Result<(ByolState<M::Encoder>, LoopEnd), TrainError> {
+    let LoopSetup { modality, cfg, .. } = *setup;
+    let (bs, accum, spe) = (
+        cfg.train.batch_size,
+        setup.schedules.accumulation,
+        setup.steps_per_epoch,
+    );
+    let ad = &setup.device;
+    let mut policy = FaultPolicy::new(cfg.train.on_nan, cfg.train.max_faults);
+    let floor = collapse_floor(cfg.byol.projection_dim);
+    let mut end = LoopEnd {
+        last_loss: f64::NAN,
+        last_collapse: f64::NAN,
+    };
+    'epochs: while state.step < stop_step {
+        let epoch = state.step / spe;
+        let first_micro = (state.step % spe) * accum;
+        let mut loader = two_view_epoch(
+            modality.clone(),
+            setup.train_items.clone(),
+            setup.views.clone(),
+            cfg.seed,
+            epoch,
+            bs,
+            first_micro,
+            setup.workers,
+            cfg.train.prefetch_batches,
+        )
+        .take(spe * accum - first_micro);
+        while state.step < stop_step && state.step / spe == epoch {
+            let step = state.step;
+            let mut micro = 0usize;
+            // The step's micro-batches, timed; random ops on the device (dropout) draw from a
+            // stream fixed by (seed, step, micro-batch), so a resumed run draws what the
+            // uninterrupted one did.
+            let mut batches = std::iter::from_fn(|| {
+                let waited = Instant::now();
+                let batch = loader.next()?;
+                progress.add_batch(bs, waited.elapsed().as_secs_f64());
+                micro += 1;
+                ad.seed(device_seed(cfg.seed, step, micro));
+                Some(batch)
+            });
+            let log_now = (step + 1) % cfg.train.log_every == 0 || step + 1 == setup.total_steps;
+            let (lr, tau);
+            if skipped_steps.contains(&(step + 1)) {
+                // A step skipped before a rollback or a resume: its data is drawn, not used.
+                for batch in batches.by_ref().take(accum) {
+                    batch?;
+                }
+                (lr, tau) = (setup.schedules.lr.at(step), setup.schedules.ema.tau(step));
+                drop(batches);
+                state.skip_step();
+            } else {
+                let views = batches.map(|batch| {
+                    batch.map(|b| Views {
+                        view1: modality.to_input(b.view1, ad),
+                        view2: modality.to_input(b.view2, ad),
+                    })
+                });
+                let (next, outcome) = update(state, views, &setup.schedules, log_now)
+                    .map_err(|e| update_error(e, step))?;
+                state = next;
+                (lr, tau) = (outcome.lr(), outcome.tau());
+                if let Some(c) = outcome.collapse_std() {
+                    end.last_collapse = c;
+                }
+                match outcome {
+                    StepOutcome::Updated { loss, .. } => end.last_loss = loss.total,
+                    StepOutcome::Fault { what, .. } => {
+                        let at = step + 1;
+                        match policy.decide(&what, &state.online) {
+                            FaultAction::Stop(what) => {
+                                return Err(TrainError::NonFinite {
+                                    step: at,
+                                    epoch,
+                                    what,
+                                    checkpoints: setup.checkpointer.root.clone(),
+                                });
+                            }
+                            FaultAction::Rollback => {
+                                skipped_steps.push(at);
+                                let newest = setup.checkpointer.newest().ok_or_else(|| {
+                                    TrainError::Resume(format!(
+                                        "--on-nan rollback: no checkpoint left in {}",
+                                        setup.checkpointer.root.display()
+                                    ))
+                                })?;
+                                let dir =
+                                    checkpoint::checkpoint_dir(&setup.checkpointer.root, newest);
+                                state = load_state(&dir, state, newest)?;
+                                progress.say(format!(
+                                    "warning: {what} at optimizer step {at}: rolled back to the checkpoint of step {newest}; step {at} will be skipped (fault {} of at most {})",
+                                    policy.faults, cfg.train.max_faults
+                                ));
+                                let path = setup.out.join("metrics.jsonl");
+                                *metrics = MetricsWriter::open(&path, newest)
+                                    .map_err(io_err(setup.out))?;
+                                progress.set_step(newest);
+                                continue 'epochs;
+                            }
+                            FaultAction::Skip => {
+                                skipped_steps.push(at);
+                                progress.say(format!(
+                                    "warning: {what} at optimizer step {at}: its update is skipped (fault {} of at most {})",
+                                    policy.faults, cfg.train.max_faults
+                                ));
+                                state.skip_step();
+                            }
+                        }
+                    }
+                }
+            }
+            let step = state.step;
+            progress.set_step(step);
+            if step % cfg.train.log_every == 0 || step == setup.total_steps {
+                let (images_per_sec, data_wait_fraction) = progress.take_window();
+                let record = MetricsRecord {
+                    step,
+                    epoch,
+                    loss: end.last_loss,
+                    lr,
+                    tau,
+                    collapse_std: end.last_collapse,
+                    images_per_sec,
+                    data_wait_fraction,
+                    collapsed: end.last_collapse < floor,
+                };
+                metrics.write(&record).map_err(io_err(setup.out))?;
+                progress.show(&record, floor);
+            }
+            if cfg.train.checkpoint_every > 0
+                && step % cfg.train.checkpoint_every == 0
+                && step < setup.total_steps
+            {
+                setup.checkpointer.save(
+                    &state,
+                    prior_seconds + train_start.elapsed().as_secs_f64(),
+                    skipped_steps,
+                    modality.state(),
+                )?;
+            }
+        }
+    }
+    Ok((state, end))
+}
+
+/// A failed step as the run's error.
+fn update_error(e: UpdateError<crate::data::loader::WorkerError>, step: usize) -> TrainError {
+    match e {
+        UpdateError::Batch(e) => e.into(),
+        UpdateError::Ema(e) => e.into(),
+        e @ UpdateError::MissingBatches { .. } => {
+            DataError::Unusable(format!("optimizer step {}: {e}", step + 1)).into()
+        }
+    }
+}
+
+/// The seed of the device's random stream for micro-batch `micro` (1-based) of optimizer step
+/// `step` (0-based): a SplitMix64 mix, so neighbouring steps get unrelated streams.
+fn device_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut z = seed
+        ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
