@@ -7,7 +7,7 @@
 //!
 //! Modules mirror `DESIGN.md`:
 //! - [`augmentation`], [`encoder`], [`modality`]: the plugin traits (the extension points);
-//! - [`byol`]: the BYOL step [`byol::update`] (loss, stop-gradient, optimizer step, tau and the
+//! - [`byol`]: the BYOL step [`byol::update()`] (loss, stop-gradient, optimizer step, tau and the
 //!   EMA) and what it is made of: online/target networks, MLP heads, the loss, the EMA;
 //! - [`optim`]: LARS, SGD and AdamW with biases and norm parameters excluded, warmup-cosine lr;
 //! - [`train`]: the driver around the step: loop, resume, fault policy, progress, results;

@@ -1,7 +1,7 @@
 //! # ssl-kernels
 //!
 //! Our own CPU kernels for the ops where burn's `flex` backend is far behind PyTorch on the BYOL
-//! step (measured op by op with `ssl bench --workloads ops-smallcnn`, [`bench`]). Each is a burn
+//! step (measured op by op with `ssl bench --workloads ops-smallcnn`, [`mod@bench`]). Each is a burn
 //! backend extension with its own backward pass, used only on `flex` float32 tensors; every
 //! other device takes burn's op, and a test holds the two to the same values.
 //! [`conv_batch_norm()`] composes two of them (a convolution that gathers the statistics of the

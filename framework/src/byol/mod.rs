@@ -1,6 +1,6 @@
 //! BYOL (Grill et al. 2020, arXiv 2006.07733, Section 3.1 and Appendix A/J): the online and
 //! target networks, the MLP heads, the loss, the target's EMA with its tau schedule, and the
-//! step itself, [`update`], where they meet.
+//! step itself, [`update()`] in [`step`], where they meet.
 
 pub mod collapse;
 pub mod ema;
@@ -8,7 +8,7 @@ pub mod finite;
 pub mod heads;
 pub mod loss;
 pub mod network;
-pub mod update;
+pub mod step;
 
 pub use collapse::collapse_std;
 pub use ema::{EmaError, TargetEma, ema_update, tau_at};
@@ -16,4 +16,4 @@ pub use finite::{non_finite_gradient, non_finite_parameter};
 pub use heads::{Mlp, MlpConfig};
 pub use loss::{LossTerms, byol_loss, regression_loss};
 pub use network::{OnlineNetwork, TargetNetwork};
-pub use update::{ByolState, StepLoss, StepOutcome, StepSchedules, UpdateError, Views, update};
+pub use step::{ByolState, StepLoss, StepOutcome, StepSchedules, UpdateError, Views, update};

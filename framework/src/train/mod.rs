@@ -1,5 +1,5 @@
-//! The training driver around the BYOL step ([`crate::byol::update`]): the loop
-//! ([`train_loop`]), checkpoints and resume ([`resume`]), the fault policy
+//! The training driver around the BYOL step ([`crate::byol::update()`]): the loop
+//! (`train_loop`), checkpoints and resume ([`resume`]), the fault policy
 //! ([`fault_policy`]), progress and the metrics log ([`progress`], [`metrics`]), and the run's
 //! results ([`results`]); [`run::train_and_evaluate`] ties them together with the evaluation.
 

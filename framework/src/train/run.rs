@@ -1,6 +1,6 @@
 //! `train_and_evaluate`: BYOL pre-training of a modality's encoder, then evaluation beside a
 //! random-init baseline, with checkpoints, resume, a metrics log and `results.json`. The step
-//! itself is [`crate::byol::update`]; the loop around it is [`super::train_loop`].
+//! itself is [`crate::byol::update()`]; the loop around it is `train_loop`.
 
 use super::metrics::MetricsWriter;
 use super::progress::Progress;

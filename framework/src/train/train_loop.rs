@@ -1,4 +1,4 @@
-//! The training loop: optimizer steps ([`crate::byol::update`]) on micro-batches from the
+//! The training loop: optimizer steps ([`crate::byol::update()`]) on micro-batches from the
 //! seeded two-view loader, epoch after epoch, with the fault policy, the metrics log, progress
 //! and periodic checkpoints.
 

@@ -1,4 +1,4 @@
-//! One BYOL optimizer step as one function, [`update`]: the online and target networks on both
+//! One BYOL optimizer step as one function, [`update()`]: the online and target networks on both
 //! views, the symmetric loss with the target's stop-gradient, backward, the optimizer step and
 //! the target's EMA (paper, Section 3.1 and Algorithm 1). Training, `ssl bench`'s step
 //! workloads, the augmentation search (through training) and the invariant tests all call it.
