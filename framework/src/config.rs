@@ -89,7 +89,7 @@ pub fn check_positive(key: &str, value: usize) -> Result<(), ConfigError> {
     }
 }
 
-/// The BYOL heads and target update (DESIGN.md, the paper's Section 3 and Appendix J).
+/// The BYOL heads and target update (docs/design.md, the paper's Section 3 and Appendix J).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ByolConfig {

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 /// A burn module mapping a batch of a modality's input to representations `[batch, dim]`.
 ///
 /// `dim` is known up front: the BYOL projector is built from it. The online encoder is what the
-/// evaluation probes read (DESIGN.md: "probes read the online encoder (f only)").
+/// evaluation probes read (docs/design.md: "probes read the online encoder (f only)").
 ///
 /// # Example
 /// ```

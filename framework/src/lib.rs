@@ -5,7 +5,7 @@
 //! depends on the kind of data comes in through the plugin traits [`Modality`],
 //! [`Augmentation`] and [`Encoder`].
 //!
-//! Modules mirror `DESIGN.md`:
+//! Modules mirror `docs/design.md`:
 //! - [`augmentation`], [`encoder`], [`modality`]: the plugin traits (the extension points);
 //! - [`byol`]: the BYOL step [`byol::update()`] (loss, stop-gradient, optimizer step, tau and the
 //!   EMA) and what it is made of: online/target networks, MLP heads, the loss, the EMA;

@@ -14,7 +14,7 @@ use std::path::Path;
 /// tensors and default encoder. `vision`, `audio` and `text` implement it; a user's own modality
 /// is written against this trait alone (see `examples/`).
 ///
-/// The data path of one training step (DESIGN.md): dataset [`Item`](Modality::Item) ->
+/// The data path of one training step (docs/design.md): dataset [`Item`](Modality::Item) ->
 /// [`to_sample`](Modality::to_sample) -> view-1 and view-2 pipelines of
 /// [`Op`](Modality::Op)s (worker threads, seeded) -> [`collate`](Modality::collate) (worker
 /// threads) -> [`to_input`](Modality::to_input) (trainer thread) -> the encoder.

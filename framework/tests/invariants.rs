@@ -1,4 +1,4 @@
-//! Every invariant of DESIGN.md, on a toy modality written against the public traits.
+//! Every invariant of docs/design.md, on a toy modality written against the public traits.
 
 mod toy;
 

@@ -1,6 +1,6 @@
 //! The evaluation protocol: an encoder's frozen features scored by the kNN monitor and the
 //! linear probe on every label set, each beside a random-init encoder of the same architecture
-//! (DESIGN.md), and, for a checkpoint, fine-tuning on fractions of the labels (the paper's
+//! (docs/design.md), and, for a checkpoint, fine-tuning on fractions of the labels (the paper's
 //! semi-supervised protocol, Table 2). Nothing here changes the encoders it is given.
 
 use super::{

@@ -41,7 +41,7 @@ pub struct RunOptions {
     /// `results.json`. Used by the augmentation search's successive halving. `None`: run to
     /// the end.
     pub pause_at_step: Option<usize>,
-    /// Evaluate a random-init encoder beside the trained one (DESIGN.md: every reported
+    /// Evaluate a random-init encoder beside the trained one (docs/design.md: every reported
     /// evaluation has one; the augmentation search turns it off for its trials, whose scores
     /// are only compared with each other).
     pub random_init: bool,
@@ -242,7 +242,7 @@ pub fn train_and_evaluate<M: Modality>(
         test_labels: datasets.test.label_sets,
     };
     let trained = state.online.encoder.valid();
-    // Every evaluation reports a random-init encoder of the same architecture (DESIGN.md).
+    // Every evaluation reports a random-init encoder of the same architecture (docs/design.md).
     base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
     // `valid()` right away: burn initializes parameters lazily, at their first use, so without it
     // the draws would follow the forward pass's order of parameters instead of the module's.
