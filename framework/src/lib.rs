@@ -11,7 +11,9 @@
 //! - [`optim`]: LARS, SGD and AdamW with biases and norm parameters excluded, warmup-cosine lr;
 //! - [`train`]: the training loop, checkpoints and resume, the metrics log and progress;
 //! - [`eval`]: kNN monitor, linear probe, collapse metric, random-init baselines;
-//! - [`data`]: datasets, splits and the parallel two-view loader;
+//! - [`data`]: datasets, splits, the parallel two-view loader, and where a dataset's files are
+//!   ([`data::locate`]);
+//! - [`export`]: embeddings (safetensors, `.npz`) and encoder weights (safetensors) writers;
 //! - [`config`]: serde configs, dotted-key overrides, validation with clear errors;
 //! - [`search_space`]: what a modality lets `ssl search-augment` choose (ops and magnitudes).
 
@@ -21,6 +23,7 @@ pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod kernels;
 pub mod modality;

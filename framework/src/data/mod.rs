@@ -1,6 +1,7 @@
 //! Datasets, splits, and the parallel two-view loader.
 
 pub mod loader;
+pub mod locate;
 
 use std::path::PathBuf;
 
