@@ -125,7 +125,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
     if steps == 0 {
         bail!("--steps must be at least 1 for {name} (its figure is the median timed step)");
     }
-    let device = crate::cli::parse_device("cpu")?;
+    let device = crate::common::parse_device("cpu")?;
     let ad = device.clone().autodiff();
     ad.seed(0);
     let (encoder, byol) = match name {
@@ -244,7 +244,11 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
     let d = modality
         .load(&cfg, data)
         .with_context(|| format!("--data {}", data.display()))?;
-    let exp = crate::cli::read_config::<VisionModality>(None, crate::cli::VISION_DEFAULT, &[])?;
+    let exp = crate::common::read_config::<VisionModality>(
+        None,
+        crate::modalities::default_config("vision"),
+        &[],
+    )?;
     Ok(view_pairs_per_sec(
         &modality,
         &d.train.items,
@@ -289,7 +293,11 @@ fn augment_audio_workload(
     threads: &[usize],
 ) -> Result<(f64, Vec<(usize, f64)>)> {
     let modality = AudioModality::default();
-    let exp = crate::cli::read_config::<AudioModality>(None, crate::cli::AUDIO_DEFAULT, &[])?;
+    let exp = crate::common::read_config::<AudioModality>(
+        None,
+        crate::modalities::default_config("audio"),
+        &[],
+    )?;
     let start = Instant::now();
     let d = modality
         .load(&exp.data, data)
@@ -339,10 +347,13 @@ fn epoch_workload(data: &std::path::Path) -> Result<EpochFigures> {
         "eval.probe_epochs=1",
     ]
     .map(String::from);
-    let cfg =
-        crate::cli::read_config::<VisionModality>(None, crate::cli::VISION_DEFAULT, &overrides)?;
+    let cfg = crate::common::read_config::<VisionModality>(
+        None,
+        crate::modalities::default_config("vision"),
+        &overrides,
+    )?;
     let out = tempfile::tempdir().context("a temporary folder for the epoch's run")?;
-    let mut opts = RunOptions::new(out.path(), data, crate::cli::parse_device("cpu")?);
+    let mut opts = RunOptions::new(out.path(), data, crate::common::parse_device("cpu")?);
     opts.random_init = false;
     let report = train_and_evaluate(VisionModality, cfg, &opts)?;
     let r = &report.results;
@@ -368,7 +379,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "--config runs a benchmark file; --json, --workloads and --batch belong to the throughput benchmarks (without --config)"
             );
         }
-        let device = crate::cli::parse_device(&args.device)?;
+        let device = crate::common::parse_device(&args.device)?;
         return crate::grid::run(config, args.data.clone(), args.out.clone(), device);
     }
     if cfg!(debug_assertions) {
@@ -407,7 +418,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 });
             }
             "augment-cifar" => {
-                let data = crate::cli::resolve_vision_data(args.data.clone(), "cifar10")?;
+                let data = ssl_vision::locate::locate_data(args.data.clone(), "cifar10")?;
                 for threads in [1, cores] {
                     eprintln!(
                         "augment-cifar: {} images, {threads} thread(s)...",
@@ -425,7 +436,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
             }
             "epoch-cifar10-quick" => {
-                let data = crate::cli::resolve_vision_data(args.data.clone(), "cifar10")?;
+                let data = ssl_vision::locate::locate_data(args.data.clone(), "cifar10")?;
                 eprintln!("epoch-cifar10-quick: one epoch of the default vision config...");
                 let e = epoch_workload(&data)?;
                 println!(
@@ -453,7 +464,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 });
             }
             "augment-audio" => {
-                let data = crate::cli::resolve_local_data(args.audio_data.clone(), "fsdd", false)?;
+                let data = ssl_framework::data::locate::resolve_local(
+                    args.audio_data.clone(),
+                    "fsdd",
+                    false,
+                )?;
                 eprintln!("augment-audio: FSDD from {}...", data.display());
                 let (front_end, rates) = augment_audio_workload(&data, &[1, cores])?;
                 rows.push(Row {

@@ -3,16 +3,17 @@
 //! safetensors or `.npz`) and `ssl export` (the encoder's weights as safetensors, under
 //! torchvision's names for ResNets).
 
-use anyhow::{Context, Result, bail};
+use crate::modalities::{BuiltIn, Visitor};
+use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use ssl_framework::Encoder;
-use ssl_framework::checkpoint::{Pretrained, load_pretrained};
-use ssl_framework::data::LabelSet;
+use ssl_framework::checkpoint::{Pretrained, load_encoder, load_pretrained};
 use ssl_framework::data::loader::resolve_workers;
-use ssl_framework::eval::{EvalOptions, evaluate_pretrained};
-use ssl_framework::eval::{Features, ProbeResult, extract_features};
+use ssl_framework::eval::{EvalOptions, ProbeResult, evaluate_pretrained, extract_features};
+use ssl_framework::export::{
+    EmbeddingFormat, ExportError, SplitEmbeddings, export_encoder, write_embeddings,
+};
 use ssl_framework::modality::Modality;
 use ssl_framework::search_space::clone_ops;
 use std::path::{Path, PathBuf};
@@ -40,19 +41,56 @@ pub fn run_folder(checkpoint: &Path) -> PathBuf {
     }
 }
 
-/// Fails early (before any work) when `out`'s folder does not exist.
-pub fn check_out_folder(out: &Path) -> Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    if let Some(p) = parent
-        && !p.is_dir()
-    {
-        bail!(
-            "--out {}: the folder {} does not exist",
-            out.display(),
-            p.display()
-        );
+/// An export error, the output file named as the command line names it (`--out FILE: ...`).
+fn out_flag(e: ExportError) -> anyhow::Error {
+    match e {
+        ExportError::Out { .. } => anyhow::anyhow!("--out {e}"),
+        other => other.into(),
     }
-    Ok(())
+}
+
+/// A command on a checkpoint, run with the checkpoint's modality type.
+pub enum CheckpointCommand {
+    /// `ssl eval`: with fine-tuning or not; the results file (default: in the run folder).
+    Eval {
+        /// The checkpoint and data.
+        args: CheckpointArgs,
+        /// Fine-tune too.
+        finetune: bool,
+        /// The results file.
+        out: Option<PathBuf>,
+    },
+    /// `ssl embed` of `split` (`train`, `test` or `both`) into `out`.
+    Embed {
+        /// The checkpoint and data.
+        args: CheckpointArgs,
+        /// Which split.
+        split: String,
+        /// The embeddings file.
+        out: PathBuf,
+    },
+    /// `ssl export` of the checkpoint `dir` into `out`.
+    Export {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// The safetensors file.
+        out: PathBuf,
+    },
+}
+
+impl Visitor for CheckpointCommand {
+    type Out = Result<()>;
+    fn visit<M: Modality>(self, _: &'static BuiltIn, new: fn() -> M) -> Result<()> {
+        match self {
+            Self::Eval {
+                args,
+                finetune,
+                out,
+            } => eval(new(), &args, finetune, out),
+            Self::Embed { args, split, out } => embed(new(), &args, &split, &out),
+            Self::Export { dir, out } => export(new(), &dir, &out),
+        }
+    }
 }
 
 fn load<M: Modality>(modality: M, a: &CheckpointArgs) -> Result<Pretrained<M>> {
@@ -84,7 +122,7 @@ pub fn eval<M: Modality>(
 ) -> Result<()> {
     let started = std::time::Instant::now();
     if let Some(o) = &out {
-        check_out_folder(o)?;
+        ssl_framework::export::check_out_folder(o).map_err(out_flag)?;
     }
     let p = load(modality, a)?;
     let split = if p.config.eval.split == ssl_framework::config::EvalSplit::Validation {
@@ -163,19 +201,11 @@ pub fn print_probes(split: &str, samples: usize, probes: &[ProbeResult]) {
     }
 }
 
-/// One split's embeddings and labels.
-struct SplitEmbeddings {
-    /// `train`, `test`, or `validation` (the held-out part of the training split).
-    name: &'static str,
-    features: Features,
-    labels: Vec<LabelSet>,
-}
-
 /// `ssl embed`: the trained encoder's features `[n, dim]` of the train and/or test split with
 /// every label set (`-1` where a sample has no label), as safetensors or `.npz`.
 pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Path) -> Result<()> {
-    let format = EmbeddingFormat::of(out)?;
-    check_out_folder(out)?;
+    let format = EmbeddingFormat::of(out).map_err(out_flag)?;
+    ssl_framework::export::check_out_folder(out).map_err(out_flag)?;
     let p = load(modality, a)?;
     let workers = resolve_workers(p.config.train.num_workers);
     let encoder = p.encoder.valid();
@@ -220,7 +250,7 @@ pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Pa
         "eval_split": p.config.eval.split,
         "classes": splits.first().map(|s| s.labels.iter().map(|l| (l.name.clone(), l.classes.clone())).collect::<std::collections::BTreeMap<_, _>>()),
     });
-    write_embeddings(out, format, &splits, &meta)?;
+    write_embeddings(out, format, &splits, &meta).map_err(out_flag)?;
     for s in &splits {
         println!(
             "{}: {} x {} embeddings, labels {}",
@@ -238,189 +268,19 @@ pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Pa
     Ok(())
 }
 
-#[derive(Clone, Copy)]
-enum EmbeddingFormat {
-    Safetensors,
-    Npz,
-}
-
-impl EmbeddingFormat {
-    fn of(path: &Path) -> Result<Self> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("safetensors") => Ok(Self::Safetensors),
-            Some("npz") => Ok(Self::Npz),
-            _ => bail!(
-                "--out {}: expected a .safetensors or .npz file (an .npz holds one .npy array per name: numpy.load(file)[\"train_embeddings\"])",
-                path.display()
-            ),
-        }
-    }
-}
-
-/// The arrays of an embeddings file: `<split>_embeddings` `[n, dim]` f32 and
-/// `<split>_labels_<label set>` `[n]` i64 (-1: unlabelled).
-fn arrays(splits: &[SplitEmbeddings]) -> Vec<(String, Vec<usize>, Array)> {
-    let mut out = Vec::new();
-    for s in splits {
-        out.push((
-            format!("{}_embeddings", s.name),
-            vec![s.features.len(), s.features.dim],
-            Array::F32(s.features.data.clone()),
-        ));
-        for ls in &s.labels {
-            let labels: Vec<i64> = ls
-                .labels
-                .iter()
-                .map(|&l| {
-                    if l == LabelSet::UNLABELED {
-                        -1
-                    } else {
-                        l as i64
-                    }
-                })
-                .collect();
-            out.push((
-                format!("{}_labels_{}", s.name, ls.name),
-                vec![labels.len()],
-                Array::I64(labels),
-            ));
-        }
-    }
-    out
-}
-
-enum Array {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-}
-
-fn write_embeddings(
-    out: &Path,
-    format: EmbeddingFormat,
-    splits: &[SplitEmbeddings],
-    meta: &serde_json::Value,
-) -> Result<()> {
-    let arrays = arrays(splits);
-    let bytes = match format {
-        EmbeddingFormat::Safetensors => {
-            use safetensors::tensor::{Dtype, TensorView};
-            let raw: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = arrays
-                .into_iter()
-                .map(|(name, shape, a)| match a {
-                    Array::F32(v) => (
-                        name,
-                        shape,
-                        Dtype::F32,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
-                    Array::I64(v) => (
-                        name,
-                        shape,
-                        Dtype::I64,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ),
-                })
-                .collect();
-            let views = raw
-                .iter()
-                .map(|(name, shape, dtype, bytes)| {
-                    TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .context("embeddings: inconsistent tensor shapes")?;
-            let metadata = std::collections::HashMap::from([(
-                "ssl".to_string(),
-                serde_json::to_string(meta).expect("metadata serializes"),
-            )]);
-            safetensors::serialize(views, Some(metadata))
-                .with_context(|| format!("--out {}", out.display()))?
-        }
-        EmbeddingFormat::Npz => {
-            use npyz::WriterBuilder;
-            let mut cursor = std::io::Cursor::new(Vec::new());
-            {
-                let mut npz = npyz::npz::NpzWriter::new(&mut cursor);
-                for (name, shape, a) in arrays {
-                    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-                    match a {
-                        Array::F32(v) => {
-                            let mut w = npz
-                                .array::<f32>(&name, Default::default())?
-                                .default_dtype()
-                                .shape(&shape)
-                                .begin_nd()?;
-                            w.extend(v)?;
-                            w.finish()?;
-                        }
-                        Array::I64(v) => {
-                            let mut w = npz
-                                .array::<i64>(&name, Default::default())?
-                                .default_dtype()
-                                .shape(&shape)
-                                .begin_nd()?;
-                            w.extend(v)?;
-                            w.finish()?;
-                        }
-                    }
-                }
-                npz.zip_writer()
-                    .finish()
-                    .with_context(|| format!("--out {}", out.display()))?;
-            }
-            cursor.into_inner()
-        }
-    };
-    ssl_framework::fsutil::write_atomic(out, &bytes)
-        .with_context(|| format!("--out {}", out.display()))?;
-    // The class names (and where the embeddings come from) beside the arrays: FILE.json.
-    let mut side = out.as_os_str().to_owned();
-    side.push(".json");
-    let side = PathBuf::from(side);
-    ssl_framework::fsutil::write_atomic(
-        &side,
-        serde_json::to_string_pretty(meta)
-            .expect("metadata serializes")
-            .as_bytes(),
-    )
-    .with_context(|| format!("{}", side.display()))?;
-    Ok(())
-}
-
 /// `ssl export`: the trained encoder's parameters and BatchNorm statistics as safetensors, in
-/// PyTorch's layout (Linear weights `[out, in]`, norm scale/shift named `weight`/`bias`), with
-/// `renames` (regex, replacement) applied to the names. Returns the number of tensors.
-pub fn export<E: Encoder>(
-    encoder: &E,
-    out: &Path,
-    renames: &[(String, String)],
-    metadata: &[(&str, String)],
-) -> Result<usize> {
-    if !out
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-    {
-        bail!("--out {}: expected a .safetensors file", out.display());
-    }
-    check_out_folder(out)?;
-    let encoder = encoder.valid();
-    let mut store = SafetensorsStore::from_file(out)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .skip_enum_variants(true)
-        .overwrite(true);
-    for (from, to) in renames {
-        store = store.with_key_remapping(from, to.clone());
-    }
-    for (k, v) in metadata {
-        store = store.metadata(*k, v.clone());
-    }
-    encoder
-        .save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("--out {}: {e}", out.display()))?;
-    let tensors = encoder.collect(None, None, true).len();
-    Ok(tensors)
+/// PyTorch's layout, named as the encoder says (torchvision's names for a ResNet).
+fn export<M: Modality>(modality: M, dir: &Path, out: &Path) -> Result<()> {
+    let device = crate::common::cpu_device()?;
+    let (_, _, encoder) = load_encoder(&modality, dir, &[], &device)?;
+    let naming = encoder.export_naming();
+    let source = ("source", dir.display().to_string());
+    let tensors = export_encoder(&encoder, out, &naming, &[source]).map_err(out_flag)?;
+    println!(
+        "exported {tensors} tensors of {} ({}) to {}",
+        dir.display(),
+        naming.description,
+        out.display()
+    );
+    Ok(())
 }

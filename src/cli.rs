@@ -1,33 +1,14 @@
 //! Command-line interface: `ssl train`, `eval`, `embed`, `export`, `bench`, `search-augment`.
 
-#[cfg(feature = "cuda")]
-use anyhow::anyhow;
-use anyhow::{Context, Result, bail};
+use crate::checkpoint_cmds::{CheckpointArgs, CheckpointCommand};
+use crate::common::{one_line, parse_device, read_config};
+use crate::modalities::{self, BuiltIn, Visitor};
+use anyhow::{Result, bail};
 use burn::tensor::Device;
-use clap::{Parser, Subcommand, ValueEnum};
-use ssl_audio::AudioModality;
-use ssl_framework::config::{ExperimentConfig, load_config};
+use clap::{Parser, Subcommand};
 use ssl_framework::modality::Modality;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
-use ssl_text::TextModality;
-use ssl_vision::VisionModality;
 use std::path::{Path, PathBuf};
-
-/// The default config of each modality, compiled in so the binary works from any folder.
-pub const VISION_DEFAULT: (&str, &str) = (
-    "configs/vision/cifar10-quick.toml",
-    include_str!("../configs/vision/cifar10-quick.toml"),
-);
-/// See [`VISION_DEFAULT`].
-pub const AUDIO_DEFAULT: (&str, &str) = (
-    "configs/audio/fsdd.toml",
-    include_str!("../configs/audio/fsdd.toml"),
-);
-/// See [`VISION_DEFAULT`].
-pub const TEXT_DEFAULT: (&str, &str) = (
-    "configs/text/vader.toml",
-    include_str!("../configs/text/vader.toml"),
-);
 
 #[derive(Parser)]
 #[command(
@@ -40,20 +21,13 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum ModalityName {
-    Vision,
-    Audio,
-    Text,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// BYOL pre-training, then evaluation (kNN and linear probe beside a random-init encoder).
     Train {
         /// The kind of data.
-        #[arg(long, value_enum)]
-        modality: ModalityName,
+        #[arg(long, value_parser = modalities::parser())]
+        modality: &'static BuiltIn,
         /// Config file (TOML); default: the modality's CPU-scale config.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -115,8 +89,8 @@ enum Command {
         #[arg(long)]
         checkpoint: PathBuf,
         /// The checkpoint's modality (default: the one it records).
-        #[arg(long, value_enum)]
-        modality: Option<ModalityName>,
+        #[arg(long, value_parser = modalities::parser())]
+        modality: Option<&'static BuiltIn>,
         /// Output FILE.safetensors.
         #[arg(long)]
         out: PathBuf,
@@ -141,8 +115,8 @@ struct CheckpointSource {
     #[arg(long)]
     data: Option<PathBuf>,
     /// The checkpoint's modality (default: the one it records).
-    #[arg(long, value_enum)]
-    modality: Option<ModalityName>,
+    #[arg(long, value_parser = modalities::parser())]
+    modality: Option<&'static BuiltIn>,
     /// Override a key of the run's config, e.g. `--set eval.finetune_epochs=5` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -154,8 +128,8 @@ struct CheckpointSource {
 /// The checkpoint folder and modality named on the command line.
 fn open_checkpoint(
     checkpoint: &Path,
-    modality: Option<ModalityName>,
-) -> Result<(PathBuf, ModalityName, serde_json::Value)> {
+    modality: Option<&'static BuiltIn>,
+) -> Result<(PathBuf, &'static BuiltIn, serde_json::Value)> {
     let dir = ssl_framework::checkpoint::find_checkpoint(checkpoint)
         .map_err(|e| anyhow::anyhow!("--checkpoint: {e}"))?;
     let state = ssl_framework::checkpoint::read_state(&dir)?;
@@ -171,40 +145,29 @@ fn open_checkpoint(
     } else {
         state.modality.as_str()
     };
-    let recorded = match name {
-        "vision" => Some(ModalityName::Vision),
-        "audio" => Some(ModalityName::Audio),
-        "text" => Some(ModalityName::Text),
-        _ => None,
-    };
-    let modality = match (modality, recorded) {
-        (Some(m), Some(r)) if m != r => bail!(
+    let modality = match (modality, modalities::find(name)) {
+        (Some(m), Some(r)) if m.name != r.name => bail!(
             "--checkpoint {}: a {name} checkpoint, not {}",
             dir.display(),
-            format!("{m:?}").to_lowercase()
+            m.name
         ),
         (Some(m), _) | (None, Some(m)) => m,
         (None, None) => bail!(
-            "--checkpoint {}: the checkpoint does not record its modality: pass --modality vision|audio|text",
-            dir.display()
+            "--checkpoint {}: the checkpoint does not record its modality: pass --modality {}",
+            dir.display(),
+            modalities::names("|")
         ),
     };
     Ok((dir, modality, state.config))
 }
 
-fn checkpoint_args(
-    source: CheckpointSource,
-) -> Result<(ModalityName, crate::checkpoint_cmds::CheckpointArgs)> {
+fn checkpoint_args(source: CheckpointSource) -> Result<(&'static BuiltIn, CheckpointArgs)> {
     let (dir, modality, config) = open_checkpoint(&source.checkpoint, source.modality)?;
     let dataset = config["data"]["dataset"].as_str().unwrap_or_default();
-    let data = match modality {
-        ModalityName::Vision => resolve_vision_data(source.data, dataset)?,
-        ModalityName::Audio => resolve_local_data(source.data, dataset, false)?,
-        ModalityName::Text => resolve_local_data(source.data, dataset, true)?,
-    };
+    let data = (modality.locate_data)(source.data, dataset)?;
     Ok((
         modality,
-        crate::checkpoint_cmds::CheckpointArgs {
+        CheckpointArgs {
             dir,
             data,
             overrides: source.overrides,
@@ -213,215 +176,12 @@ fn checkpoint_args(
     ))
 }
 
-/// Formats an error chain on one line.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        // A cause that its context already quotes (`path: error` over `error`) is said once.
-        if !parts.last().is_some_and(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    ssl_framework::data::one_line(&parts.join(": "))
-}
-
-/// Parses `cpu` or `cuda:N` into a device.
-pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" | "flex" => cpu_device(),
-        s if s.starts_with("cuda") => cuda_device(s),
-        other => bail!("--device {other}: expected `cpu` or `cuda:N`"),
-    }
-}
-
-#[cfg(feature = "flex")]
-fn cpu_device() -> Result<Device> {
-    Ok(Device::flex())
-}
-
-#[cfg(not(feature = "flex"))]
-fn cpu_device() -> Result<Device> {
-    bail!("--device cpu: this binary was built without the `flex` feature")
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device(s: &str) -> Result<Device> {
-    let index = s.strip_prefix("cuda:").unwrap_or("0");
-    let index: usize = index
-        .parse()
-        .map_err(|_| anyhow!("--device {s}: expected cuda:N with N a GPU index"))?;
-    Ok(Device::cuda(index))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device(s: &str) -> Result<Device> {
-    bail!(
-        "--device {s}: this binary was built without the `cuda` feature (cargo build --release --features cuda)"
-    )
-}
-
-/// The cache folder of downloaded datasets: `$XDG_CACHE_HOME/ssl` or `~/.cache/ssl`.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("ssl")
-}
-
-/// Finds the data folder of a dataset that cannot be downloaded: `--data` (a folder or a
-/// `.tar.gz`), then `$SSL_DATA_DIR/<dataset>` or `$SSL_DATA_DIR`, then the cache.
-pub fn resolve_local_data(
-    explicit: Option<PathBuf>,
-    dataset: &str,
-    allow_file: bool,
-) -> Result<PathBuf> {
-    if let Some(d) = explicit {
-        if allow_file && d.is_file() && !is_archive(&d) {
-            return Ok(d);
-        }
-        return explicit_data(d);
-    }
-    let mut tried = Vec::new();
-    if let Some(env) = std::env::var_os("SSL_DATA_DIR").map(PathBuf::from) {
-        tried.extend([env.join(dataset), env]);
-    }
-    tried.push(cache_dir().join(dataset));
-    tried.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| {
-        anyhow::anyhow!(
-            "no data for dataset `{dataset}` (looked in {}): pass --data DIR or ARCHIVE",
-            tried
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
-}
-
-/// Finds the data folder of a vision dataset: `--data`, then `$SSL_DATA_DIR/<dataset>` or
-/// `$SSL_DATA_DIR`, then the cache; downloads CIFAR-10 into the cache when nothing is found.
-pub fn resolve_vision_data(explicit: Option<PathBuf>, dataset: &str) -> Result<PathBuf> {
-    if let Some(d) = explicit {
-        return explicit_data(d);
-    }
-    if let Some(env) = std::env::var_os("SSL_DATA_DIR").map(PathBuf::from) {
-        for cand in [env.join(dataset), env.clone()] {
-            if ssl_vision::readers::detect(&cand).is_ok() {
-                return Ok(cand);
-            }
-        }
-    }
-    let cached = cache_dir().join(dataset);
-    if ssl_vision::readers::detect(&cached).is_ok() {
-        return Ok(cached);
-    }
-    if dataset != "cifar10" {
-        bail!("no data for dataset `{dataset}`: pass --data DIR (or set SSL_DATA_DIR)");
-    }
-    let url = std::env::var("SSL_CIFAR10_URL")
-        .unwrap_or_else(|_| ssl_vision::download::CIFAR10_URL.to_string());
-    eprintln!(
-        "CIFAR-10 not found (no --data, SSL_DATA_DIR, or {}); downloading it there",
-        cached.display()
-    );
-    ssl_vision::download::download_and_extract(
-        &url,
-        ssl_vision::download::CIFAR10_MD5,
-        &cached,
-        true,
-    )?;
-    Ok(cached)
-}
-
-/// A `--data` given on the command line: a folder, or an archive unpacked into the cache.
-fn explicit_data(d: PathBuf) -> Result<PathBuf> {
-    if is_archive(&d) {
-        return unpack_archive(&d);
-    }
-    if !d.exists() {
-        bail!("--data {}: no such file or folder", d.display());
-    }
-    if !d.is_dir() {
-        bail!(
-            "--data {}: not a folder (or a .tar.gz archive)",
-            d.display()
-        );
-    }
-    Ok(d)
-}
-
-fn is_archive(p: &Path) -> bool {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    p.is_file() && (name.ends_with(".tar.gz") || name.ends_with(".tgz"))
-}
-
-/// Unpacks a dataset archive into the cache once (keyed by its name and size) and returns the
-/// folder.
-fn unpack_archive(archive: &Path) -> Result<PathBuf> {
-    let name = archive
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name.trim_end_matches(".tar.gz").trim_end_matches(".tgz");
-    let size = std::fs::metadata(archive)
-        .with_context(|| format!("--data {}", archive.display()))?
-        .len();
-    let dest = cache_dir().join("unpacked").join(format!("{stem}-{size}"));
-    if dest.is_dir() {
-        return Ok(dest);
-    }
-    eprintln!(
-        "unpacking {} into {} (once)",
-        archive.display(),
-        dest.display()
-    );
-    let parent = dest.parent().expect("cache path has a parent");
-    std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
-    // Unpack into a temporary folder beside the destination, then rename: an interrupted
-    // unpack never leaves a half-filled dataset behind.
-    let staging = tempfile::Builder::new()
-        .prefix(".unpacking-")
-        .tempdir_in(parent)
-        .with_context(|| format!("{}", parent.display()))?;
-    let file =
-        std::fs::File::open(archive).with_context(|| format!("--data {}", archive.display()))?;
-    tar::Archive::new(flate2::read::GzDecoder::new(file))
-        .unpack(staging.path())
-        .with_context(|| format!("--data {}: cannot unpack", archive.display()))?;
-    std::fs::rename(staging.keep(), &dest).with_context(|| format!("{}", dest.display()))?;
-    Ok(dest)
-}
-
 fn default_out(modality: &str, dataset: &str) -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     PathBuf::from("runs").join(format!("{modality}-{dataset}-{secs}"))
-}
-
-/// Reads the config: `--config FILE` or the modality's built-in default, then overrides.
-pub fn read_config<M: Modality>(
-    config: Option<&Path>,
-    default: (&str, &str),
-    overrides: &[String],
-) -> Result<ExperimentConfig<M>> {
-    let (text, origin) = match config {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (
-            default.1.to_string(),
-            format!("{} (built-in default)", default.0),
-        ),
-    };
-    Ok(load_config::<M>(&text, &origin, overrides)?)
 }
 
 fn print_table(report: &ssl_framework::train::RunReport) {
@@ -451,42 +211,44 @@ struct Common {
     progress: bool,
 }
 
-fn run_train<M: Modality>(
-    modality: M,
-    default: (&str, &str),
-    c: Common,
-    resolve: impl FnOnce(Option<PathBuf>, &ExperimentConfig<M>) -> Result<PathBuf>,
-    dataset: impl Fn(&ExperimentConfig<M>) -> String,
-) -> Result<()> {
-    let name = modality.name();
-    let cfg = read_config::<M>(c.config.as_deref(), default, &c.overrides)?;
-    let data_root = resolve(c.data, &cfg)?;
-    let out_dir = c.out.unwrap_or_else(|| default_out(name, &dataset(&cfg)));
-    eprintln!(
-        "ssl train: {name}, data {}, output {}",
-        data_root.display(),
-        out_dir.display()
-    );
-    let opts = RunOptions {
-        out_dir: out_dir.clone(),
-        data_root,
-        device: c.device,
-        resume: c.resume,
-        progress: c.progress,
-        pause_at_step: None,
-        random_init: true,
-    };
-    let report = train_and_evaluate(modality, cfg, &opts)?;
-    print_table(&report);
-    let plot = out_dir.join("training.svg");
-    match crate::plot::write_training_plot(&out_dir.join("metrics.jsonl"), &plot) {
-        Ok(true) => println!("training curves: {}", plot.display()),
-        Ok(false) => {}
-        // The results are written; a plot that fails is reported, not fatal.
-        Err(e) => eprintln!("warning: no training plot: {}", one_line(&e)),
+/// `ssl train` of one modality.
+struct Train(Common);
+
+impl Visitor for Train {
+    type Out = Result<()>;
+    fn visit<M: Modality>(self, entry: &'static BuiltIn, new: fn() -> M) -> Result<()> {
+        let c = self.0;
+        let name = entry.name;
+        let cfg = read_config::<M>(c.config.as_deref(), entry.default_config, &c.overrides)?;
+        let dataset = modalities::dataset(&cfg);
+        let data_root = (entry.locate_data)(c.data, &dataset)?;
+        let out_dir = c.out.unwrap_or_else(|| default_out(name, &dataset));
+        eprintln!(
+            "ssl train: {name}, data {}, output {}",
+            data_root.display(),
+            out_dir.display()
+        );
+        let opts = RunOptions {
+            out_dir: out_dir.clone(),
+            data_root,
+            device: c.device,
+            resume: c.resume,
+            progress: c.progress,
+            pause_at_step: None,
+            random_init: true,
+        };
+        let report = train_and_evaluate(new(), cfg, &opts)?;
+        print_table(&report);
+        let plot = out_dir.join("training.svg");
+        match ssl_search::plot::training_curves(&out_dir.join("metrics.jsonl"), &plot) {
+            Ok(true) => println!("training curves: {}", plot.display()),
+            Ok(false) => {}
+            // The results are written; a plot that fails is reported, not fatal.
+            Err(e) => eprintln!("warning: no training plot: {}", one_line(&e.into())),
+        }
+        println!("results: {}", out_dir.join("results.json").display());
+        Ok(())
     }
-    println!("results: {}", out_dir.join("results.json").display());
-    Ok(())
 }
 
 /// Runs the CLI.
@@ -521,115 +283,33 @@ pub fn run() -> Result<()> {
                 resume,
                 progress: !no_progress,
             };
-            match modality {
-                ModalityName::Vision => run_train(
-                    VisionModality,
-                    VISION_DEFAULT,
-                    common,
-                    |d, cfg| resolve_vision_data(d, &cfg.data.dataset),
-                    |c| c.data.dataset.clone(),
-                ),
-                ModalityName::Audio => run_train(
-                    AudioModality::default(),
-                    AUDIO_DEFAULT,
-                    common,
-                    |d, cfg| resolve_local_data(d, &cfg.data.dataset, false),
-                    |c| c.data.dataset.clone(),
-                ),
-                ModalityName::Text => run_train(
-                    TextModality::default(),
-                    TEXT_DEFAULT,
-                    common,
-                    |d, cfg| resolve_local_data(d, &cfg.data.dataset, true),
-                    |c| c.data.dataset.clone(),
-                ),
-            }
+            modality.visit(Train(common))
         }
         Command::Eval {
             source,
             no_finetune,
             out,
         } => {
-            use crate::checkpoint_cmds::eval;
-            let (modality, a) = checkpoint_args(source)?;
-            match modality {
-                ModalityName::Vision => eval(VisionModality, &a, !no_finetune, out),
-                ModalityName::Audio => eval(AudioModality::default(), &a, !no_finetune, out),
-                ModalityName::Text => eval(TextModality::default(), &a, !no_finetune, out),
-            }
+            let (modality, args) = checkpoint_args(source)?;
+            modality.visit(CheckpointCommand::Eval {
+                args,
+                finetune: !no_finetune,
+                out,
+            })
         }
         Command::Embed { source, out, split } => {
-            use crate::checkpoint_cmds::embed;
-            let (modality, a) = checkpoint_args(source)?;
-            match modality {
-                ModalityName::Vision => embed(VisionModality, &a, &split, &out),
-                ModalityName::Audio => embed(AudioModality::default(), &a, &split, &out),
-                ModalityName::Text => embed(TextModality::default(), &a, &split, &out),
-            }
+            let (modality, args) = checkpoint_args(source)?;
+            modality.visit(CheckpointCommand::Embed { args, split, out })
         }
         Command::Export {
             checkpoint,
             modality,
             out,
-        } => run_export(&checkpoint, modality, &out),
+        } => {
+            let (dir, modality, _) = open_checkpoint(&checkpoint, modality)?;
+            modality.visit(CheckpointCommand::Export { dir, out })
+        }
         Command::Bench(args) => crate::bench::run(args),
         Command::SearchAugment(args) => crate::search_cmd::run(args),
     }
-}
-
-/// `ssl export`: torchvision names for a ResNet, the module's own names otherwise.
-fn run_export(checkpoint: &Path, modality: Option<ModalityName>, out: &Path) -> Result<()> {
-    use crate::checkpoint_cmds::export;
-    use ssl_framework::checkpoint::load_encoder;
-    let (dir, modality, _) = open_checkpoint(checkpoint, modality)?;
-    let device = cpu_device()?;
-    let source = ("source", dir.display().to_string());
-    let (tensors, naming) = match modality {
-        ModalityName::Vision => {
-            let (_, _, encoder) = load_encoder(&VisionModality, &dir, &[], &device)?;
-            match &encoder {
-                ssl_vision::encoders::VisionEncoder::ResNet(r) => {
-                    let stem = format!("{:?}", r.stem()).to_lowercase();
-                    let n = export(
-                        &encoder,
-                        out,
-                        &r.torchvision_renames(),
-                        &[
-                            source,
-                            ("architecture", format!("resnet{}", r.depth())),
-                            ("stem", stem),
-                            ("naming", "torchvision".into()),
-                        ],
-                    )?;
-                    (n, format!("torchvision resnet{} names", r.depth()))
-                }
-                _ => (
-                    export(&encoder, out, &[], &[source, ("naming", "ssl".into())])?,
-                    "the module's own names (not a ResNet)".into(),
-                ),
-            }
-        }
-        ModalityName::Audio => {
-            let m = AudioModality::default();
-            let (_, _, encoder) = load_encoder(&m, &dir, &[], &device)?;
-            (
-                export(&encoder, out, &[], &[source, ("naming", "ssl".into())])?,
-                "the module's own names".into(),
-            )
-        }
-        ModalityName::Text => {
-            let m = TextModality::default();
-            let (_, _, encoder) = load_encoder(&m, &dir, &[], &device)?;
-            (
-                export(&encoder, out, &[], &[source, ("naming", "ssl".into())])?,
-                "the module's own names".into(),
-            )
-        }
-    };
-    println!(
-        "exported {tensors} tensors of {} ({naming}) to {}",
-        dir.display(),
-        out.display()
-    );
-    Ok(())
 }

@@ -5,22 +5,18 @@
 //! (Markdown and CSV: each probe's accuracy mean and std over seeds, beside random init), and
 //! plots (accuracy per setting; loss and collapse curves).
 
-use crate::cli::{
-    AUDIO_DEFAULT, TEXT_DEFAULT, VISION_DEFAULT, resolve_local_data, resolve_vision_data,
-};
+use crate::common::one_line;
+use crate::modalities::{self, BuiltIn, Visitor};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use plotters::prelude::*;
 use serde::Deserialize;
-use ssl_audio::AudioModality;
 use ssl_framework::checkpoint;
-use ssl_framework::config::{ExperimentConfig, load_config};
+use ssl_framework::config::load_config;
 use ssl_framework::modality::Modality;
 use ssl_framework::train::metrics::read_metrics;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
-use ssl_search::report::mean_std;
-use ssl_text::TextModality;
-use ssl_vision::VisionModality;
+use ssl_search::plot::{Bar, accuracy_bars, runs_curves};
+use ssl_search::stats::mean_std;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -99,10 +95,11 @@ impl BenchFile {
         for m in std::iter::once(&bench.modality)
             .chain(settings.iter().filter_map(|s| s.modality.as_ref()))
         {
-            if !["vision", "audio", "text"].contains(&m.as_str()) {
+            if modalities::find(m).is_none() {
                 bail!(
-                    "--config {}: modality = {m:?}: expected vision, audio or text",
-                    path.display()
+                    "--config {}: modality = {m:?}: expected {}",
+                    path.display(),
+                    modalities::names_or()
                 );
             }
         }
@@ -196,11 +193,9 @@ pub fn run(
 ) -> Result<()> {
     let bench = BenchFile::read(bench_path)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(format!("bench-{}", bench.name)));
-    let base = |setting: &Setting| -> Result<(String, String, String)> {
-        let modality = setting
-            .modality
-            .clone()
-            .unwrap_or_else(|| bench.modality.clone());
+    let base = |setting: &Setting| -> Result<(&'static BuiltIn, String, String)> {
+        let name = setting.modality.as_ref().unwrap_or(&bench.modality);
+        let modality = modalities::find(name).expect("BenchFile::read checked the names");
         let config = match (&setting.config, &setting.modality) {
             (Some(c), _) => Some(c.clone()),
             (None, Some(m)) if *m != bench.modality => None,
@@ -217,11 +212,7 @@ pub fn run(
                 )
             }
             None => {
-                let d = match modality.as_str() {
-                    "vision" => VISION_DEFAULT,
-                    "audio" => AUDIO_DEFAULT,
-                    _ => TEXT_DEFAULT,
-                };
+                let d = modality.default_config;
                 (d.1.to_string(), format!("{} (built-in default)", d.0))
             }
         };
@@ -234,7 +225,13 @@ pub fn run(
         let (modality, text, origin) = base(setting)?;
         let mut overrides = bench.set.clone();
         overrides.extend(setting.set.iter().cloned());
-        check_config(&modality, &text, &origin, &overrides)
+        modality
+            .visit(SettingRun {
+                text: &text,
+                origin: &origin,
+                overrides: &overrides,
+                run: None,
+            })
             .with_context(|| format!("setting {:?}", setting.name))?;
     }
     if let Some(d) = &data
@@ -274,16 +271,15 @@ pub fn run(
                     "training"
                 }
             );
-            let results = train_one(
-                &modality,
-                &base_text,
-                &base_origin,
-                &overrides,
-                data.clone(),
-                &dir,
-                &device,
-            )
-            .with_context(|| format!("setting {:?}, seed {seed}", setting.name))?;
+            let results = modality
+                .visit(SettingRun {
+                    text: &base_text,
+                    origin: &base_origin,
+                    overrides: &overrides,
+                    run: Some((data.clone(), &dir, &device)),
+                })
+                .with_context(|| format!("setting {:?}, seed {seed}", setting.name))?
+                .expect("a run returns its results");
             eprintln!(
                 "    {} | elapsed {:.0} min",
                 short_probes(&results),
@@ -320,32 +316,23 @@ fn short_probes(results: &serde_json::Value) -> String {
     )
 }
 
-/// Loads (and validates) a setting's config without running it.
-fn check_config(modality: &str, text: &str, origin: &str, overrides: &[String]) -> Result<()> {
-    match modality {
-        "vision" => drop(load_config::<VisionModality>(text, origin, overrides)?),
-        "audio" => drop(load_config::<AudioModality>(text, origin, overrides)?),
-        _ => drop(load_config::<TextModality>(text, origin, overrides)?),
-    }
-    Ok(())
+/// Loads (and so checks) a setting's config and, with `run` (the data, the run folder and the
+/// device), trains it (resuming from the run's newest checkpoint) and returns its results.
+struct SettingRun<'a> {
+    text: &'a str,
+    origin: &'a str,
+    overrides: &'a [String],
+    run: Option<(Option<PathBuf>, &'a Path, &'a Device)>,
 }
 
-fn train_one(
-    modality: &str,
-    text: &str,
-    origin: &str,
-    overrides: &[String],
-    data: Option<PathBuf>,
-    dir: &Path,
-    device: &Device,
-) -> Result<serde_json::Value> {
-    fn go<M: Modality>(
-        m: M,
-        cfg: ExperimentConfig<M>,
-        root: PathBuf,
-        dir: &Path,
-        device: &Device,
-    ) -> Result<serde_json::Value> {
+impl Visitor for SettingRun<'_> {
+    type Out = Result<Option<serde_json::Value>>;
+    fn visit<M: Modality>(self, entry: &'static BuiltIn, new: fn() -> M) -> Self::Out {
+        let cfg = load_config::<M>(self.text, self.origin, self.overrides)?;
+        let Some((data, dir, device)) = self.run else {
+            return Ok(None);
+        };
+        let root = (entry.locate_data)(data, &modalities::dataset(&cfg))?;
         let resume = !checkpoint::list_checkpoints(&dir.join("checkpoints")).is_empty();
         let opts = RunOptions {
             out_dir: dir.to_path_buf(),
@@ -356,30 +343,13 @@ fn train_one(
             pause_at_step: None,
             random_init: true,
         };
-        let report = train_and_evaluate(m, cfg, &opts)?;
+        let report = train_and_evaluate(new(), cfg, &opts)?;
         if let Err(e) =
-            crate::plot::write_training_plot(&dir.join("metrics.jsonl"), &dir.join("training.svg"))
+            ssl_search::plot::training_curves(&dir.join("metrics.jsonl"), &dir.join("training.svg"))
         {
-            eprintln!("warning: no training plot: {}", crate::cli::one_line(&e));
+            eprintln!("warning: no training plot: {}", one_line(&e.into()));
         }
-        Ok(report.results)
-    }
-    match modality {
-        "vision" => {
-            let cfg = load_config::<VisionModality>(text, origin, overrides)?;
-            let root = resolve_vision_data(data, &cfg.data.dataset)?;
-            go(VisionModality, cfg, root, dir, device)
-        }
-        "audio" => {
-            let cfg = load_config::<AudioModality>(text, origin, overrides)?;
-            let root = resolve_local_data(data, &cfg.data.dataset, false)?;
-            go(AudioModality::default(), cfg, root, dir, device)
-        }
-        _ => {
-            let cfg = load_config::<TextModality>(text, origin, overrides)?;
-            let root = resolve_local_data(data, &cfg.data.dataset, true)?;
-            go(TextModality::default(), cfg, root, dir, device)
-        }
+        Ok(Some(report.results))
     }
 }
 
@@ -526,107 +496,23 @@ fn write_reports(bench: &BenchFile, all: &[SettingResults], out: &Path, last: bo
     ssl_framework::fsutil::write_atomic(&out.join("table.csv"), &csv_bytes)
         .with_context(|| out.join("table.csv").display().to_string())?;
 
-    accuracy_plot(all, &cols, &out.join("accuracy.svg"))?;
-    curves_plot(all, &out.join("curves.svg"))?;
-    if !last {
-        return Ok(());
-    }
-    print!("{md}");
-    println!(
-        "\ntable: {} (and table.csv); plots: accuracy.svg, curves.svg",
-        out.join("table.md").display()
-    );
-    Ok(())
-}
-
-/// Distinguishable line colours (Okabe-Ito, then a few more).
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-    RGBColor(240, 228, 66),
-    RGBColor(128, 0, 0),
-    RGBColor(100, 100, 100),
-];
-
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("plot: {e}")
-}
-
-/// One panel per probe column: the trained encoder's accuracy per setting (bar, std whisker),
-/// the random-init encoder's as a red tick.
-fn accuracy_plot(all: &[SettingResults], cols: &[(String, String)], path: &Path) -> Result<()> {
-    let mut svg = String::new();
-    {
-        let h = 140 + 34 * all.len() as u32;
-        let root = SVGBackend::with_string(&mut svg, (560 * cols.len().max(1) as u32, h))
-            .into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        for (area, col) in root.split_evenly((1, cols.len().max(1))).iter().zip(cols) {
-            let n = all.len();
-            let mut chart = ChartBuilder::on(area)
-                .caption(format!("{} {} top-1 (%)", col.0, col.1), ("sans-serif", 18))
-                .margin(10)
-                .x_label_area_size(30)
-                .y_label_area_size(190)
-                .build_cartesian_2d(0f64..100f64, 0f64..n as f64)
-                .map_err(plot_err)?;
-            chart
-                .configure_mesh()
-                .y_labels(n * 2 + 1)
-                .y_label_formatter(&|y| {
-                    let i = (*y - 0.5).round();
-                    if (y - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                        all[n - 1 - i as usize].name.clone()
-                    } else {
-                        String::new()
-                    }
+    // Accuracy per setting, one panel per probe column; loss and collapse curves (first seed).
+    let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+    let panels: Vec<(String, Vec<Bar>)> = cols
+        .iter()
+        .map(|col| {
+            let bars = all
+                .iter()
+                .map(|s| Bar {
+                    trained: column_stats(s, col, "trained_top1"),
+                    random_init: column_stats(s, col, "random_init_top1").map(|r| r.0),
                 })
-                .disable_y_mesh()
-                .x_desc("blue: trained encoder (mean, black: ± std over seeds); red: random init")
-                .draw()
-                .map_err(plot_err)?;
-            for (i, s) in all.iter().enumerate() {
-                let y = (n - 1 - i) as f64;
-                if let Some((m, sd)) = column_stats(s, col, "trained_top1") {
-                    chart
-                        .draw_series(std::iter::once(Rectangle::new(
-                            [(0.0, y + 0.2), (m, y + 0.8)],
-                            BLUE.mix(0.6).filled(),
-                        )))
-                        .map_err(plot_err)?;
-                    if sd > 0.0 {
-                        chart
-                            .draw_series(std::iter::once(PathElement::new(
-                                vec![(m - sd, y + 0.5), (m + sd, y + 0.5)],
-                                BLACK,
-                            )))
-                            .map_err(plot_err)?;
-                    }
-                }
-                if let Some((rm, _)) = column_stats(s, col, "random_init_top1") {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(
-                            vec![(rm, y + 0.1), (rm, y + 0.9)],
-                            RED.stroke_width(3),
-                        )))
-                        .map_err(plot_err)?;
-                }
-            }
-        }
-        root.present().map_err(plot_err)?;
-    }
-    ssl_framework::fsutil::write_atomic(path, svg.as_bytes())
-        .with_context(|| path.display().to_string())
-}
-
-/// BYOL loss and the collapse metric against the step, one line per setting (first seed).
-fn curves_plot(all: &[SettingResults], path: &Path) -> Result<()> {
-    let series: Vec<(String, Vec<ssl_framework::train::MetricsRecord>)> = all
+                .collect();
+            (format!("{} {} top-1 (%)", col.0, col.1), bars)
+        })
+        .collect();
+    accuracy_bars(&names, &panels, &out.join("accuracy.svg"))?;
+    let curves: Vec<(String, Vec<ssl_framework::train::MetricsRecord>)> = all
         .iter()
         .filter_map(|s| {
             let (_, _, dir) = s.runs.first()?;
@@ -636,71 +522,16 @@ fn curves_plot(all: &[SettingResults], path: &Path) -> Result<()> {
             ))
         })
         .collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1200, 520)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        type Field = fn(&ssl_framework::train::MetricsRecord) -> f64;
-        let panels: [(&str, Field); 2] = [
-            ("BYOL loss", |r| r.loss),
-            ("collapse metric (std of normalized projections)", |r| {
-                r.collapse_std
-            }),
-        ];
-        for (area, (title, field)) in root.split_evenly((1, 2)).iter().zip(panels) {
-            let pts: Vec<Vec<(f64, f64)>> = series
-                .iter()
-                .map(|(_, recs)| {
-                    recs.iter()
-                        .map(|r| (r.step as f64, field(r)))
-                        .filter(|p| p.1.is_finite())
-                        .collect()
-                })
-                .collect();
-            let x1 = pts.iter().flatten().map(|p| p.0).fold(1.0, f64::max);
-            let lo = pts
-                .iter()
-                .flatten()
-                .map(|p| p.1)
-                .fold(f64::INFINITY, f64::min);
-            let hi = pts
-                .iter()
-                .flatten()
-                .map(|p| p.1)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-            let pad = ((hi - lo) * 0.05).max(1e-9);
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(35)
-                .y_label_area_size(60)
-                .build_cartesian_2d(0f64..x1, (lo - pad)..(hi + pad))
-                .map_err(plot_err)?;
-            chart
-                .configure_mesh()
-                .x_desc("optimizer step")
-                .draw()
-                .map_err(plot_err)?;
-            for (i, ((name, _), p)) in series.iter().zip(pts).enumerate() {
-                let color = PALETTE[i % PALETTE.len()];
-                chart
-                    .draw_series(LineSeries::new(p, color.stroke_width(2)))
-                    .map_err(plot_err)?
-                    .label(name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(plot_err)?;
-        }
-        root.present().map_err(plot_err)?;
+    runs_curves(&curves, &out.join("curves.svg"))?;
+    if !last {
+        return Ok(());
     }
-    ssl_framework::fsutil::write_atomic(path, svg.as_bytes())
-        .with_context(|| path.display().to_string())
+    print!("{md}");
+    println!(
+        "\ntable: {} (and table.csv); plots: accuracy.svg, curves.svg",
+        out.join("table.md").display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -769,10 +600,8 @@ set = ["train.epochs=1"]
     }
 
     #[test]
-    fn slugs_and_statistics() {
+    fn slugs() {
         assert_eq!(slug("tau = 0.99 (default)"), "tau___0.99__default");
-        assert_eq!(mean_std(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
-        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
     }
 
     #[test]

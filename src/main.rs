@@ -4,8 +4,9 @@ mod allocator;
 mod bench;
 mod checkpoint_cmds;
 mod cli;
+mod common;
 mod grid;
-mod plot;
+mod modalities;
 mod search_cmd;
 
 fn main() {
@@ -16,7 +17,7 @@ fn main() {
         std::process::exit(1);
     }
     if let Err(e) = cli::run() {
-        eprintln!("error: {}", cli::one_line(&e));
+        eprintln!("error: {}", common::one_line(&e));
         std::process::exit(1);
     }
 }

@@ -2,46 +2,22 @@
 //! `ssl-search`), with the search file `configs/search/<modality>.toml` (built in) or
 //! `--config FILE`.
 
-use crate::cli::{
-    AUDIO_DEFAULT, TEXT_DEFAULT, VISION_DEFAULT, parse_device, resolve_local_data,
-    resolve_vision_data,
-};
+use crate::common::parse_device;
+use crate::modalities::{self, BuiltIn, Visitor};
 use anyhow::{Context, Result, bail};
-use ssl_audio::AudioModality;
 use ssl_framework::Modality;
-use ssl_framework::config::{ExperimentConfig, load_config};
+use ssl_framework::config::load_config;
 use ssl_search::modality_study::{StudyOptions, search};
 use ssl_search::settings::SearchSettings;
-use ssl_text::TextModality;
-use ssl_vision::VisionModality;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-
-/// The built-in search file of each modality.
-const SEARCH_DEFAULTS: [(&str, &str, &str); 3] = [
-    (
-        "vision",
-        "configs/search/vision.toml",
-        include_str!("../configs/search/vision.toml"),
-    ),
-    (
-        "audio",
-        "configs/search/audio.toml",
-        include_str!("../configs/search/audio.toml"),
-    ),
-    (
-        "text",
-        "configs/search/text.toml",
-        include_str!("../configs/search/text.toml"),
-    ),
-];
 
 /// `ssl search-augment`'s arguments.
 #[derive(clap::Args)]
 pub struct SearchArgs {
     /// The kind of data: vision, audio or text.
-    #[arg(long, value_parser = ["vision", "audio", "text"])]
-    modality: String,
+    #[arg(long, value_parser = modalities::parser())]
+    modality: &'static BuiltIn,
     /// Search file (TOML; see configs/search/); default: the modality's built-in one.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -121,19 +97,16 @@ pub fn run(a: SearchArgs) -> Result<()> {
             Some(p.parent().unwrap_or(Path::new(".")).to_path_buf()),
         ),
         None => {
-            let d = SEARCH_DEFAULTS
-                .iter()
-                .find(|d| d.0 == a.modality)
-                .expect("every modality has a search file");
-            (d.2.to_string(), format!("{} (built-in default)", d.1), None)
+            let d = a.modality.search_file;
+            (d.1.to_string(), format!("{} (built-in default)", d.0), None)
         }
     };
     let mut settings = SearchSettings::parse(&text, &origin)?;
-    if settings.modality != a.modality {
+    if settings.modality != a.modality.name {
         bail!(
             "{origin}: modality = {:?}, but --modality {}",
             settings.modality,
-            a.modality
+            a.modality.name
         );
     }
     if let Some(t) = a.trials {
@@ -164,11 +137,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
             rel.display()
         ),
         (None, _) => {
-            let d = match a.modality.as_str() {
-                "vision" => VISION_DEFAULT,
-                "audio" => AUDIO_DEFAULT,
-                _ => TEXT_DEFAULT,
-            };
+            let d = a.modality.default_config;
             (d.1.to_string(), format!("{} (built-in default)", d.0))
         }
     };
@@ -190,7 +159,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("search-{}", settings.name)));
     let progress = !a.no_progress && std::io::stderr().is_terminal();
-    let common = Common {
+    let study = Study {
         settings: &settings,
         base_text: &base_text,
         base_origin: &base_origin,
@@ -200,18 +169,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         resume: a.resume,
         progress,
     };
-    let summary = match a.modality.as_str() {
-        "vision" => common.go(
-            || VisionModality,
-            |d, c| resolve_vision_data(d, &c.data.dataset),
-        ),
-        "audio" => common.go(AudioModality::default, |d, c| {
-            resolve_local_data(d, &c.data.dataset, false)
-        }),
-        _ => common.go(TextModality::default, |d, c| {
-            resolve_local_data(d, &c.data.dataset, true)
-        }),
-    }?;
+    let summary = a.modality.visit(study)?;
     if let Some((name, _, score)) = &summary.best {
         println!(
             "best searched policy: {name} ({:.2}% on the validation split): {}",
@@ -230,7 +188,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-struct Common<'a> {
+/// A study of one modality.
+struct Study<'a> {
     settings: &'a SearchSettings,
     base_text: &'a str,
     base_origin: &'a str,
@@ -241,12 +200,9 @@ struct Common<'a> {
     progress: bool,
 }
 
-impl Common<'_> {
-    fn go<M: Modality, F: Fn() -> M + Sync>(
-        self,
-        make: F,
-        resolve: impl FnOnce(Option<PathBuf>, &ExperimentConfig<M>) -> Result<PathBuf>,
-    ) -> Result<ssl_search::study::StudySummary> {
+impl Visitor for Study<'_> {
+    type Out = Result<ssl_search::study::StudySummary>;
+    fn visit<M: Modality>(self, entry: &'static BuiltIn, make: fn() -> M) -> Self::Out {
         ssl_search::modality_study::check(
             &make(),
             self.base_text,
@@ -254,7 +210,7 @@ impl Common<'_> {
             self.settings,
         )?;
         let base = load_config::<M>(self.base_text, self.base_origin, &self.settings.set)?;
-        let data_root = resolve(self.data, &base)?;
+        let data_root = (entry.locate_data)(self.data, &modalities::dataset(&base))?;
         eprintln!(
             "ssl search-augment: {} on {}, {} trials ({} sampler), output {}",
             self.settings.name,
@@ -301,9 +257,10 @@ mod tests {
 
     #[test]
     fn built_in_search_files_parse_and_match_their_modality() {
-        for (m, origin, text) in SEARCH_DEFAULTS {
+        for m in modalities::BUILT_IN {
+            let (origin, text) = m.search_file;
             let s = SearchSettings::parse(text, origin).unwrap();
-            assert_eq!(s.modality, m);
+            assert_eq!(s.modality, m.name);
             assert!(
                 s.base.is_none(),
                 "{origin}: built-in files use the default config"

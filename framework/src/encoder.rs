@@ -36,4 +36,9 @@ pub trait Encoder: Module + ModuleDisplay + 'static {
     fn forward(&self, input: Self::Input) -> Tensor<2>;
     /// The representation size (output width).
     fn dim(&self) -> usize;
+    /// How `ssl export` names this encoder's tensors (e.g. torchvision's names for a ResNet).
+    /// Default: the module's own parameter paths.
+    fn export_naming(&self) -> crate::export::ExportNaming {
+        crate::export::ExportNaming::default()
+    }
 }

@@ -14,7 +14,9 @@
 //! - [`checkpoint`]: checkpoint files and loading a trained encoder back;
 //! - [`eval`]: kNN monitor, linear probe, fine-tuning, and the protocol (trained beside
 //!   random-init);
-//! - [`data`]: datasets, splits (the evaluation split) and the parallel two-view loader;
+//! - [`data`]: datasets, splits (the evaluation split), the parallel two-view loader, and where
+//!   a dataset's files are ([`data::locate`]);
+//! - [`export`]: embeddings (safetensors, `.npz`) and encoder weights (safetensors) writers;
 //! - [`error`]: the error of a run;
 //! - [`config`]: serde configs, dotted-key overrides, validation with clear errors;
 //! - [`layers`]: convolution and BatchNorm, our CPU kernels (crate ssl-kernels) or burn's ops;
@@ -30,6 +32,7 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fsutil;
 pub mod layers;
 pub mod modality;

@@ -12,17 +12,21 @@
 //! - [`journal`]: the append-only, crash-safe study store;
 //! - [`study`]: the study loop (trials, baselines, promotions, resume, final re-training);
 //! - [`modality_study`]: a study of a [`Modality`](ssl_framework::Modality) with `ssl train`'s trainer;
-//! - [`report`]: the Markdown report and its plots;
+//! - [`report`]: the Markdown report of a study;
+//! - [`plot`]: every plot of `ssl` (a run's training curves, a benchmark's, a study's);
+//! - [`stats`]: mean and standard deviation over seeds;
 //! - [`settings`]: the search file (`configs/search/<modality>.toml`).
 
 pub mod asha;
 pub mod journal;
 pub mod modality_study;
 pub mod params;
+pub mod plot;
 pub mod policy;
 pub mod report;
 pub mod sampler;
 pub mod settings;
+pub mod stats;
 pub mod study;
 pub mod tpe;
 

@@ -88,3 +88,31 @@ impl ParamSpace {
                 .all(|(name, d)| p.get(name).is_some_and(|v| d.contains(*v)))
     }
 }
+
+/// A finished evaluation the sampler learns from: a trial's parameters and how far and how
+/// well it got. Observations are ranked by the highest fidelity reached, then by score (a
+/// trial stopped early by successive halving ranks below every trial that went further, as
+/// in Optuna's TPE with pruning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// The trial's parameters.
+    pub params: Params,
+    /// Index of the highest rung the trial finished (0 = the lowest fidelity).
+    pub rung: usize,
+    /// Its score at that rung (higher is better); `None` when the trial failed there.
+    pub score: Option<f64>,
+}
+
+impl Observation {
+    /// Sort key, best first: scored before failed (a failure ranks last whatever its rung),
+    /// then higher rung, then higher score.
+    pub fn better_than(&self, other: &Observation) -> std::cmp::Ordering {
+        let key = |o: &Observation| (o.score.is_some(), o.rung);
+        key(other).cmp(&key(self)).then(
+            other
+                .score
+                .unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&self.score.unwrap_or(f64::NEG_INFINITY)),
+        )
+    }
+}

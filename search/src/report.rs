@@ -5,8 +5,9 @@
 
 use crate::SearchError;
 use crate::journal::{Event, read_events};
-use crate::study::Plan;
-use plotters::prelude::*;
+use crate::plot::{ScorePoint, final_comparison, search_scores};
+use crate::settings::SearchSettings;
+use crate::stats::mean_std;
 use std::path::Path;
 
 struct TrialView {
@@ -17,37 +18,24 @@ struct TrialView {
     results: Vec<(usize, usize, Option<f64>, f64, String)>,
 }
 
-/// Mean and sample standard deviation (0 for one value).
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
-}
-
-fn out_err(path: &Path) -> impl Fn(String) -> SearchError + '_ {
-    move |reason| SearchError::Output {
-        path: path.to_path_buf(),
-        reason,
-    }
-}
-
 /// Final runs per policy, in first-appearance order: (policy, [(seed, score, random-init score)]).
 type Finals = Vec<(String, Vec<(u64, Option<f64>, Option<f64>)>)>;
 
 /// Every probe of every final run: (policy, probe, labels) -> [(trained, random init)].
 type FinalProbes = Vec<((String, String, String), Vec<(f64, Option<f64>)>)>;
 
-/// Writes `report.md`, `search.svg` and `final.svg` in `out` from `out/journal.jsonl`.
+/// Writes `report.md`, `search.svg` and `final.svg` in `out` from `out/journal.jsonl`, for a
+/// study of `modality` with `settings`; `ops` are the searchable ops and what their magnitude
+/// sets (listed in the report when not empty).
 ///
 /// # Errors
 /// [`SearchError`] when the journal cannot be read or a file cannot be written.
-pub fn write_report(out: &Path, plan: &Plan<'_>) -> Result<(), SearchError> {
-    let (settings, modality) = (&plan.settings, plan.modality.as_str());
+pub fn write_report(
+    out: &Path,
+    modality: &str,
+    settings: &SearchSettings,
+    ops: &[(String, String)],
+) -> Result<(), SearchError> {
     let (events, _) = read_events(&out.join("journal.jsonl"))?;
     let mut trials: Vec<TrialView> = Vec::new();
     let mut finals: Finals = Vec::new();
@@ -283,252 +271,42 @@ pub fn write_report(out: &Path, plan: &Plan<'_>) -> Result<(), SearchError> {
         ));
     }
     md.push_str("\nScores per rung reached, left to right. Plots: `search.svg` (score per trial over study time), `final.svg` (the final comparison). Every event is in `journal.jsonl`.\n");
-    if !plan.ops.is_empty() {
+    if !ops.is_empty() {
         md.push_str("\n## Search space\n\nEach view: the modality's crop, then `space.min_ops` to `space.max_ops` of these ops (probability and magnitude `m` in [0, 1] searched), then its finishing ops.\n\n| op | magnitude `m` sets |\n|---|---|\n");
-        for (op, m) in &plan.ops {
+        for (op, m) in ops {
             md.push_str(&format!("| {op} | {m} |\n"));
         }
     }
     let path = out.join("report.md");
-    ssl_framework::fsutil::write_atomic(&path, md.as_bytes())
-        .map_err(|e| out_err(&path)(e.to_string()))?;
-    search_plot(&trials, &rungs, &out.join("search.svg"))?;
-    final_plot(&finals, &out.join("final.svg"))?;
+    ssl_framework::fsutil::write_atomic(&path, md.as_bytes()).map_err(|e| SearchError::Output {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let points: Vec<ScorePoint> = trials
+        .iter()
+        .flat_map(|t| {
+            t.results.iter().filter_map(move |r| {
+                r.2.map(|s| ScorePoint {
+                    minutes: r.3 / 60.0,
+                    score: s * 100.0,
+                    rung: r.0,
+                    baseline: t.baseline,
+                })
+            })
+        })
+        .collect();
+    search_scores(&points, &rungs, &out.join("search.svg")).map_err(plot_error)?;
+    let finals: Vec<(String, Vec<(Option<f64>, Option<f64>)>)> = finals
+        .into_iter()
+        .map(|(policy, runs)| (policy, runs.into_iter().map(|r| (r.1, r.2)).collect()))
+        .collect();
+    final_comparison(&finals, &out.join("final.svg")).map_err(plot_error)?;
     Ok(())
 }
 
-const PALETTE: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-];
-
-fn search_plot(trials: &[TrialView], rungs: &[usize], path: &Path) -> Result<(), SearchError> {
-    let err = out_err(path);
-    let pe = |e: &dyn std::fmt::Display| err(e.to_string());
-    let points: Vec<(f64, f64, usize, bool)> = trials
-        .iter()
-        .flat_map(|t| {
-            t.results
-                .iter()
-                .filter_map(move |r| r.2.map(|s| (r.3 / 60.0, s * 100.0, r.0, t.baseline)))
-        })
-        .collect();
-    let x1 = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.05;
-    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() {
-        (lo, hi)
-    } else {
-        (0.0, 100.0)
-    };
-    let pad = ((hi - lo) * 0.1).max(0.5);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 520)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| pe(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "validation score of every finished rung",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..x1, (lo - pad)..(hi + pad))
-            .map_err(|e| pe(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("study time (minutes)")
-            .y_desc("top-1 (%)")
-            .draw()
-            .map_err(|e| pe(&e))?;
-        for (k, steps) in rungs.iter().enumerate() {
-            let color = PALETTE[k % PALETTE.len()];
-            let pts: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|p| p.2 == k && !p.3)
-                .map(|p| (p.0, p.1))
-                .collect();
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-                .map_err(|e| pe(&e))?
-                .label(format!("searched, {steps} steps"))
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
-        }
-        let baselines: Vec<(f64, f64)> =
-            points.iter().filter(|p| p.3).map(|p| (p.0, p.1)).collect();
-        chart
-            .draw_series(
-                baselines
-                    .into_iter()
-                    .map(|p| TriangleMarker::new(p, 7, BLACK.filled())),
-            )
-            .map_err(|e| pe(&e))?
-            .label("baselines (full budget)")
-            .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, BLACK.filled()));
-        // Best so far at the top rung.
-        let top = rungs.len().saturating_sub(1);
-        let mut top_pts: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|p| p.2 == top && !p.3)
-            .map(|p| (p.0, p.1))
-            .collect();
-        top_pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut best = f64::NEG_INFINITY;
-        let line: Vec<(f64, f64)> = top_pts
-            .into_iter()
-            .map(|(x, y)| {
-                best = best.max(y);
-                (x, best)
-            })
-            .collect();
-        if !line.is_empty() {
-            let mut stairs = Vec::new();
-            for (i, p) in line.iter().enumerate() {
-                if i > 0 {
-                    stairs.push((p.0, line[i - 1].1));
-                }
-                stairs.push(*p);
-            }
-            stairs.push((x1, line.last().expect("non-empty").1));
-            chart
-                .draw_series(LineSeries::new(stairs, RED.stroke_width(2)))
-                .map_err(|e| pe(&e))?
-                .label("best searched at the full budget")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| pe(&e))?;
-        root.present().map_err(|e| pe(&e))?;
-    }
-    ssl_framework::fsutil::write_atomic(path, svg.as_bytes()).map_err(|e| err(e.to_string()))
-}
-
-fn final_plot(finals: &Finals, path: &Path) -> Result<(), SearchError> {
-    let err = out_err(path);
-    let pe = |e: &dyn std::fmt::Display| err(e.to_string());
-    let n = finals.len().max(1);
-    let mut all: Vec<f64> = finals
-        .iter()
-        .flat_map(|(_, v)| v.iter().flat_map(|r| r.1.into_iter().chain(r.2)))
-        .map(|s| s * 100.0)
-        .collect();
-    for (_, runs) in finals {
-        let (m, sd) = mean_std(
-            &runs
-                .iter()
-                .filter_map(|r| r.1)
-                .map(|s| s * 100.0)
-                .collect::<Vec<_>>(),
-        );
-        all.extend([m - sd, m + sd]);
-    }
-    let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let (lo, hi) = if lo.is_finite() {
-        (lo, hi)
-    } else {
-        (0.0, 100.0)
-    };
-    let pad = ((hi - lo) * 0.15).max(0.5);
-    let mut svg = String::new();
-    {
-        let root =
-            SVGBackend::with_string(&mut svg, (200 + 140 * n as u32, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| pe(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("final comparison: test top-1 (%)", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..n as f64, (lo - pad)..(hi + pad))
-            .map_err(|e| pe(&e))?;
-        let names: Vec<String> = finals.iter().map(|(p, _)| p.clone()).collect();
-        chart
-            .configure_mesh()
-            .x_labels(2 * n + 1)
-            .x_label_formatter(&|x| {
-                let i = (*x - 0.5).round();
-                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                    names[i as usize].clone()
-                } else {
-                    String::new()
-                }
-            })
-            .disable_x_mesh()
-            .x_desc(
-                "blue bar: mean over seeds, black: ± std, dots: seeds; red: random-init encoder",
-            )
-            .draw()
-            .map_err(|e| pe(&e))?;
-        let base = lo - pad;
-        for (i, (_, runs)) in finals.iter().enumerate() {
-            let x = i as f64;
-            let v: Vec<f64> = runs.iter().filter_map(|r| r.1).map(|s| s * 100.0).collect();
-            if v.is_empty() {
-                continue;
-            }
-            let (m, sd) = mean_std(&v);
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x + 0.2, base), (x + 0.8, m)],
-                    BLUE.mix(0.5).filled(),
-                )))
-                .map_err(|e| pe(&e))?;
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x + 0.5, m - sd), (x + 0.5, m + sd)],
-                    BLACK.stroke_width(2),
-                )))
-                .map_err(|e| pe(&e))?;
-            chart
-                .draw_series(v.iter().enumerate().map(|(j, s)| {
-                    Circle::new(
-                        (x + 0.35 + 0.3 * j as f64 / v.len().max(1) as f64, *s),
-                        3,
-                        BLACK.filled(),
-                    )
-                }))
-                .map_err(|e| pe(&e))?;
-        }
-        // The random-init encoder does not depend on the policy: one line across.
-        let r: Vec<f64> = finals
-            .iter()
-            .flat_map(|(_, v)| v.iter().filter_map(|r| r.2))
-            .map(|s| s * 100.0)
-            .collect();
-        if !r.is_empty() {
-            let rm = mean_std(&r).0;
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(0.0, rm), (n as f64, rm)],
-                    RED.stroke_width(2),
-                )))
-                .map_err(|e| pe(&e))?;
-        }
-        root.present().map_err(|e| pe(&e))?;
-    }
-    ssl_framework::fsutil::write_atomic(path, svg.as_bytes()).map_err(|e| err(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mean_and_sample_std() {
-        let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
-        assert_eq!(m, 2.0);
-        assert!((s - 1.0).abs() < 1e-12);
-        assert_eq!(mean_std(&[5.0]), (5.0, 0.0));
+fn plot_error(e: crate::plot::PlotError) -> SearchError {
+    SearchError::Output {
+        path: e.path,
+        reason: e.reason,
     }
 }

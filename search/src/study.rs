@@ -523,7 +523,7 @@ pub fn run_study(
     if let Some(e) = st.fatal.take() {
         return Err(e);
     }
-    crate::report::write_report(out, plan)?;
+    crate::report::write_report(out, &plan.modality, &plan.settings, &plan.ops)?;
     runner.search_finished();
 
     // The final comparison.
@@ -575,7 +575,7 @@ pub fn run_study(
     if let Some(e) = st.fatal.take() {
         return Err(e);
     }
-    crate::report::write_report(out, plan)?;
+    crate::report::write_report(out, &plan.modality, &plan.settings, &plan.ops)?;
     let mut means = Vec::new();
     for (name, _) in &finals {
         let v: Vec<f64> = st
@@ -848,7 +848,9 @@ fn final_worker(
         st.finals.insert((job.policy_name.clone(), job.seed), score);
         st.session_steps += job.steps;
         eprintln!("{}", st.progress_line(&what));
-        if let Err(e) = crate::report::write_report(out, st.plan) {
+        if let Err(e) =
+            crate::report::write_report(out, &st.plan.modality, &st.plan.settings, &st.plan.ops)
+        {
             st.fatal = Some(e);
             return;
         }

@@ -21,8 +21,8 @@
 //! default do; a policy's inactive slots (ops beyond its op count) are still sampled and fitted,
 //! which costs the estimator some efficiency but keeps it well defined.
 
+use crate::params::Observation;
 use crate::params::{Dim, ParamSpace, Params};
-use crate::sampler::Observation;
 use rand::RngExt;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -281,7 +281,6 @@ impl Tpe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::{SamplerKind, propose};
     use rand::SeedableRng;
 
     fn obs(x: f64, score: f64) -> Observation {
@@ -394,85 +393,5 @@ mod tests {
             near >= 40,
             "{near} of 50 proposals near the optimum: {xs:?}"
         );
-    }
-
-    /// A mixed objective: two reals, an integer, a category; maximum 0 at (0.3, 0.7, 2, c=3).
-    fn objective(p: &Params) -> f64 {
-        -(p["a"] - 0.3).powi(2)
-            - (p["b"] - 0.7).powi(2)
-            - 0.05 * (p["k"] - 2.0).abs()
-            - if p["c"] == 3.0 { 0.0 } else { 0.1 }
-    }
-
-    fn best_after(kind: SamplerKind, seed: u64, trials: usize) -> f64 {
-        let mut space = ParamSpace::default();
-        space.push("a", Dim::Float { lo: 0.0, hi: 1.0 });
-        space.push("b", Dim::Float { lo: 0.0, hi: 1.0 });
-        space.push("k", Dim::Int { lo: 0, hi: 6 });
-        space.push("c", Dim::Categorical { n: 5 });
-        let mut history = Vec::new();
-        for t in 0..trials {
-            let p = propose(kind, &TpeConfig::default(), &space, &history, seed, t);
-            assert!(space.contains(&p), "{p:?}");
-            let score = objective(&p);
-            history.push(Observation {
-                params: p,
-                rung: 0,
-                score: Some(score),
-            });
-        }
-        history
-            .iter()
-            .map(|o| o.score.unwrap())
-            .fold(f64::NEG_INFINITY, f64::max)
-    }
-
-    #[test]
-    fn tpe_beats_random_search_on_a_mixed_objective() {
-        let seeds = 0..12u64;
-        let mut wins = 0;
-        let (mut tpe_sum, mut random_sum) = (0.0, 0.0);
-        for s in seeds.clone() {
-            let (t, r) = (
-                best_after(SamplerKind::Tpe, s, 40),
-                best_after(SamplerKind::Random, s, 40),
-            );
-            tpe_sum += t;
-            random_sum += r;
-            wins += usize::from(t > r);
-        }
-        assert!(
-            wins >= 9 && tpe_sum > random_sum,
-            "TPE won {wins} of 12; mean best {} vs {}",
-            tpe_sum / 12.0,
-            random_sum / 12.0
-        );
-    }
-
-    #[test]
-    fn same_seed_and_history_give_the_same_proposal() {
-        let space = ParamSpace {
-            dims: vec![
-                ("x".into(), Dim::Float { lo: 0.0, hi: 1.0 }),
-                ("c".into(), Dim::Categorical { n: 4 }),
-            ],
-        };
-        let h: Vec<Observation> = (0..12)
-            .map(|i| Observation {
-                params: [
-                    ("x".to_string(), i as f64 / 12.0),
-                    ("c".to_string(), (i % 4) as f64),
-                ]
-                .into_iter()
-                .collect(),
-                rung: 0,
-                score: Some(i as f64),
-            })
-            .collect();
-        let a = propose(SamplerKind::Tpe, &TpeConfig::default(), &space, &h, 7, 12);
-        let b = propose(SamplerKind::Tpe, &TpeConfig::default(), &space, &h, 7, 12);
-        let c = propose(SamplerKind::Tpe, &TpeConfig::default(), &space, &h, 7, 13);
-        assert_eq!(a, b);
-        assert_ne!(a, c);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod eval_split;
 pub mod loader;
+pub mod locate;
 
 pub use eval_split::{EvalData, apply_eval_split, check_probe_labels};
 

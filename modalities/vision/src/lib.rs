@@ -7,6 +7,7 @@ pub mod augment;
 pub mod download;
 pub mod encoders;
 pub mod image;
+pub mod locate;
 pub mod readers;
 
 use augment::VisionOp;

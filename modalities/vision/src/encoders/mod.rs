@@ -9,6 +9,7 @@ pub use small_cnn::SmallCnn;
 
 use burn::prelude::*;
 use ssl_framework::Encoder;
+use ssl_framework::export::ExportNaming;
 
 /// `[batch, channels, height, width]` -> `[batch, channels]` by averaging over space.
 pub(crate) fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
@@ -42,6 +43,26 @@ impl Encoder for VisionEncoder {
         match self {
             VisionEncoder::SmallCnn(m) => m.dim(),
             VisionEncoder::ResNet(m) => m.dim(),
+        }
+    }
+
+    /// torchvision's names for a ResNet (`scripts/load_torchvision.py` loads them), the
+    /// module's own names otherwise.
+    fn export_naming(&self) -> ExportNaming {
+        match self {
+            VisionEncoder::ResNet(r) => ExportNaming {
+                renames: r.torchvision_renames(),
+                metadata: vec![
+                    ("architecture".into(), format!("resnet{}", r.depth())),
+                    ("stem".into(), format!("{:?}", r.stem()).to_lowercase()),
+                    ("naming".into(), "torchvision".into()),
+                ],
+                description: format!("torchvision resnet{} names", r.depth()),
+            },
+            VisionEncoder::SmallCnn(_) => ExportNaming {
+                description: "the module's own names (not a ResNet)".into(),
+                ..ExportNaming::default()
+            },
         }
     }
 }
