@@ -38,7 +38,29 @@ pub trait Encoder: Module + ModuleDisplay + 'static {
     fn dim(&self) -> usize;
     /// How `ssl export` names this encoder's tensors (e.g. torchvision's names for a ResNet).
     /// Default: the module's own parameter paths.
-    fn export_naming(&self) -> crate::export::ExportNaming {
-        crate::export::ExportNaming::default()
+    fn export_naming(&self) -> ExportNaming {
+        ExportNaming::default()
+    }
+}
+
+/// How an encoder's tensors are named in an export ([`crate::export::export_encoder`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportNaming {
+    /// `(regex, replacement)` pairs applied to the module's parameter paths, in order.
+    pub renames: Vec<(String, String)>,
+    /// safetensors metadata entries, e.g. `("naming", "torchvision")`.
+    pub metadata: Vec<(String, String)>,
+    /// What the names are, for a person: e.g. `torchvision resnet18 names`.
+    pub description: String,
+}
+
+impl Default for ExportNaming {
+    /// The module's own parameter paths, recorded as `naming = "ssl"`.
+    fn default() -> Self {
+        Self {
+            renames: Vec::new(),
+            metadata: vec![("naming".into(), "ssl".into())],
+            description: "the module's own names".into(),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! (safetensors in PyTorch's layout, named as the encoder's [`Encoder::export_naming`] says).
 
 use crate::Encoder;
+pub use crate::encoder::ExportNaming;
 use crate::data::LabelSet;
 use crate::eval::Features;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
@@ -237,28 +238,6 @@ pub fn write_embeddings(
     )
     .map_err(|source| ExportError::Io { path: side, source })?;
     Ok(())
-}
-
-/// How an encoder's tensors are named in an export ([`export_encoder`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportNaming {
-    /// `(regex, replacement)` pairs applied to the module's parameter paths, in order.
-    pub renames: Vec<(String, String)>,
-    /// safetensors metadata entries, e.g. `("naming", "torchvision")`.
-    pub metadata: Vec<(String, String)>,
-    /// What the names are, for a person: e.g. `torchvision resnet18 names`.
-    pub description: String,
-}
-
-impl Default for ExportNaming {
-    /// The module's own parameter paths, recorded as `naming = "ssl"`.
-    fn default() -> Self {
-        Self {
-            renames: Vec::new(),
-            metadata: vec![("naming".into(), "ssl".into())],
-            description: "the module's own names".into(),
-        }
-    }
 }
 
 /// Writes the encoder's parameters and BatchNorm statistics to the safetensors file `out`, in
