@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_range};
+use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 use ssl_framework::config::{ConfigError, ConfigSection, check_positive, load_config};
 use ssl_framework::data::{ClassFolders, DataError, Datasets, LabelSet, Split};
 use ssl_framework::train::{RunOptions, RunReport, train_and_evaluate};
@@ -91,9 +91,11 @@ impl Augmentation<Series> for Jitter {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("Jitter", "sigma", self.sigma, 0.0, 10.0)
     }
-    fn apply(&self, mut x: Series, rng: &mut StdRng) -> Series {
+    fn apply(&self, mut x: Series, ctx: &mut AugmentContext<'_, Series>) -> Series {
         let noise = Normal::new(0.0, self.sigma as f32).expect("validated sigma");
-        x.values.iter_mut().for_each(|v| *v += noise.sample(rng));
+        x.values
+            .iter_mut()
+            .for_each(|v| *v += noise.sample(ctx.rng));
         x
     }
 }
@@ -115,11 +117,11 @@ impl Augmentation<Series> for Scaling {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("Scaling", "sigma", self.sigma, 0.0, 2.0)
     }
-    fn apply(&self, mut x: Series, rng: &mut StdRng) -> Series {
+    fn apply(&self, mut x: Series, ctx: &mut AugmentContext<'_, Series>) -> Series {
         let factor = Normal::new(1.0, self.sigma as f32).expect("validated sigma");
         let n = x.len();
         for c in 0..x.channels {
-            let f = factor.sample(rng);
+            let f = factor.sample(ctx.rng);
             x.values[c * n..(c + 1) * n]
                 .iter_mut()
                 .for_each(|v| *v *= f);
@@ -150,14 +152,14 @@ impl Augmentation<Series> for TimeWarp {
         check_range("TimeWarp", "max_warp", self.max_warp, 0.0, 0.9)?;
         check_range("TimeWarp", "knots", self.knots as f64, 1.0, 64.0)
     }
-    fn apply(&self, x: Series, rng: &mut StdRng) -> Series {
+    fn apply(&self, x: Series, ctx: &mut AugmentContext<'_, Series>) -> Series {
         let n = x.len();
         if n < 2 {
             return x;
         }
         let w = self.max_warp as f32;
         let speeds: Vec<f32> = (0..self.knots)
-            .map(|_| rng.random_range(1.0 - w..=1.0 + w))
+            .map(|_| ctx.rng.random_range(1.0 - w..=1.0 + w))
             .collect();
         // Cumulative time at each output step, then scaled to end at n - 1.
         let mut times = Vec::with_capacity(n);
@@ -197,14 +199,14 @@ impl Augmentation<Series> for WindowCrop {
             1.0,
         )
     }
-    fn apply(&self, x: Series, rng: &mut StdRng) -> Series {
+    fn apply(&self, x: Series, ctx: &mut AugmentContext<'_, Series>) -> Series {
         let n = x.len();
         if n < 2 {
             return x;
         }
-        let f = rng.random_range(self.fraction[0]..=self.fraction[1]) as f32;
+        let f = ctx.rng.random_range(self.fraction[0]..=self.fraction[1]) as f32;
         let span = (n - 1) as f32 * f;
-        let start = rng.random_range(0.0..=((n - 1) as f32 - span).max(0.0));
+        let start = ctx.rng.random_range(0.0..=((n - 1) as f32 - span).max(0.0));
         let times: Vec<f32> = (0..n)
             .map(|i| start + span * i as f32 / (n - 1) as f32)
             .collect();

@@ -273,8 +273,14 @@ fn view_pairs_per_sec<M: Modality>(
             s.spawn(move || {
                 for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
                     let mut rng = StdRng::seed_from_u64(sample_seed(0, 0, i));
-                    let a = v1.apply_with(modality.to_sample(item), &mut rng, source);
-                    let b = v2.apply_with(modality.to_sample(item), &mut rng, source);
+                    let a = v1.apply(
+                        modality.to_sample(item),
+                        &mut ssl_framework::AugmentContext::with_source(&mut rng, source),
+                    );
+                    let b = v2.apply(
+                        modality.to_sample(item),
+                        &mut ssl_framework::AugmentContext::with_source(&mut rng, source),
+                    );
                     std::hint::black_box((a, b));
                 }
             });

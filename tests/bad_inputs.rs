@@ -430,6 +430,10 @@ fn config_files_with_wrong_types_unknown_keys_or_bad_bytes_are_one_line_errors()
         ("train.on_nan=\"sometimes\"", "train.on_nan"),
         ("eval.split=\"dev\"", "eval.split"),
         ("eval.validation_fraction=1.5", "eval.validation_fraction"),
+        (
+            "augment.finetune=[{type=\"Gain\", max_db=-1}]",
+            "augment.finetune[0].max_db",
+        ),
     ] {
         let o = ssl(&["train", "--modality", "audio", "--data", d, "--set", set]);
         assert_one_line_error(&o, &[needle]);

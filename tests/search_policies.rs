@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use ssl_audio::AudioModality;
 use ssl_framework::Modality;
-use ssl_framework::augmentation::Augmentation;
+use ssl_framework::augmentation::{AugmentContext, Augmentation};
 use ssl_framework::config::{ExperimentConfig, load_config};
 use ssl_search::params::Params;
 use ssl_search::policy::{
@@ -117,7 +117,10 @@ fn policies_transform_real_spectrograms() {
                 .map(|i| ((i % 17) as f32 - 8.0) / 4.0)
                 .collect(),
         };
-        let y = policy.view1.iter().fold(x, |s, op| op.apply(s, &mut rng));
+        let y = policy
+            .view1
+            .iter()
+            .fold(x, |s, op| op.apply(s, &mut AugmentContext::new(&mut rng)));
         assert_eq!((y.n_mels, y.frames), (64, 96));
         assert!(y.data.iter().all(|v| v.is_finite()));
     }

@@ -1,10 +1,12 @@
 //! The `Augmentation` plugin trait and its combinators (`RandomApply`, `OneOf`).
 //!
 //! An augmentation is a random transform of one sample. Its randomness comes only from the
-//! `rng` passed in, so a seed reproduces a run. Pipelines are written in config files: each
-//! modality declares one object-safe, typetag-serializable trait for its sample type (for
-//! example `VisionAugmentation: Augmentation<Image>`) and registers the generic combinators for
-//! it with [`register_combinators!`](crate::register_combinators). A user's own op implements
+//! `rng` of the [`AugmentContext`] passed in, so a seed reproduces a run; the context also
+//! carries other training samples for ops that mix samples, and every combinator passes it on.
+//! Pipelines are written in config files: each modality declares one object-safe,
+//! typetag-serializable trait for its sample type (for example
+//! `VisionAugmentation: Augmentation<Image>`) and registers the generic combinators for it with
+//! [`register_combinators!`](crate::register_combinators). A user's own op implements
 //! [`Augmentation`] and the modality's typetag trait, and then works in a config file with no
 //! change to ssl.
 
@@ -85,26 +87,98 @@ pub fn check_interval(
 pub trait SampleSource<S> {
     /// A random training sample (before augmentation), or `None` when there is none.
     fn random_sample(&self, rng: &mut StdRng) -> Option<S>;
+    /// Whether this source holds samples at all (`false` only for [`NoSamples`]). Mixing ops
+    /// check it before drawing anything, so that without a source they draw no random numbers
+    /// and the ops after them see the same random stream as if they were absent.
+    fn has_samples(&self) -> bool {
+        true
+    }
 }
 
-/// A source without samples (mixing ops then leave their input unchanged).
+/// A source without samples (mixing ops then leave their input unchanged and draw nothing).
 pub struct NoSamples;
 
 impl<S> SampleSource<S> for NoSamples {
     fn random_sample(&self, _: &mut StdRng) -> Option<S> {
         None
     }
+    fn has_samples(&self) -> bool {
+        false
+    }
+}
+
+/// What an augmentation may draw on besides its input: the random number generator (its only
+/// source of randomness) and other training samples (for ops that mix samples, e.g. BYOL-A's
+/// Mixup).
+///
+/// The context is passed down unchanged through every combinator (`Compose`, `RandomApply`,
+/// `OneOf`, `Box`), so an op sees the same sample source wherever it sits in a pipeline.
+/// Callers without training samples (evaluation, fine-tuning, tests) use
+/// [`AugmentContext::new`], whose source is [`NoSamples`]; mixing ops then leave their input
+/// unchanged.
+///
+/// # Example
+/// ```
+/// use ssl_framework::augmentation::{AugmentContext, SampleSource};
+/// use ssl_framework::rand::{rngs::StdRng, SeedableRng};
+///
+/// struct Zeros;
+/// impl SampleSource<Vec<f32>> for Zeros {
+///     fn random_sample(&self, _: &mut StdRng) -> Option<Vec<f32>> {
+///         Some(vec![0.0; 4])
+///     }
+/// }
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// assert_eq!(AugmentContext::<Vec<f32>>::new(&mut rng).sample(), None);
+/// let mut ctx = AugmentContext::with_source(&mut rng, &Zeros);
+/// assert_eq!(ctx.sample(), Some(vec![0.0; 4]));
+/// ```
+pub struct AugmentContext<'a, S> {
+    /// The only source of randomness of an augmentation: seeded per sample by the loader, so a
+    /// seed reproduces a run.
+    pub rng: &'a mut StdRng,
+    /// Other training samples, for ops that mix samples ([`NoSamples`] when there are none).
+    pub source: &'a dyn SampleSource<S>,
+}
+
+impl<'a, S> AugmentContext<'a, S> {
+    /// A context drawing from `rng`, without other samples ([`NoSamples`]).
+    pub fn new(rng: &'a mut StdRng) -> Self {
+        Self {
+            rng,
+            source: &NoSamples,
+        }
+    }
+
+    /// A context drawing from `rng`, with other training samples from `source`.
+    pub fn with_source(rng: &'a mut StdRng, source: &'a dyn SampleSource<S>) -> Self {
+        Self { rng, source }
+    }
+
+    /// A random other sample from the source, drawn with the context's `rng`; `None` when the
+    /// source has none.
+    pub fn sample(&mut self) -> Option<S> {
+        self.source.random_sample(self.rng)
+    }
+}
+
+impl<S> Debug for AugmentContext<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AugmentContext").finish_non_exhaustive()
+    }
 }
 
 /// A random transform of one sample of type `S`.
 ///
-/// Implementations must draw all randomness from `rng` (so a seed reproduces the output) and
+/// Implementations must draw all randomness from the context's `rng` (so a seed reproduces the
+/// output), may draw other training samples from its `source` (see [`AugmentContext`]), and
 /// must reject invalid parameters in [`validate`](Augmentation::validate), which the config
-/// loader calls before any training starts.
+/// loader calls before any training starts. Combinators pass the context on unchanged.
 ///
 /// # Example
 /// ```
-/// use ssl_framework::augmentation::{Augmentation, AugmentationError, check_range};
+/// use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 /// use ssl_framework::rand::{rngs::StdRng, RngExt, SeedableRng};
 ///
 /// /// Adds uniform noise in `[-amplitude, amplitude]` to every element.
@@ -116,16 +190,16 @@ impl<S> SampleSource<S> for NoSamples {
 ///     fn validate(&self) -> Result<(), AugmentationError> {
 ///         check_range("Jitter", "amplitude", self.amplitude as f64, 0.0, 10.0)
 ///     }
-///     fn apply(&self, mut x: Vec<f32>, rng: &mut StdRng) -> Vec<f32> {
-///         for v in &mut x { *v += rng.random_range(-self.amplitude..=self.amplitude); }
+///     fn apply(&self, mut x: Vec<f32>, ctx: &mut AugmentContext<'_, Vec<f32>>) -> Vec<f32> {
+///         for v in &mut x { *v += ctx.rng.random_range(-self.amplitude..=self.amplitude); }
 ///         x
 ///     }
 /// }
 ///
 /// let op = Jitter { amplitude: 0.1 };
 /// op.validate().unwrap();
-/// let a = op.apply(vec![0.0; 4], &mut StdRng::seed_from_u64(7));
-/// let b = op.apply(vec![0.0; 4], &mut StdRng::seed_from_u64(7));
+/// let a = op.apply(vec![0.0; 4], &mut AugmentContext::new(&mut StdRng::seed_from_u64(7)));
+/// let b = op.apply(vec![0.0; 4], &mut AugmentContext::new(&mut StdRng::seed_from_u64(7)));
 /// assert_eq!(a, b);
 /// assert!(Jitter { amplitude: -1.0 }.validate().is_err());
 /// ```
@@ -137,14 +211,9 @@ pub trait Augmentation<S>: Send + Sync + Debug {
     /// # Errors
     /// [`AugmentationError`] naming the op, the parameter, the value and the valid range.
     fn validate(&self) -> Result<(), AugmentationError>;
-    /// Transforms one sample, drawing randomness only from `rng`.
-    fn apply(&self, x: S, rng: &mut StdRng) -> S;
-    /// Transforms one sample with access to other training samples. Ops that mix samples
-    /// override this; the default ignores `source` and calls [`apply`](Augmentation::apply).
-    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
-        let _ = source;
-        self.apply(x, rng)
-    }
+    /// Transforms one sample, drawing randomness only from `ctx.rng` and other samples only
+    /// from `ctx.source`.
+    fn apply(&self, x: S, ctx: &mut AugmentContext<'_, S>) -> S;
 }
 
 impl<S, A: Augmentation<S> + ?Sized> Augmentation<S> for Box<A> {
@@ -154,11 +223,8 @@ impl<S, A: Augmentation<S> + ?Sized> Augmentation<S> for Box<A> {
     fn validate(&self) -> Result<(), AugmentationError> {
         (**self).validate()
     }
-    fn apply(&self, x: S, rng: &mut StdRng) -> S {
-        (**self).apply(x, rng)
-    }
-    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
-        (**self).apply_with(x, rng, source)
+    fn apply(&self, x: S, ctx: &mut AugmentContext<'_, S>) -> S {
+        (**self).apply(x, ctx)
     }
 }
 
@@ -170,11 +236,8 @@ impl<S, A: Augmentation<S>> Augmentation<S> for Vec<A> {
     fn validate(&self) -> Result<(), AugmentationError> {
         self.iter().try_for_each(|op| op.validate())
     }
-    fn apply(&self, x: S, rng: &mut StdRng) -> S {
-        self.iter().fold(x, |x, op| op.apply(x, rng))
-    }
-    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
-        self.iter().fold(x, |x, op| op.apply_with(x, rng, source))
+    fn apply(&self, x: S, ctx: &mut AugmentContext<'_, S>) -> S {
+        self.iter().fold(x, |x, op| op.apply(x, ctx))
     }
 }
 
@@ -193,11 +256,8 @@ impl<S, A: Augmentation<S>> Augmentation<S> for Compose<A> {
     fn validate(&self) -> Result<(), AugmentationError> {
         self.ops.validate()
     }
-    fn apply(&self, x: S, rng: &mut StdRng) -> S {
-        self.ops.apply(x, rng)
-    }
-    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
-        self.ops.apply_with(x, rng, source)
+    fn apply(&self, x: S, ctx: &mut AugmentContext<'_, S>) -> S {
+        self.ops.apply(x, ctx)
     }
 }
 
@@ -222,12 +282,12 @@ impl<S, A: Augmentation<S>> Augmentation<S> for RandomApply<A> {
         check_range("RandomApply", "p", self.p, 0.0, 1.0)?;
         self.ops.validate()
     }
-    fn apply(&self, x: S, rng: &mut StdRng) -> S {
+    fn apply(&self, x: S, ctx: &mut AugmentContext<'_, S>) -> S {
         use rand::RngExt;
         // Always draw, so that the random stream does not depend on p being 0 or 1.
-        let u: f64 = rng.random();
+        let u: f64 = ctx.rng.random();
         if u < self.p {
-            self.ops.apply(x, rng)
+            self.ops.apply(x, ctx)
         } else {
             x
         }
@@ -257,15 +317,10 @@ impl<S, A: Augmentation<S>> Augmentation<S> for OneOf<A> {
         }
         self.ops.validate()
     }
-    fn apply(&self, x: S, rng: &mut StdRng) -> S {
+    fn apply(&self, x: S, ctx: &mut AugmentContext<'_, S>) -> S {
         use rand::RngExt;
-        let i = rng.random_range(0..self.ops.len());
-        self.ops[i].apply(x, rng)
-    }
-    fn apply_with(&self, x: S, rng: &mut StdRng, source: &dyn SampleSource<S>) -> S {
-        use rand::RngExt;
-        let i = rng.random_range(0..self.ops.len());
-        self.ops[i].apply_with(x, rng, source)
+        let i = ctx.rng.random_range(0..self.ops.len());
+        self.ops[i].apply(x, ctx)
     }
 }
 
@@ -301,7 +356,7 @@ mod tests {
         fn validate(&self) -> Result<(), AugmentationError> {
             Ok(())
         }
-        fn apply(&self, x: i32, _: &mut StdRng) -> i32 {
+        fn apply(&self, x: i32, _: &mut AugmentContext<'_, i32>) -> i32 {
             x + 1
         }
     }
@@ -315,7 +370,7 @@ mod tests {
         fn validate(&self) -> Result<(), AugmentationError> {
             Ok(())
         }
-        fn apply(&self, x: i32, _: &mut StdRng) -> i32 {
+        fn apply(&self, x: i32, _: &mut AugmentContext<'_, i32>) -> i32 {
             x * self.0
         }
     }
@@ -323,7 +378,10 @@ mod tests {
     #[test]
     fn compose_applies_in_order() {
         let ops: Vec<Box<dyn Augmentation<i32>>> = vec![Box::new(AddOne), Box::new(Times(10))];
-        assert_eq!(ops.apply(1, &mut StdRng::seed_from_u64(0)), 20);
+        assert_eq!(
+            ops.apply(1, &mut AugmentContext::new(&mut StdRng::seed_from_u64(0))),
+            20
+        );
     }
 
     #[test]
@@ -337,13 +395,15 @@ mod tests {
             p: 1.0,
             ops: vec![AddOne],
         };
-        assert_eq!(never.apply(0, &mut rng), 0);
-        assert_eq!(always.apply(0, &mut rng), 1);
+        assert_eq!(never.apply(0, &mut AugmentContext::new(&mut rng)), 0);
+        assert_eq!(always.apply(0, &mut AugmentContext::new(&mut rng)), 1);
         let half = RandomApply {
             p: 0.3,
             ops: vec![AddOne],
         };
-        let hits: i32 = (0..10_000).map(|_| half.apply(0, &mut rng)).sum();
+        let hits: i32 = (0..10_000)
+            .map(|_| half.apply(0, &mut AugmentContext::new(&mut rng)))
+            .sum();
         assert!((2700..3300).contains(&hits), "{hits}");
         assert!(
             RandomApply {
@@ -369,11 +429,64 @@ mod tests {
         let op = OneOf {
             ops: vec![Times(2), Times(3)],
         };
-        let outs: std::collections::BTreeSet<i32> =
-            (0..100).map(|_| op.apply(1, &mut rng)).collect();
+        let outs: std::collections::BTreeSet<i32> = (0..100)
+            .map(|_| op.apply(1, &mut AugmentContext::new(&mut rng)))
+            .collect();
         assert_eq!(outs.into_iter().collect::<Vec<_>>(), vec![2, 3]);
         let empty: OneOf<Times> = OneOf { ops: vec![] };
         assert!(empty.validate().is_err());
+    }
+
+    /// Adds a sample drawn from the context's source (0 without one).
+    #[derive(Debug)]
+    struct AddSample;
+    impl Augmentation<i32> for AddSample {
+        fn name(&self) -> &'static str {
+            "AddSample"
+        }
+        fn validate(&self) -> Result<(), AugmentationError> {
+            Ok(())
+        }
+        fn apply(&self, x: i32, ctx: &mut AugmentContext<'_, i32>) -> i32 {
+            x + ctx.sample().unwrap_or(0)
+        }
+    }
+
+    struct Hundred;
+    impl SampleSource<i32> for Hundred {
+        fn random_sample(&self, _: &mut StdRng) -> Option<i32> {
+            Some(100)
+        }
+    }
+
+    #[test]
+    fn every_combinator_passes_the_sample_source_on() {
+        let boxed = || -> Vec<Box<dyn Augmentation<i32>>> { vec![Box::new(AddSample)] };
+        let pipelines: Vec<Box<dyn Augmentation<i32>>> = vec![
+            Box::new(AddSample),
+            Box::new(boxed()),
+            Box::new(Compose { ops: boxed() }),
+            Box::new(RandomApply {
+                p: 1.0,
+                ops: boxed(),
+            }),
+            Box::new(OneOf { ops: boxed() }),
+            Box::new(RandomApply {
+                p: 1.0,
+                ops: vec![OneOf {
+                    ops: vec![Compose { ops: boxed() }],
+                }],
+            }),
+        ];
+        for op in &pipelines {
+            let mut rng = StdRng::seed_from_u64(3);
+            assert_eq!(
+                op.apply(1, &mut AugmentContext::with_source(&mut rng, &Hundred)),
+                101,
+                "{op:?}"
+            );
+            assert_eq!(op.apply(1, &mut AugmentContext::new(&mut rng)), 1, "{op:?}");
+        }
     }
 
     #[test]

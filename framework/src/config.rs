@@ -473,6 +473,7 @@ impl<M: Modality> ExperimentConfig<M> {
             ("augment.view1", &self.augment.view1),
             ("augment.view2", &self.augment.view2),
             ("augment.eval", &self.augment.eval),
+            ("augment.finetune", &self.augment.finetune),
         ] {
             for (i, op) in ops.iter().enumerate() {
                 op.validate().map_err(|e| {

@@ -40,7 +40,9 @@ pub mod optim;
 pub mod search_space;
 pub mod train;
 
-pub use augmentation::{Augmentation, AugmentationError, Compose, OneOf, RandomApply};
+pub use augmentation::{
+    AugmentContext, Augmentation, AugmentationError, Compose, OneOf, RandomApply,
+};
 pub use encoder::Encoder;
 pub use modality::Modality;
 

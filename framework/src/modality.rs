@@ -25,7 +25,7 @@ use std::path::Path;
 /// framework unchanged. `examples/custom_modality.rs` is a complete one (CSV time series).
 /// ```
 /// use serde::{Deserialize, Serialize};
-/// use ssl_framework::augmentation::{Augmentation, AugmentationError, check_range};
+/// use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 /// use ssl_framework::burn::nn::{Linear, LinearConfig};
 /// use ssl_framework::burn::prelude::*;
 /// use ssl_framework::config::{ConfigError, ConfigSection, load_config};
@@ -47,9 +47,9 @@ use std::path::Path;
 ///     fn validate(&self) -> Result<(), AugmentationError> {
 ///         check_range("Jitter", "amplitude", self.amplitude, 0.0, 10.0)
 ///     }
-///     fn apply(&self, mut x: Vec<f32>, rng: &mut StdRng) -> Vec<f32> {
+///     fn apply(&self, mut x: Vec<f32>, ctx: &mut AugmentContext<'_, Vec<f32>>) -> Vec<f32> {
 ///         let a = self.amplitude as f32;
-///         x.iter_mut().for_each(|v| *v += rng.random_range(-a..=a));
+///         x.iter_mut().for_each(|v| *v += ctx.rng.random_range(-a..=a));
 ///         x
 ///     }
 /// }

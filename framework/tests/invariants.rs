@@ -571,6 +571,17 @@ fn config_errors_name_the_key() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("augment.view1[0].amplitude"), "{e}");
+    // The fine-tuning pipeline is checked like the views, on one line naming its key.
+    let e = ssl_framework::config::load_config::<Toy>(
+        toy::CONFIG,
+        "toy.toml",
+        &o("augment.finetune=[{type=\"Noise\", amplitude=0.1}, {type=\"Noise\", amplitude=-1}]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("augment.finetune[1].amplitude"), "{e}");
+    assert!(e.contains("-1"), "{e}");
+    assert!(!e.trim_end().contains('\n'), "one line: {e}");
     let e = ssl_framework::config::load_config::<Toy>(
         toy::CONFIG,
         "toy.toml",

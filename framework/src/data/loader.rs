@@ -5,7 +5,7 @@
 //! ([`sample_seed`]), so the output does not depend on the number of workers or their timing,
 //! and a run resumed at batch `b` of an epoch sees exactly the batches it would have seen.
 
-use crate::augmentation::{Augmentation, SampleSource};
+use crate::augmentation::{AugmentContext, Augmentation, SampleSource};
 use crate::modality::Modality;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -252,16 +252,14 @@ pub fn two_view_epoch<M: Modality>(
         for pos in b * batch_size..(b + 1) * batch_size {
             let item = &items[order[pos]];
             let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
-            v1.push(
-                views
-                    .0
-                    .apply_with(modality.to_sample(item), &mut rng, &source),
-            );
-            v2.push(
-                views
-                    .1
-                    .apply_with(modality.to_sample(item), &mut rng, &source),
-            );
+            v1.push(views.0.apply(
+                modality.to_sample(item),
+                &mut AugmentContext::with_source(&mut rng, &source),
+            ));
+            v2.push(views.1.apply(
+                modality.to_sample(item),
+                &mut AugmentContext::with_source(&mut rng, &source),
+            ));
         }
         TwoViews {
             view1: modality.collate(v1),
@@ -284,7 +282,12 @@ pub fn eval_batches<M: Modality>(
     OrderedParallel::new(0..batches, workers, 4, move |b| {
         let mut rng = StdRng::seed_from_u64(0);
         let samples = (b * batch_size..((b + 1) * batch_size).min(n))
-            .map(|i| ops.apply(modality.to_sample(&items[i]), &mut rng))
+            .map(|i| {
+                ops.apply(
+                    modality.to_sample(&items[i]),
+                    &mut AugmentContext::new(&mut rng),
+                )
+            })
             .collect();
         modality.collate(samples)
     })

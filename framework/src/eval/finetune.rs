@@ -4,7 +4,7 @@
 //! random-init encoder of the same architecture, that is, supervised training from scratch on
 //! the same labels.
 
-use crate::augmentation::Augmentation;
+use crate::augmentation::{AugmentContext, Augmentation};
 use crate::data::loader::{OrderedParallel, WorkerError, eval_batches, mix64, sample_seed};
 use crate::encoder::Encoder;
 use crate::modality::Modality;
@@ -140,7 +140,7 @@ pub fn finetune_top1<M: Modality>(
                 .enumerate()
                 .map(|(i, &row)| {
                     let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
-                    ops2.apply(m.to_sample(&items[row]), &mut rng)
+                    ops2.apply(m.to_sample(&items[row]), &mut AugmentContext::new(&mut rng))
                 })
                 .collect();
             m.collate(samples)

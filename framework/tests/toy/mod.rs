@@ -7,7 +7,7 @@ use burn::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_range};
+use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 use ssl_framework::config::{ConfigError, ConfigSection};
 use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
 use ssl_framework::{Encoder, Modality};
@@ -33,9 +33,10 @@ impl Augmentation<Vec<f32>> for Noise {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("Noise", "amplitude", self.amplitude, 0.0, 10.0)
     }
-    fn apply(&self, mut x: Vec<f32>, rng: &mut StdRng) -> Vec<f32> {
+    fn apply(&self, mut x: Vec<f32>, ctx: &mut AugmentContext<'_, Vec<f32>>) -> Vec<f32> {
         let a = self.amplitude as f32;
-        x.iter_mut().for_each(|v| *v += rng.random_range(-a..=a));
+        x.iter_mut()
+            .for_each(|v| *v += ctx.rng.random_range(-a..=a));
         x
     }
 }
@@ -55,7 +56,7 @@ impl Augmentation<Vec<f32>> for Poison {
     fn validate(&self) -> Result<(), AugmentationError> {
         Ok(())
     }
-    fn apply(&self, mut x: Vec<f32>, _: &mut StdRng) -> Vec<f32> {
+    fn apply(&self, mut x: Vec<f32>, _: &mut AugmentContext<'_, Vec<f32>>) -> Vec<f32> {
         x.iter_mut().for_each(|v| *v = f32::NAN);
         x
     }

@@ -2,7 +2,7 @@
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use ssl_framework::Augmentation;
+use ssl_framework::{AugmentContext, Augmentation};
 use ssl_vision::augment::*;
 use ssl_vision::image::Image;
 
@@ -65,7 +65,7 @@ fn random_resized_crop_shape_range_and_full_area_identity() {
     };
     op.validate().unwrap();
     for s in 0..20 {
-        let out = op.apply(img.clone(), &mut rng(s));
+        let out = op.apply(img.clone(), &mut AugmentContext::new(&mut rng(s)));
         assert_eq!(
             (out.width, out.height, out.data.len()),
             (32, 32, 32 * 32 * 3)
@@ -80,7 +80,7 @@ fn random_resized_crop_shape_range_and_full_area_identity() {
         ratio: [1.0, 1.0],
         interpolation: Interpolation::Bicubic,
     };
-    let out = full.apply(square.clone(), &mut rng(0));
+    let out = full.apply(square.clone(), &mut AugmentContext::new(&mut rng(0)));
     for (a, b) in out.data.iter().zip(&square.data) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
@@ -137,12 +137,15 @@ fn crop_validation_rejects_bad_parameters() {
 fn flip_known_values_and_involution() {
     let img = gradient_image(5, 3);
     let always = HorizontalFlip { p: 1.0 };
-    let out = always.apply(img.clone(), &mut rng(0));
+    let out = always.apply(img.clone(), &mut AugmentContext::new(&mut rng(0)));
     assert_eq!(out.pixel(0, 1), img.pixel(4, 1));
     assert_eq!(out.pixel(2, 2), img.pixel(2, 2));
-    assert_eq!(always.apply(out, &mut rng(0)), img);
     assert_eq!(
-        HorizontalFlip { p: 0.0 }.apply(img.clone(), &mut rng(0)),
+        always.apply(out, &mut AugmentContext::new(&mut rng(0))),
+        img
+    );
+    assert_eq!(
+        HorizontalFlip { p: 0.0 }.apply(img.clone(), &mut AugmentContext::new(&mut rng(0))),
         img
     );
     assert!(HorizontalFlip { p: 1.1 }.validate().is_err());
@@ -155,11 +158,11 @@ fn grayscale_and_solarize_exact_values() {
         height: 1,
         data: vec![1.0, 0.0, 0.0, 0.2, 0.6, 0.9],
     };
-    let g = Grayscale {}.apply(img.clone(), &mut rng(0));
+    let g = Grayscale {}.apply(img.clone(), &mut AugmentContext::new(&mut rng(0)));
     assert_eq!(g.pixel(0, 0), [0.299, 0.299, 0.299]);
     let l = 0.299 * 0.2 + 0.587 * 0.6 + 0.114 * 0.9;
     assert!(g.pixel(1, 0).iter().all(|v| (v - l).abs() < 1e-6));
-    let s = Solarize { threshold: 0.5 }.apply(img, &mut rng(0));
+    let s = Solarize { threshold: 0.5 }.apply(img, &mut AugmentContext::new(&mut rng(0)));
     assert_eq!(s.data, vec![0.0, 0.0, 0.0, 0.2, 1.0 - 0.6, 1.0 - 0.9]);
     assert!(Solarize { threshold: -0.1 }.validate().is_err());
 }
@@ -173,7 +176,10 @@ fn color_jitter_range_identity_and_validation() {
         saturation: 0.0,
         hue: 0.0,
     };
-    assert_eq!(none.apply(img.clone(), &mut rng(1)), img);
+    assert_eq!(
+        none.apply(img.clone(), &mut AugmentContext::new(&mut rng(1))),
+        img
+    );
     let paper = ColorJitter {
         brightness: 0.4,
         contrast: 0.4,
@@ -183,7 +189,7 @@ fn color_jitter_range_identity_and_validation() {
     paper.validate().unwrap();
     let mut changed = 0;
     for s in 0..20 {
-        let out = paper.apply(img.clone(), &mut rng(s));
+        let out = paper.apply(img.clone(), &mut AugmentContext::new(&mut rng(s)));
         assert!(in_unit_range(&out));
         assert_eq!(out.data.len(), img.data.len());
         if out != img {
@@ -251,7 +257,7 @@ fn blur_preserves_constants_and_smooths() {
         sigma: [0.1, 2.0],
     };
     op.validate().unwrap();
-    let out = op.apply(flat.clone(), &mut rng(3));
+    let out = op.apply(flat.clone(), &mut AugmentContext::new(&mut rng(3)));
     assert!(out.data.iter().all(|v| (v - 0.4).abs() < 1e-6));
     let mut dot = Image::filled(9, 9, 0.0);
     dot.data[(4 * 9 + 4) * 3] = 1.0;
@@ -259,7 +265,7 @@ fn blur_preserves_constants_and_smooths() {
         kernel_size: 5,
         sigma: [1.0, 1.0],
     }
-    .apply(dot, &mut rng(0));
+    .apply(dot, &mut AugmentContext::new(&mut rng(0)));
     let center = out.data[(4 * 9 + 4) * 3];
     let side = out.data[(4 * 9 + 5) * 3];
     assert!(center < 1.0 && side > 0.0 && center > side);
@@ -297,7 +303,7 @@ fn normalize_known_values_and_validation() {
         mean: [0.5, 0.25, 0.0],
         std: [0.5, 0.25, 0.5],
     }
-    .apply(img, &mut rng(0));
+    .apply(img, &mut AugmentContext::new(&mut rng(0)));
     assert_eq!(out.data, vec![0.0, 1.0, 1.0]);
     assert!(
         Normalize {
@@ -316,9 +322,9 @@ fn resize_and_center_crop_shapes() {
         size: 10,
         interpolation: Interpolation::Bilinear,
     }
-    .apply(img.clone(), &mut rng(0));
+    .apply(img.clone(), &mut AugmentContext::new(&mut rng(0)));
     assert_eq!((r.width, r.height), (20, 10));
-    let c = CenterCrop { size: 16 }.apply(img.clone(), &mut rng(0));
+    let c = CenterCrop { size: 16 }.apply(img.clone(), &mut AugmentContext::new(&mut rng(0)));
     assert_eq!((c.width, c.height), (16, 16));
     assert_eq!(c.pixel(0, 0), img.pixel(12, 2));
 }
@@ -329,16 +335,16 @@ fn default_pipelines_are_seeded_deterministic_and_views_differ() {
     v1.validate().unwrap();
     v2.validate().unwrap();
     let img = gradient_image(32, 32);
-    let a = v1.apply(img.clone(), &mut rng(7));
-    let b = v1.apply(img.clone(), &mut rng(7));
+    let a = v1.apply(img.clone(), &mut AugmentContext::new(&mut rng(7)));
+    let b = v1.apply(img.clone(), &mut AugmentContext::new(&mut rng(7)));
     assert_eq!(a, b, "same seed, same output");
     assert_ne!(
         a,
-        v1.apply(img.clone(), &mut rng(8)),
+        v1.apply(img.clone(), &mut AugmentContext::new(&mut rng(8))),
         "another seed, another output"
     );
     assert_eq!((a.width, a.height), (32, 32));
-    let c = v2.apply(img, &mut rng(7));
+    let c = v2.apply(img, &mut AugmentContext::new(&mut rng(7)));
     assert_ne!(a, c);
 }
 
@@ -365,7 +371,13 @@ fn combinators_nest_in_configs() {
     ops.validate().unwrap();
     let img = gradient_image(4, 4);
     let outs: std::collections::HashSet<String> = (0..40)
-        .map(|s| format!("{:?}", ops.apply(img.clone(), &mut rng(s)).data))
+        .map(|s| {
+            format!(
+                "{:?}",
+                ops.apply(img.clone(), &mut AugmentContext::new(&mut rng(s)))
+                    .data
+            )
+        })
         .collect();
     assert_eq!(outs.len(), 2, "OneOf picks one of its two branches");
     let bad: Vec<VisionOp> = serde_json::from_str(r#"[{"type": "OneOf", "ops": []}]"#).unwrap();

@@ -1,10 +1,9 @@
 use super::AudioAugmentation;
 use crate::melspec::Spectrogram;
 use rand::RngExt;
-use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, SampleSource, check_range};
+use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 
 /// Crops a random window of `frames` frames in time (training segments: 96 frames = 0.96 s at
 /// a 10 ms hop). Shorter clips are kept whole; collation pads them with silence.
@@ -43,11 +42,11 @@ impl Augmentation<Spectrogram> for RandomCrop {
         }
         Ok(())
     }
-    fn apply(&self, x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
+    fn apply(&self, x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
         if x.frames <= self.frames {
             return x;
         }
-        let start = rng.random_range(0..=x.frames - self.frames);
+        let start = ctx.rng.random_range(0..=x.frames - self.frames);
         crop_time(&x, start, self.frames)
     }
 }
@@ -58,8 +57,8 @@ impl AudioAugmentation for RandomCrop {}
 /// BYOL-A's Mixup: `log((1 - l) exp(x) + l exp(z))` with `l ~ U(0, ratio)` and `z` another
 /// training clip (a random window of it), i.e. mixing in the linear power domain (Niizumi et al.
 /// 2021, Section 3.2.1; the paper draws `z` from a memory of past inputs, here from the training
-/// set through the loader, which keeps runs reproducible). Without a sample source it does
-/// nothing.
+/// set through the loader, which keeps runs reproducible). Without a sample source (a context
+/// made with [`AugmentContext::new`]) it does nothing and draws nothing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mixup {
@@ -89,21 +88,17 @@ impl Augmentation<Spectrogram> for Mixup {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("Mixup", "ratio", self.ratio, 0.0, 1.0)
     }
-    fn apply(&self, x: Spectrogram, _: &mut StdRng) -> Spectrogram {
-        x
-    }
-    fn apply_with(
-        &self,
-        x: Spectrogram,
-        rng: &mut StdRng,
-        source: &dyn SampleSource<Spectrogram>,
-    ) -> Spectrogram {
-        let lambda = (rng.random::<f64>() * self.ratio) as f32;
-        let Some(z) = source.random_sample(rng) else {
+    fn apply(&self, x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
+        if !ctx.source.has_samples() {
+            // No source (evaluation, fine-tuning): nothing to mix in, and no random draw.
+            return x;
+        }
+        let lambda = (ctx.rng.random::<f64>() * self.ratio) as f32;
+        let Some(z) = ctx.sample() else {
             return x;
         };
         let z = if z.frames > x.frames {
-            crop_time(&z, rng.random_range(0..=z.frames - x.frames), x.frames)
+            crop_time(&z, ctx.rng.random_range(0..=z.frames - x.frames), x.frames)
         } else {
             z
         };
@@ -130,9 +125,9 @@ impl Augmentation<Spectrogram> for RandomLinearFader {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("RandomLinearFader", "gain", self.gain, 0.0, 10.0)
     }
-    fn apply(&self, mut x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
-        let head = (self.gain * (2.0 * rng.random::<f64>() - 1.0)) as f32;
-        let tail = (self.gain * (2.0 * rng.random::<f64>() - 1.0)) as f32;
+    fn apply(&self, mut x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
+        let head = (self.gain * (2.0 * ctx.rng.random::<f64>() - 1.0)) as f32;
+        let tail = (self.gain * (2.0 * ctx.rng.random::<f64>() - 1.0)) as f32;
         let denom = (x.frames.max(2) - 1) as f32;
         for m in 0..x.n_mels {
             for t in 0..x.frames {
@@ -200,10 +195,10 @@ impl Augmentation<Spectrogram> for TimeMask {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_mask("TimeMask", self.max_width, self.count)
     }
-    fn apply(&self, mut x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
+    fn apply(&self, mut x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
         for _ in 0..self.count {
-            let w = rng.random_range(0..=self.max_width.min(x.frames));
-            let start = rng.random_range(0..=x.frames - w);
+            let w = ctx.rng.random_range(0..=self.max_width.min(x.frames));
+            let start = ctx.rng.random_range(0..=x.frames - w);
             for m in 0..x.n_mels {
                 x.data[m * x.frames + start..m * x.frames + start + w].fill(0.0);
             }
@@ -222,10 +217,10 @@ impl Augmentation<Spectrogram> for FreqMask {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_mask("FreqMask", self.max_width, self.count)
     }
-    fn apply(&self, mut x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
+    fn apply(&self, mut x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
         for _ in 0..self.count {
-            let w = rng.random_range(0..=self.max_width.min(x.n_mels));
-            let start = rng.random_range(0..=x.n_mels - w);
+            let w = ctx.rng.random_range(0..=self.max_width.min(x.n_mels));
+            let start = ctx.rng.random_range(0..=x.n_mels - w);
             x.data[start * x.frames..(start + w) * x.frames].fill(0.0);
         }
         x
@@ -251,8 +246,8 @@ impl Augmentation<Spectrogram> for Gain {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("Gain", "max_db", self.max_db, 0.0, 60.0)
     }
-    fn apply(&self, mut x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
-        let db = self.max_db * (2.0 * rng.random::<f64>() - 1.0);
+    fn apply(&self, mut x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
+        let db = self.max_db * (2.0 * ctx.rng.random::<f64>() - 1.0);
         let shift = (db * std::f64::consts::LN_10 / 10.0) as f32;
         x.data.iter_mut().for_each(|v| *v += shift);
         x
@@ -285,9 +280,12 @@ impl Augmentation<Spectrogram> for TimeShift {
         }
         Ok(())
     }
-    fn apply(&self, mut x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
+    fn apply(&self, mut x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
         let m = self.max_frames as i64;
-        let shift = rng.random_range(-m..=m).rem_euclid(x.frames.max(1) as i64) as usize;
+        let shift = ctx
+            .rng
+            .random_range(-m..=m)
+            .rem_euclid(x.frames.max(1) as i64) as usize;
         if shift != 0 {
             for row in x.data.chunks_mut(x.frames) {
                 row.rotate_right(shift);
@@ -315,10 +313,10 @@ impl Augmentation<Spectrogram> for GaussianNoise {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("GaussianNoise", "std", self.std, 0.0, 10.0)
     }
-    fn apply(&self, mut x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
+    fn apply(&self, mut x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
         if self.std > 0.0 {
             let normal = Normal::new(0.0f32, self.std as f32).expect("validated std");
-            x.data.iter_mut().for_each(|v| *v += normal.sample(rng));
+            x.data.iter_mut().for_each(|v| *v += normal.sample(ctx.rng));
         }
         x
     }

@@ -6,7 +6,9 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_interval};
+use ssl_framework::augmentation::{
+    AugmentContext, Augmentation, AugmentationError, check_interval,
+};
 
 /// BYOL-A's random resize crop on the spectrogram (Niizumi et al. 2021, Section 3.2.2): the
 /// spectrogram is centred on a zero canvas `virtual_crop_scale` times its size, a crop of
@@ -44,7 +46,7 @@ impl Augmentation<Spectrogram> for RandomResizeCrop {
         check_interval(op, "freq_scale", self.freq_scale, 0.05, 4.0)?;
         check_interval(op, "time_scale", self.time_scale, 0.05, 4.0)
     }
-    fn apply(&self, x: Spectrogram, rng: &mut StdRng) -> Spectrogram {
+    fn apply(&self, x: Spectrogram, ctx: &mut AugmentContext<'_, Spectrogram>) -> Spectrogram {
         let (ih, iw) = (x.n_mels, x.frames);
         let vh = ((ih as f64 * self.virtual_crop_scale[0]) as usize).max(ih);
         let vw = ((iw as f64 * self.virtual_crop_scale[1]) as usize).max(iw);
@@ -61,15 +63,15 @@ impl Augmentation<Spectrogram> for RandomResizeCrop {
                 r[0]
             }
         };
-        let h = ((draw(rng, self.freq_scale) * ih as f64) as usize).clamp(1, vh);
-        let w = ((draw(rng, self.time_scale) * iw as f64) as usize).clamp(1, vw);
+        let h = ((draw(ctx.rng, self.freq_scale) * ih as f64) as usize).clamp(1, vh);
+        let w = ((draw(ctx.rng, self.time_scale) * iw as f64) as usize).clamp(1, vw);
         let i = if vh > h {
-            rng.random_range(0..=vh - h)
+            ctx.rng.random_range(0..=vh - h)
         } else {
             0
         };
         let j = if vw > w {
-            rng.random_range(0..=vw - w)
+            ctx.rng.random_range(0..=vw - w)
         } else {
             0
         };

@@ -1,9 +1,10 @@
 use super::{TextAugmentation, TokenSequence};
 use crate::tokenizer::MASK_ID;
 use rand::RngExt;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_interval, check_range};
+use ssl_framework::augmentation::{
+    AugmentContext, Augmentation, AugmentationError, check_interval, check_range,
+};
 
 /// Replaces each token by `[MASK]` with probability `p` (BERT's masking as a view).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,9 +21,13 @@ impl Augmentation<TokenSequence> for TokenMask {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("TokenMask", "p", self.p, 0.0, 1.0)
     }
-    fn apply(&self, mut x: TokenSequence, rng: &mut StdRng) -> TokenSequence {
+    fn apply(
+        &self,
+        mut x: TokenSequence,
+        ctx: &mut AugmentContext<'_, TokenSequence>,
+    ) -> TokenSequence {
         for id in &mut x.ids {
-            if rng.random::<f64>() < self.p {
+            if ctx.rng.random::<f64>() < self.p {
                 *id = MASK_ID;
             }
         }
@@ -49,11 +54,15 @@ impl Augmentation<TokenSequence> for RandomDeletion {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("RandomDeletion", "p", self.p, 0.0, 0.99)
     }
-    fn apply(&self, mut x: TokenSequence, rng: &mut StdRng) -> TokenSequence {
+    fn apply(
+        &self,
+        mut x: TokenSequence,
+        ctx: &mut AugmentContext<'_, TokenSequence>,
+    ) -> TokenSequence {
         let keep: Vec<bool> = x
             .ids
             .iter()
-            .map(|_| rng.random::<f64>() >= self.p)
+            .map(|_| ctx.rng.random::<f64>() >= self.p)
             .collect();
         if keep.iter().any(|&k| k) {
             let mut i = 0;
@@ -62,7 +71,7 @@ impl Augmentation<TokenSequence> for RandomDeletion {
                 keep[i - 1]
             });
         } else if !x.ids.is_empty() {
-            let one = x.ids[rng.random_range(0..x.ids.len())];
+            let one = x.ids[ctx.rng.random_range(0..x.ids.len())];
             x.ids = vec![one];
         }
         x
@@ -87,11 +96,15 @@ impl Augmentation<TokenSequence> for RandomSwap {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("RandomSwap", "swaps", self.swaps as f64, 0.0, 1000.0)
     }
-    fn apply(&self, mut x: TokenSequence, rng: &mut StdRng) -> TokenSequence {
+    fn apply(
+        &self,
+        mut x: TokenSequence,
+        ctx: &mut AugmentContext<'_, TokenSequence>,
+    ) -> TokenSequence {
         let n = x.ids.len();
         if n >= 2 {
             for _ in 0..self.swaps {
-                let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
+                let (a, b) = (ctx.rng.random_range(0..n), ctx.rng.random_range(0..n));
                 x.ids.swap(a, b);
             }
         }
@@ -118,18 +131,22 @@ impl Augmentation<TokenSequence> for SpanCrop {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_interval("SpanCrop", "fraction", self.fraction, 1e-3, 1.0)
     }
-    fn apply(&self, mut x: TokenSequence, rng: &mut StdRng) -> TokenSequence {
+    fn apply(
+        &self,
+        mut x: TokenSequence,
+        ctx: &mut AugmentContext<'_, TokenSequence>,
+    ) -> TokenSequence {
         let n = x.ids.len();
         if n <= 1 {
             return x;
         }
         let f = if self.fraction[1] > self.fraction[0] {
-            rng.random_range(self.fraction[0]..=self.fraction[1])
+            ctx.rng.random_range(self.fraction[0]..=self.fraction[1])
         } else {
             self.fraction[0]
         };
         let len = ((n as f64 * f).round() as usize).clamp(1, n);
-        let start = rng.random_range(0..=n - len);
+        let start = ctx.rng.random_range(0..=n - len);
         x.ids = x.ids[start..start + len].to_vec();
         x
     }
@@ -156,7 +173,11 @@ impl Augmentation<TokenSequence> for EncoderDropout {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("EncoderDropout", "p", self.p, 0.0, 0.9)
     }
-    fn apply(&self, mut x: TokenSequence, _rng: &mut StdRng) -> TokenSequence {
+    fn apply(
+        &self,
+        mut x: TokenSequence,
+        _: &mut AugmentContext<'_, TokenSequence>,
+    ) -> TokenSequence {
         x.dropout = self.p as f32;
         x
     }

@@ -1,9 +1,10 @@
 use super::VisionAugmentation;
 use crate::image::Image;
 use rand::RngExt;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_interval};
+use ssl_framework::augmentation::{
+    AugmentContext, Augmentation, AugmentationError, check_interval,
+};
 
 /// Gaussian blur with a random sigma (paper, Table 6: kernel 23x23 at 224 pixels, i.e. about 10%
 /// of the side; sigma uniform in [0.1, 2.0]; probability 1.0 for view 1 and 0.1 for view 2 via
@@ -95,9 +96,9 @@ impl Augmentation<Image> for GaussianBlur {
         }
         check_interval("GaussianBlur", "sigma", self.sigma, 1e-3, 100.0)
     }
-    fn apply(&self, img: Image, rng: &mut StdRng) -> Image {
+    fn apply(&self, img: Image, ctx: &mut AugmentContext<'_, Image>) -> Image {
         let sigma = if self.sigma[1] > self.sigma[0] {
-            rng.random_range(self.sigma[0]..=self.sigma[1])
+            ctx.rng.random_range(self.sigma[0]..=self.sigma[1])
         } else {
             self.sigma[0]
         };

@@ -4,7 +4,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_range};
+use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 
 /// Random brightness, contrast, saturation and hue changes, applied in a random order (paper,
 /// Table 6: 0.4, 0.4, 0.2, 0.1 with probability 0.8 through `RandomApply`). Factors follow
@@ -103,18 +103,18 @@ impl Augmentation<Image> for ColorJitter {
         check_range("ColorJitter", "saturation", self.saturation, 0.0, 1.0)?;
         check_range("ColorJitter", "hue", self.hue, 0.0, 0.5)
     }
-    fn apply(&self, mut img: Image, rng: &mut StdRng) -> Image {
+    fn apply(&self, mut img: Image, ctx: &mut AugmentContext<'_, Image>) -> Image {
         let factor = |rng: &mut StdRng, s: f64| -> f32 {
             let u: f64 = rng.random();
             ((1.0 - s).max(0.0) + u * ((1.0 + s) - (1.0 - s).max(0.0))) as f32
         };
-        let b = factor(rng, self.brightness);
-        let c = factor(rng, self.contrast);
-        let s = factor(rng, self.saturation);
-        let u: f64 = rng.random();
+        let b = factor(ctx.rng, self.brightness);
+        let c = factor(ctx.rng, self.contrast);
+        let s = factor(ctx.rng, self.saturation);
+        let u: f64 = ctx.rng.random();
         let h = ((2.0 * u - 1.0) * self.hue) as f32;
         let mut order = [0u8, 1, 2, 3];
-        order.shuffle(rng);
+        order.shuffle(ctx.rng);
         for op in order {
             match op {
                 0 if self.brightness > 0.0 => adjust_brightness(&mut img, b),
@@ -144,7 +144,7 @@ impl Augmentation<Image> for Grayscale {
     fn validate(&self) -> Result<(), AugmentationError> {
         Ok(())
     }
-    fn apply(&self, mut img: Image, _: &mut StdRng) -> Image {
+    fn apply(&self, mut img: Image, _: &mut AugmentContext<'_, Image>) -> Image {
         for p in img.data.chunks_exact_mut(3) {
             let g = luma(p[0], p[1], p[2]);
             p.fill(g);
@@ -177,7 +177,7 @@ impl Augmentation<Image> for Solarize {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("Solarize", "threshold", self.threshold, 0.0, 1.0)
     }
-    fn apply(&self, mut img: Image, _: &mut StdRng) -> Image {
+    fn apply(&self, mut img: Image, _: &mut AugmentContext<'_, Image>) -> Image {
         let t = self.threshold as f32;
         img.data.iter_mut().for_each(|v| {
             if *v >= t {

@@ -6,7 +6,9 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_interval};
+use ssl_framework::augmentation::{
+    AugmentContext, Augmentation, AugmentationError, check_interval,
+};
 use std::cell::RefCell;
 
 /// Resampling filter.
@@ -144,8 +146,8 @@ impl Augmentation<Image> for RandomResizedCrop {
         check_interval("RandomResizedCrop", "scale", self.scale, 1e-4, 1.0)?;
         check_interval("RandomResizedCrop", "ratio", self.ratio, 1e-2, 1e2)
     }
-    fn apply(&self, img: Image, rng: &mut StdRng) -> Image {
-        let (l, t, cw, ch) = self.sample_box(img.width, img.height, rng);
+    fn apply(&self, img: Image, ctx: &mut AugmentContext<'_, Image>) -> Image {
+        let (l, t, cw, ch) = self.sample_box(img.width, img.height, ctx.rng);
         crop_resize(
             &img,
             l as f64,
@@ -188,7 +190,7 @@ impl Augmentation<Image> for Resize {
         }
         Ok(())
     }
-    fn apply(&self, img: Image, _: &mut StdRng) -> Image {
+    fn apply(&self, img: Image, _: &mut AugmentContext<'_, Image>) -> Image {
         let (w, h) = (img.width, img.height);
         let (ow, oh) = if w <= h {
             (
@@ -243,14 +245,14 @@ impl Augmentation<Image> for CenterCrop {
         }
         Ok(())
     }
-    fn apply(&self, img: Image, rng: &mut StdRng) -> Image {
+    fn apply(&self, img: Image, ctx: &mut AugmentContext<'_, Image>) -> Image {
         let s = self.size;
         let img = if img.width < s || img.height < s {
             Resize {
                 size: s,
                 interpolation: Interpolation::Bicubic,
             }
-            .apply(img, rng)
+            .apply(img, ctx)
         } else {
             img
         };

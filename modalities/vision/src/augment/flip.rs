@@ -1,9 +1,8 @@
 use super::VisionAugmentation;
 use crate::image::Image;
 use rand::RngExt;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError, check_range};
+use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError, check_range};
 
 /// Mirrors the image left-right with probability `p` (paper, Table 6: 0.5).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,8 +37,8 @@ impl Augmentation<Image> for HorizontalFlip {
     fn validate(&self) -> Result<(), AugmentationError> {
         check_range("HorizontalFlip", "p", self.p, 0.0, 1.0)
     }
-    fn apply(&self, mut img: Image, rng: &mut StdRng) -> Image {
-        let u: f64 = rng.random();
+    fn apply(&self, mut img: Image, ctx: &mut AugmentContext<'_, Image>) -> Image {
+        let u: f64 = ctx.rng.random();
         if u < self.p {
             flip_horizontal(&mut img);
         }

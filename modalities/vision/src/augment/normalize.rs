@@ -1,8 +1,7 @@
 use super::VisionAugmentation;
 use crate::image::Image;
-use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use ssl_framework::augmentation::{Augmentation, AugmentationError};
+use ssl_framework::augmentation::{AugmentContext, Augmentation, AugmentationError};
 
 /// Per-channel `(x - mean) / std`, the last op of every pipeline.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,7 +40,7 @@ impl Augmentation<Image> for Normalize {
         }
         Ok(())
     }
-    fn apply(&self, mut img: Image, _: &mut StdRng) -> Image {
+    fn apply(&self, mut img: Image, _: &mut AugmentContext<'_, Image>) -> Image {
         let inv = [1.0 / self.std[0], 1.0 / self.std[1], 1.0 / self.std[2]];
         for px in img.data.chunks_exact_mut(3) {
             for c in 0..3 {
