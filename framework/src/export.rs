@@ -3,8 +3,8 @@
 //! (safetensors in PyTorch's layout, named as the encoder's [`Encoder::export_naming`] says).
 
 use crate::Encoder;
-pub use crate::encoder::ExportNaming;
 use crate::data::LabelSet;
+pub use crate::encoder::ExportNaming;
 use crate::eval::Features;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use std::path::{Path, PathBuf};

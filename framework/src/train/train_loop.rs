@@ -140,45 +140,19 @@ pub(super) fn run_steps<M: Modality>(
                 match outcome {
                     StepOutcome::Updated { loss, .. } => end.last_loss = loss.total,
                     StepOutcome::Fault { what, .. } => {
-                        let at = step + 1;
-                        match policy.decide(&what, &state.online) {
-                            FaultAction::Stop(what) => {
-                                return Err(TrainError::NonFinite {
-                                    step: at,
-                                    epoch,
-                                    what,
-                                    checkpoints: setup.checkpointer.root.clone(),
-                                });
-                            }
-                            FaultAction::Rollback => {
-                                skipped_steps.push(at);
-                                let newest = setup.checkpointer.newest().ok_or_else(|| {
-                                    TrainError::Resume(format!(
-                                        "--on-nan rollback: no checkpoint left in {}",
-                                        setup.checkpointer.root.display()
-                                    ))
-                                })?;
-                                let dir =
-                                    checkpoint::checkpoint_dir(&setup.checkpointer.root, newest);
-                                state = load_state(&dir, state, newest)?;
-                                progress.say(format!(
-                                    "warning: {what} at optimizer step {at}: rolled back to the checkpoint of step {newest}; step {at} will be skipped (fault {} of at most {})",
-                                    policy.faults, cfg.train.max_faults
-                                ));
-                                let path = setup.out.join("metrics.jsonl");
-                                *metrics = MetricsWriter::open(&path, newest)
-                                    .map_err(io_err(setup.out))?;
-                                progress.set_step(newest);
-                                continue 'epochs;
-                            }
-                            FaultAction::Skip => {
-                                skipped_steps.push(at);
-                                progress.say(format!(
-                                    "warning: {what} at optimizer step {at}: its update is skipped (fault {} of at most {})",
-                                    policy.faults, cfg.train.max_faults
-                                ));
-                                state.skip_step();
-                            }
+                        let rolled_back;
+                        (state, rolled_back) = on_fault(
+                            setup,
+                            &mut policy,
+                            &what,
+                            state,
+                            epoch,
+                            skipped_steps,
+                            progress,
+                            metrics,
+                        )?;
+                        if rolled_back {
+                            continue 'epochs;
                         }
                     }
                 }
@@ -186,20 +160,16 @@ pub(super) fn run_steps<M: Modality>(
             let step = state.step;
             progress.set_step(step);
             if step % cfg.train.log_every == 0 || step == setup.total_steps {
-                let (images_per_sec, data_wait_fraction) = progress.take_window();
-                let record = MetricsRecord {
+                log_step(
+                    setup,
+                    progress,
+                    metrics,
                     step,
                     epoch,
-                    loss: end.last_loss,
-                    lr,
-                    tau,
-                    collapse_std: end.last_collapse,
-                    images_per_sec,
-                    data_wait_fraction,
-                    collapsed: end.last_collapse < floor,
-                };
-                metrics.write(&record).map_err(io_err(setup.out))?;
-                progress.show(&record, floor);
+                    (lr, tau),
+                    &end,
+                    floor,
+                )?;
             }
             if cfg.train.checkpoint_every > 0
                 && step % cfg.train.checkpoint_every == 0
@@ -215,6 +185,90 @@ pub(super) fn run_steps<M: Modality>(
         }
     }
     Ok((state, end))
+}
+
+/// Applies the fault policy to the faulty step `state.step + 1`: stop (the run's error), skip
+/// (the step counted, nothing updated), or roll back to the newest checkpoint (metrics log and
+/// progress rewound to it). Returns the state to go on from and whether it was rolled back
+/// (the caller then restarts its epoch from the checkpoint's step).
+#[allow(clippy::too_many_arguments)]
+fn on_fault<M: Modality>(
+    setup: &LoopSetup<'_, M>,
+    policy: &mut FaultPolicy,
+    what: &str,
+    mut state: ByolState<M::Encoder>,
+    epoch: usize,
+    skipped_steps: &mut Vec<usize>,
+    progress: &mut Progress,
+    metrics: &mut MetricsWriter,
+) -> Result<(ByolState<M::Encoder>, bool), TrainError> {
+    let at = state.step + 1;
+    let max_faults = setup.cfg.train.max_faults;
+    match policy.decide(what, &state.online) {
+        FaultAction::Stop(what) => Err(TrainError::NonFinite {
+            step: at,
+            epoch,
+            what,
+            checkpoints: setup.checkpointer.root.clone(),
+        }),
+        FaultAction::Rollback => {
+            skipped_steps.push(at);
+            let root = &setup.checkpointer.root;
+            let newest = setup.checkpointer.newest().ok_or_else(|| {
+                TrainError::Resume(format!(
+                    "--on-nan rollback: no checkpoint left in {}",
+                    root.display()
+                ))
+            })?;
+            let state = load_state(&checkpoint::checkpoint_dir(root, newest), state, newest)?;
+            progress.say(format!(
+                "warning: {what} at optimizer step {at}: rolled back to the checkpoint of step {newest}; step {at} will be skipped (fault {} of at most {max_faults})",
+                policy.faults
+            ));
+            *metrics = MetricsWriter::open(&setup.out.join("metrics.jsonl"), newest)
+                .map_err(io_err(setup.out))?;
+            progress.set_step(newest);
+            Ok((state, true))
+        }
+        FaultAction::Skip => {
+            skipped_steps.push(at);
+            progress.say(format!(
+                "warning: {what} at optimizer step {at}: its update is skipped (fault {} of at most {max_faults})",
+                policy.faults
+            ));
+            state.skip_step();
+            Ok((state, false))
+        }
+    }
+}
+
+/// Writes the metrics line of optimizer step `step` and shows it.
+#[allow(clippy::too_many_arguments)]
+fn log_step<M: Modality>(
+    setup: &LoopSetup<'_, M>,
+    progress: &mut Progress,
+    metrics: &mut MetricsWriter,
+    step: usize,
+    epoch: usize,
+    (lr, tau): (f64, f64),
+    end: &LoopEnd,
+    floor: f64,
+) -> Result<(), TrainError> {
+    let (images_per_sec, data_wait_fraction) = progress.take_window();
+    let record = MetricsRecord {
+        step,
+        epoch,
+        loss: end.last_loss,
+        lr,
+        tau,
+        collapse_std: end.last_collapse,
+        images_per_sec,
+        data_wait_fraction,
+        collapsed: end.last_collapse < floor,
+    };
+    metrics.write(&record).map_err(io_err(setup.out))?;
+    progress.show(&record, floor);
+    Ok(())
 }
 
 /// A failed step as the run's error.
