@@ -553,15 +553,7 @@ pub fn write_synthetic(root: &Path, per_class: usize, length: usize, seed: u64) 
 /// A bad override, unusable data, or a failed run, with the key or file named.
 pub fn run(data: &Path, out: &Path, overrides: &[String]) -> Result<RunReport> {
     let cfg = load_config::<SeriesModality>(CONFIG, "custom_modality.rs CONFIG", overrides)?;
-    let opts = RunOptions {
-        out_dir: out.to_path_buf(),
-        data_root: data.to_path_buf(),
-        device: Device::flex(),
-        resume: false,
-        progress: false,
-        pause_at_step: None,
-        random_init: true,
-    };
+    let opts = RunOptions::new(out, data, Device::flex());
     Ok(train_and_evaluate(SeriesModality, cfg, &opts)?)
 }
 

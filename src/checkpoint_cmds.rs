@@ -105,7 +105,7 @@ fn load<M: Modality>(modality: M, a: &CheckpointArgs) -> Result<Pretrained<M>> {
     let p = load_pretrained(modality, &a.dir, &a.overrides, &a.data, &a.device)?;
     if p.skipped > 0 {
         eprintln!(
-            "warning: skipped {} unreadable files in {}",
+            "warning: skipped {} files in {} (named above)",
             p.skipped,
             a.data.display()
         );
@@ -143,7 +143,10 @@ pub fn eval<M: Modality>(
             String::new()
         }
     );
-    let probes = evaluate_pretrained(
+    for note in &p.notes {
+        eprintln!("note: {note}");
+    }
+    let evaluation = evaluate_pretrained(
         &p,
         EvalOptions {
             finetune,
@@ -162,18 +165,27 @@ pub fn eval<M: Modality>(
         "test_samples": p.data.test.len(),
         "eval": p.config.eval,
         "wall_seconds": started.elapsed().as_secs_f64(),
-        "probes": probes,
+        "eval_notes": p.notes,
+        "probes": evaluation.probes,
+        "representation": evaluation.representation,
     });
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     ssl_framework::fsutil::write_atomic(&out, text.as_bytes())
         .with_context(|| format!("--out {}", out.display()))?;
-    print_probes(split, p.data.test.len(), &probes);
+    print_probes(split, p.data.test.len(), &evaluation.probes);
+    if let Some(r) = &evaluation.representation {
+        println!("{}", r.describe());
+    }
     println!("results: {}", out.display());
     Ok(())
 }
 
 /// Prints probe results as a table.
 pub fn print_probes(split: &str, samples: usize, probes: &[ProbeResult]) {
+    if probes.is_empty() {
+        println!("no probes (the evaluation data has no usable labels)");
+        return;
+    }
     println!("top-1 accuracy on the {split} split ({samples} samples)");
     let w = probes
         .iter()

@@ -3,7 +3,7 @@
 use crate::checkpoint_cmds::{CheckpointArgs, CheckpointCommand};
 use crate::common::{one_line, parse_device, read_config};
 use crate::modalities::{self, BuiltIn, Visitor};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Parser, Subcommand};
 use ssl_framework::modality::Modality;
@@ -35,6 +35,11 @@ enum Command {
         /// $SSL_DATA_DIR, then the cache folder (downloading CIFAR-10 there when needed).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// A separate labelled dataset (folder or .tar.gz) for the kNN and linear probes, read
+        /// with the run's `[data]` section: pre-train on --data (labels or not), probe on this
+        /// (same as --set eval.data=DIR).
+        #[arg(long, value_name = "DIR")]
+        eval_data: Option<PathBuf>,
         /// Override a config key, e.g. `--set train.epochs=20` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -111,7 +116,8 @@ struct CheckpointSource {
     /// A run folder, or one of its checkpoints/step-N folders (default: the newest).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Dataset folder or .tar.gz archive; default: as `ssl train` finds the run's dataset.
+    /// Dataset folder or .tar.gz archive; default: the data the run recorded (for `ssl eval`,
+    /// its eval.data when it had one), else as `ssl train` finds the run's dataset.
     #[arg(long)]
     data: Option<PathBuf>,
     /// The checkpoint's modality (default: the one it records).
@@ -161,10 +167,39 @@ fn open_checkpoint(
     Ok((dir, modality, state.config))
 }
 
-fn checkpoint_args(source: CheckpointSource) -> Result<(&'static BuiltIn, CheckpointArgs)> {
+/// `source.data`, else for `ssl eval` the run's `eval.data`, else the data folder the
+/// checkpoint records (when it still exists), else the run's dataset found as `ssl train` does.
+fn checkpoint_args(
+    source: CheckpointSource,
+    probing: bool,
+) -> Result<(&'static BuiltIn, CheckpointArgs)> {
     let (dir, modality, config) = open_checkpoint(&source.checkpoint, source.modality)?;
     let dataset = config["data"]["dataset"].as_str().unwrap_or_default();
-    let data = (modality.locate_data)(source.data, dataset)?;
+    let eval_data = config["eval"]["data"]
+        .as_str()
+        .filter(|d| probing && !d.is_empty())
+        .map(PathBuf::from);
+    let recorded = ssl_framework::checkpoint::read_state(&dir)?.data_root;
+    let data = match (source.data, eval_data, recorded) {
+        (Some(d), _, _) => (modality.locate_data)(Some(d), dataset)?,
+        (None, Some(d), _) => {
+            eprintln!("data: the run's eval.data, {}", d.display());
+            (modality.locate_data)(Some(d), dataset).context("the run's eval.data")?
+        }
+        (None, None, Some(d)) if d.exists() => {
+            eprintln!("data: the run's own, {}", d.display());
+            d
+        }
+        (None, None, recorded) => {
+            if let Some(d) = recorded {
+                eprintln!(
+                    "note: the run's data folder {} is gone; looking for dataset `{dataset}`",
+                    d.display()
+                );
+            }
+            (modality.locate_data)(None, dataset)?
+        }
+    };
     Ok((
         modality,
         CheckpointArgs {
@@ -189,21 +224,34 @@ fn print_table(report: &ssl_framework::train::RunReport) {
     let samples = report.results["test_samples"].as_u64().unwrap_or(0) as usize;
     crate::checkpoint_cmds::print_probes(split, samples, &report.probes);
     let r = &report.results;
+    if let Ok(rep) = serde_json::from_value::<ssl_framework::eval::RepresentationReport>(
+        r["representation"].clone(),
+    ) {
+        println!("{}", rep.describe());
+    }
     println!(
-        "steps {} | train {:.0} s | {:.0} images/s | wall {:.0} s | final loss {:.4} | collapse std {:.4}",
+        "steps {} | train {:.0} s | {:.0} images/s | wall {:.0} s | final loss {:.4} | collapse std {:.4} rank {:.1}",
         r["steps"],
         r["train_seconds"].as_f64().unwrap_or(0.0),
         r["train_images_per_sec"].as_f64().unwrap_or(0.0),
         r["wall_seconds"].as_f64().unwrap_or(0.0),
         r["final_loss"].as_f64().unwrap_or(f64::NAN),
         r["final_collapse_std"].as_f64().unwrap_or(f64::NAN),
+        r["final_effective_rank"].as_f64().unwrap_or(f64::NAN),
     );
+    let warnings = r["warnings"].as_array().map_or(0, Vec::len);
+    if warnings > 0 {
+        println!(
+            "{warnings} warning(s) about this run (above, and in results.json \"warnings\"): its figures may not mean what they seem"
+        );
+    }
 }
 
 /// What every modality's `train` takes from the command line.
 struct Common {
     config: Option<PathBuf>,
     data: Option<PathBuf>,
+    eval_data: Option<PathBuf>,
     overrides: Vec<String>,
     device: Device,
     out: Option<PathBuf>,
@@ -217,8 +265,14 @@ struct Train(Common);
 impl Visitor for Train {
     type Out = Result<()>;
     fn visit<M: Modality>(self, entry: &'static BuiltIn, new: fn() -> M) -> Result<()> {
-        let c = self.0;
+        let mut c = self.0;
         let name = entry.name;
+        if let Some(d) = c.eval_data.take() {
+            let dir = (entry.locate_data)(Some(d), "").context("--eval-data")?;
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            let value = toml::Value::String(dir.display().to_string());
+            c.overrides.push(format!("eval.data={value}"));
+        }
         let cfg = read_config::<M>(c.config.as_deref(), entry.default_config, &c.overrides)?;
         let dataset = modalities::dataset(&cfg);
         let data_root = (entry.locate_data)(c.data, &dataset)?;
@@ -236,7 +290,9 @@ impl Visitor for Train {
             progress: c.progress,
             pause_at_step: None,
             random_init: true,
+            stop: crate::signals::stop_request(),
         };
+        crate::signals::install().context("installing the SIGINT/SIGTERM handlers")?;
         let report = train_and_evaluate(new(), cfg, &opts)?;
         print_table(&report);
         let plot = out_dir.join("training.svg");
@@ -259,6 +315,7 @@ pub fn run() -> Result<()> {
             modality,
             config,
             data,
+            eval_data,
             mut overrides,
             device,
             out,
@@ -277,6 +334,7 @@ pub fn run() -> Result<()> {
             let common = Common {
                 config,
                 data,
+                eval_data,
                 overrides,
                 device,
                 out,
@@ -290,7 +348,7 @@ pub fn run() -> Result<()> {
             no_finetune,
             out,
         } => {
-            let (modality, args) = checkpoint_args(source)?;
+            let (modality, args) = checkpoint_args(source, true)?;
             modality.visit(CheckpointCommand::Eval {
                 args,
                 finetune: !no_finetune,
@@ -298,7 +356,7 @@ pub fn run() -> Result<()> {
             })
         }
         Command::Embed { source, out, split } => {
-            let (modality, args) = checkpoint_args(source)?;
+            let (modality, args) = checkpoint_args(source, false)?;
             modality.visit(CheckpointCommand::Embed { args, split, out })
         }
         Command::Export {

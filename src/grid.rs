@@ -342,6 +342,7 @@ impl Visitor for SettingRun<'_> {
             progress: true,
             pause_at_step: None,
             random_init: true,
+            stop: crate::signals::stop_request(),
         };
         let report = train_and_evaluate(new(), cfg, &opts)?;
         if let Err(e) =

@@ -8,6 +8,9 @@ mod common;
 mod grid;
 mod modalities;
 mod search_cmd;
+mod signals;
+
+use ssl_framework::train::TrainError;
 
 fn main() {
     allocator::keep_freed_buffers();
@@ -18,6 +21,24 @@ fn main() {
     }
     if let Err(e) = cli::run() {
         eprintln!("error: {}", common::one_line(&e));
+        // A run stopped by SIGINT/SIGTERM says how to go on, and exits as the signal would.
+        let interrupted = e
+            .chain()
+            .find_map(|c| match c.downcast_ref::<TrainError>() {
+                Some(TrainError::Interrupted {
+                    signal, checkpoint, ..
+                }) => Some((*signal, checkpoint.clone())),
+                _ => None,
+            });
+        if let Some((signal, checkpoint)) = interrupted {
+            let args: Vec<String> = std::env::args().collect();
+            // `<out>/checkpoints/step-N` of `ssl train`; a search resumes from its own folder.
+            let out = (args.get(1).map(String::as_str) == Some("train"))
+                .then(|| checkpoint.parent().and_then(std::path::Path::parent))
+                .flatten();
+            eprintln!("resume with: {}", signals::resume_command(&args, out));
+            std::process::exit(128 + signal as i32);
+        }
         std::process::exit(1);
     }
 }

@@ -228,7 +228,9 @@ impl Visitor for Study<'_> {
             devices: self.devices,
             resume: self.resume,
             progress: self.progress,
+            stop: crate::signals::stop_request(),
         };
+        crate::signals::install()?;
         Ok(search(
             make,
             self.base_text,

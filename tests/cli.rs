@@ -258,7 +258,7 @@ fn bad_input_gives_one_line_errors() {
         ),
         (
             vec!["train", "--modality", "vision", "--data", d, "--out", &out],
-            "no image dataset found",
+            "no .jpg/.jpeg/.png",
         ),
     ];
     for (args, needle) in cases {

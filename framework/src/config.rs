@@ -331,6 +331,23 @@ pub struct EvalConfig {
     pub finetune_fractions: Vec<f64>,
     /// Fine-tuning: the label sets to fine-tune on (empty: every label set).
     pub finetune_labels: Vec<String>,
+    /// A separate labelled dataset (a folder read with the run's `[data]` section) to probe on,
+    /// instead of the pre-training data: the standard protocol of pre-training on unlabelled
+    /// data and probing on a labelled set. Empty: the pre-training data's own splits.
+    /// `ssl train --eval-data DIR` sets it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub data: String,
+    /// At most this many samples for the label-free metrics of the features (effective rank
+    /// and spread; see `eval::representation`).
+    #[serde(skip_serializing_if = "is_default_rank_samples")]
+    pub rank_samples: usize,
+}
+
+/// The default of [`EvalConfig::rank_samples`].
+pub const DEFAULT_RANK_SAMPLES: usize = 4096;
+
+fn is_default_rank_samples(n: &usize) -> bool {
+    *n == DEFAULT_RANK_SAMPLES
 }
 
 /// Which split evaluation scores on (see [`EvalConfig::split`]).
@@ -363,6 +380,8 @@ impl Default for EvalConfig {
             finetune_batch_size: 64,
             finetune_fractions: vec![1.0, 0.1, 0.01],
             finetune_labels: Vec::new(),
+            data: String::new(),
+            rank_samples: DEFAULT_RANK_SAMPLES,
         }
     }
 }
@@ -406,6 +425,7 @@ impl ConfigSection for EvalConfig {
         for (i, f) in self.finetune_fractions.iter().enumerate() {
             check_f64(&format!("{p}.finetune_fractions[{i}]"), *f, 1e-6, 1.0)?;
         }
+        check_positive(&format!("{p}.rank_samples"), self.rank_samples)?;
         check_positive(&format!("{p}.batch_size"), self.batch_size)
     }
 }

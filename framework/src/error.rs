@@ -50,6 +50,27 @@ pub enum TrainError {
     /// `--resume` without a checkpoint, or a new run over an existing one.
     #[error("{0}")]
     Resume(String),
+    /// Another live process holds the run folder (`train::run_lock`).
+    #[error("{dir} is in use by process {}: wait for it to end, or choose another output folder", .owner.map_or_else(|| "(unknown pid)".to_string(), |p| p.to_string()))]
+    Busy {
+        /// The run folder.
+        dir: PathBuf,
+        /// The owner's pid, as written in the lock file.
+        owner: Option<u32>,
+    },
+    /// A stop was requested (`train::StopRequest`, e.g. SIGINT or SIGTERM): the
+    /// optimizer step under way finished and a checkpoint of it was written.
+    #[error("stopped by {} after optimizer step {step} of {total_steps}; checkpoint {checkpoint}", signal_name(*.signal))]
+    Interrupted {
+        /// The signal number that asked (2: SIGINT, 15: SIGTERM).
+        signal: usize,
+        /// Optimizer steps done.
+        step: usize,
+        /// Optimizer steps of the whole run.
+        total_steps: usize,
+        /// The checkpoint folder of that step.
+        checkpoint: PathBuf,
+    },
 }
 
 /// Maps an I/O error on `path` to [`TrainError::Io`].
@@ -77,5 +98,15 @@ impl CheckpointError {
             path: path.to_path_buf(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// The conventional name of a signal number (`SIGINT`, `SIGTERM`), else `signal N`.
+pub fn signal_name(signal: usize) -> String {
+    match signal {
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
     }
 }

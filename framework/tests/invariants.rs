@@ -324,6 +324,7 @@ fn run_toy(
         progress: false,
         pause_at_step: None,
         random_init: true,
+        stop: Default::default(),
     };
     train_and_evaluate(Toy, toy::config(overrides), &opts).unwrap()
 }
@@ -422,7 +423,8 @@ fn evaluation_reads_the_online_encoder_and_changes_nothing() {
         2,
         &device(),
     )
-    .unwrap();
+    .unwrap()
+    .probes;
     assert_eq!(
         probes[0].trained_top1, report.probes[0].trained_top1,
         "the trainer's kNN read the online encoder f"
@@ -445,7 +447,8 @@ fn evaluation_reads_the_online_encoder_and_changes_nothing() {
         2,
         &device(),
     )
-    .unwrap();
+    .unwrap()
+    .probes;
     assert_eq!(
         probes_t[0].trained_top1, probes[0].trained_top1,
         "a target made now is a copy: same features"
@@ -502,6 +505,7 @@ fn resume_continues_with_the_same_losses() {
         progress: false,
         pause_at_step: None,
         random_init: true,
+        stop: Default::default(),
     };
     let e = train_and_evaluate(Toy, toy::config(&[]), &opts)
         .unwrap_err()
@@ -516,6 +520,7 @@ fn resume_continues_with_the_same_losses() {
         progress: false,
         pause_at_step: None,
         random_init: true,
+        stop: Default::default(),
     };
     assert!(
         train_and_evaluate(Toy, toy::config(&[]), &opts)
@@ -536,6 +541,7 @@ fn batch_larger_than_the_dataset_is_a_clear_error() {
         progress: false,
         pause_at_step: None,
         random_init: true,
+        stop: Default::default(),
     };
     let e = train_and_evaluate(Toy, toy::config(&["train.batch_size=500"]), &opts)
         .unwrap_err()
@@ -624,6 +630,7 @@ fn toy_options(dir: &std::path::Path) -> RunOptions {
         progress: false,
         pause_at_step: None,
         random_init: true,
+        stop: Default::default(),
     }
 }
 
@@ -784,13 +791,18 @@ fn update_steps_the_optimizer_then_the_ema_and_a_fault_changes_nothing() {
         loss,
         lr,
         tau,
-        collapse_std,
+        collapse,
     } = outcome
     else {
         panic!("{outcome:?}")
     };
     assert_eq!((lr, tau, state.step), (0.5, 0.75, 1));
-    assert!(collapse_std.is_some());
+    let collapse = collapse.expect("asked for");
+    assert!(collapse.std > 0.0 && collapse.rank >= 1.0, "{collapse:?}");
+    assert!(
+        collapse.rank <= collapse.max_rank as f64 + 1e-6,
+        "{collapse:?}"
+    );
     assert!(
         (loss.total - (loss.view1_to_view2 + loss.view2_to_view1)).abs() < 1e-6,
         "{loss:?}"

@@ -35,15 +35,7 @@ fn values<M: Module>(m: &M) -> BTreeMap<String, Vec<f32>> {
 #[test]
 fn eval_of_a_checkpoint_reproduces_the_training_probes_and_fine_tunes_a_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        out_dir: dir.path().to_path_buf(),
-        data_root: dir.path().to_path_buf(),
-        device: Device::flex(),
-        resume: false,
-        progress: false,
-        pause_at_step: None,
-        random_init: true,
-    };
+    let opts = RunOptions::new(dir.path(), dir.path(), Device::flex());
     let report = train_and_evaluate(Toy, toy::config(&[]), &opts).unwrap();
 
     let ckpt = find_checkpoint(dir.path()).unwrap();
@@ -68,6 +60,12 @@ fn eval_of_a_checkpoint_reproduces_the_training_probes_and_fine_tunes_a_copy() {
         },
     )
     .unwrap();
+    // The label-free metrics too: the same features as at the end of training.
+    assert_eq!(
+        serde_json::to_value(&results.representation).unwrap(),
+        report.results["representation"]
+    );
+    let results = results.probes;
 
     // The loaded encoder is the one training evaluated: same seeds, same probe results, bit for
     // bit.

@@ -44,6 +44,9 @@ pub struct StudyOptions {
     pub resume: bool,
     /// Show each run's progress bar (one device only).
     pub progress: bool,
+    /// Stops every trial under way at its next optimizer step, with a checkpoint (the study
+    /// then ends with the trial's [`TrainError::Interrupted`]; `resume` goes on from there).
+    pub stop: ssl_framework::train::StopRequest,
 }
 
 struct ModalityRunner<'a, M: Modality, F: Fn() -> M + Sync> {
@@ -88,6 +91,7 @@ impl<M: Modality, F: Fn() -> M + Sync> ModalityRunner<'_, M, F> {
             progress: self.opts.progress && self.opts.devices.len() == 1,
             pause_at_step,
             random_init,
+            stop: self.opts.stop.clone(),
         };
         match train_and_evaluate((self.make)(), cfg, &opts) {
             Ok(report) => {

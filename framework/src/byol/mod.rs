@@ -10,7 +10,7 @@ pub mod loss;
 pub mod network;
 pub mod step;
 
-pub use collapse::collapse_std;
+pub use collapse::{CollapseMetrics, collapse_std, effective_rank};
 pub use ema::{EmaError, TargetEma, ema_update, tau_at};
 pub use finite::{non_finite_gradient, non_finite_parameter};
 pub use heads::{Mlp, MlpConfig};

@@ -3,7 +3,7 @@
 //! the target's EMA (paper, Section 3.1 and Algorithm 1). Training, `ssl bench`'s step
 //! workloads, the augmentation search (through training) and the invariant tests all call it.
 
-use super::collapse::collapse_std;
+use super::collapse::CollapseMetrics;
 use super::ema::{EmaError, TargetEma};
 use super::finite::non_finite_gradient;
 use super::loss::{LossTerms, byol_loss};
@@ -90,9 +90,9 @@ pub enum StepOutcome {
         lr: f64,
         /// The EMA rate used.
         tau: f64,
-        /// The collapse metric of the last micro-batch's online projections of view 1
-        /// ([`collapse_std`]), when asked for.
-        collapse_std: Option<f64>,
+        /// The collapse metrics of the last micro-batch's online projections of view 1
+        /// ([`CollapseMetrics`]), when asked for.
+        collapse: Option<CollapseMetrics>,
     },
     /// A loss term or a gradient was NaN or infinite: no optimizer step and no EMA (the
     /// parameters and `state.step` are unchanged; BatchNorm running statistics may have seen
@@ -106,7 +106,7 @@ pub enum StepOutcome {
         tau: f64,
         /// The collapse metric, when asked for and computed before the fault was seen (a
         /// non-finite loss of the last micro-batch).
-        collapse_std: Option<f64>,
+        collapse: Option<CollapseMetrics>,
     },
 }
 
@@ -125,11 +125,11 @@ impl StepOutcome {
         }
     }
 
-    /// The collapse metric, when computed.
-    pub fn collapse_std(&self) -> Option<f64> {
+    /// The collapse metrics, when computed.
+    pub fn collapse(&self) -> Option<CollapseMetrics> {
         match self {
-            StepOutcome::Updated { collapse_std, .. } | StepOutcome::Fault { collapse_std, .. } => {
-                *collapse_std
+            StepOutcome::Updated { collapse, .. } | StepOutcome::Fault { collapse, .. } => {
+                *collapse
             }
         }
     }
@@ -144,8 +144,8 @@ impl StepOutcome {
 /// scanned for NaN and infinities before the optimizer runs; a fault drains the step's
 /// remaining micro-batches (so the data stays aligned) and updates nothing.
 ///
-/// `collapse_metric`: also compute [`collapse_std`] on the last micro-batch (a host sync; the
-/// trainer asks at its logging interval).
+/// `collapse_metric`: also compute the [`CollapseMetrics`] of the last micro-batch (host reads;
+/// the trainer asks at its logging interval).
 ///
 /// # Errors
 /// The first error `micro_batches` yields (`Err(L)`), `Ok` otherwise; an iterator that ends
@@ -190,7 +190,7 @@ pub fn update<E: Encoder, L>(
         }
         let (terms, projection) = forward(&online, &target, views);
         if collapse_metric && micro == accumulation {
-            collapse = Some(collapse_std(projection));
+            collapse = Some(CollapseMetrics::of(projection));
         }
         let (v12, v21) = read_terms(&terms);
         if !v12.is_finite() {
@@ -229,7 +229,7 @@ pub fn update<E: Encoder, L>(
                 what,
                 lr,
                 tau,
-                collapse_std: collapse,
+                collapse,
             },
         ));
     }
@@ -244,7 +244,7 @@ pub fn update<E: Encoder, L>(
             loss,
             lr,
             tau,
-            collapse_std: collapse,
+            collapse,
         },
     ))
 }

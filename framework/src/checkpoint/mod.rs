@@ -37,6 +37,10 @@ pub struct CheckpointState {
     /// Optimizer steps (1-based) whose update was skipped after a non-finite loss or gradient.
     #[serde(default)]
     pub skipped_steps: Vec<usize>,
+    /// The data folder the run pre-trained on, as given (absolute when it could be made so):
+    /// where `ssl eval` and `ssl embed` read by default. `None` in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<PathBuf>,
 }
 
 /// The folder of the checkpoint at `step`.
@@ -135,6 +139,7 @@ mod tests {
             config: serde_json::json!({"a": 1}),
             modality_state: serde_json::Value::Null,
             skipped_steps: Vec::new(),
+            data_root: None,
         }
     }
 

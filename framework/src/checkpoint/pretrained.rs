@@ -6,7 +6,7 @@
 use super::{self as checkpoint, CheckpointError, CheckpointState};
 use crate::byol::OnlineNetwork;
 use crate::config::{ExperimentConfig, load_config};
-use crate::data::{EvalData, apply_eval_split, check_probe_labels};
+use crate::data::{EvalData, apply_eval_split, usable_label_sets};
 use crate::error::TrainError;
 use crate::modality::Modality;
 use burn::module::Module;
@@ -66,6 +66,9 @@ pub struct Pretrained<M: Modality> {
     pub dataset: String,
     /// Files skipped as unreadable while loading the dataset.
     pub skipped: usize,
+    /// Why label sets of the data were left out of the probes (see
+    /// [`usable_label_sets`]); empty when every label set is probed.
+    pub notes: Vec<String>,
     /// The plain device.
     pub device: Device,
 }
@@ -87,7 +90,7 @@ pub fn load_pretrained<M: Modality>(
     let (config, _) = checkpoint_config::<M>(dir, overrides)?;
     let mut datasets = modality.load(&config.data, data_root)?;
     apply_eval_split(&mut datasets, &config.eval, config.seed);
-    check_probe_labels(&datasets)?;
+    let notes = usable_label_sets(&mut datasets);
     // After `load`, which derives the state from this data: evaluation uses the run's own.
     let (config, state, encoder) = load_encoder(&modality, dir, overrides, device)?;
     Ok(Pretrained {
@@ -99,6 +102,7 @@ pub fn load_pretrained<M: Modality>(
         dataset: datasets.name.clone(),
         skipped: datasets.skipped,
         data: EvalData::from_datasets(datasets),
+        notes,
         device: device.clone(),
     })
 }

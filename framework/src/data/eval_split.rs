@@ -1,7 +1,7 @@
 //! The splits an evaluation reads: the test split, or a seeded validation part of the training
-//! split (`eval.split`), and the check that the probes have labels to tell apart.
+//! split (`eval.split`), and the label sets the probes can use.
 
-use super::{DataError, Datasets, LabelSet, Split};
+use super::{Datasets, LabelSet, Split};
 use crate::config::{EvalConfig, EvalSplit};
 use std::sync::Arc;
 
@@ -46,19 +46,19 @@ pub fn apply_eval_split<I>(datasets: &mut Datasets<I>, eval: &EvalConfig, seed: 
     }
 }
 
-/// Every label set must have at least two classes among the training samples and some test
-/// samples, or the probes have nothing to tell apart.
-///
-/// # Errors
-/// [`DataError::Unusable`] naming the dataset, the label set and its classes.
-pub fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
-    if datasets.test.is_empty() {
-        return Err(DataError::Unusable(format!(
-            "{}: the evaluation split has no samples",
-            datasets.name
-        )));
-    }
-    for ls in &datasets.train.label_sets {
+/// Drops the label sets the probes cannot use, from both splits, and says why in one
+/// sentence each: fewer than 2 classes among the labelled training samples, or no labelled
+/// held-out sample. When no label set is left, the last sentence says that the probes are
+/// skipped and how to probe (`--eval-data`, `eval.split`). Evaluation then reports the
+/// label-free metrics only.
+pub fn usable_label_sets<I>(datasets: &mut Datasets<I>) -> Vec<String> {
+    let had_labels = !datasets.train.label_sets.is_empty();
+    let mut notes = Vec::new();
+    let train_sets = std::mem::take(&mut datasets.train.label_sets);
+    let mut test_sets = std::mem::take(&mut datasets.test.label_sets);
+    let mut kept_train = Vec::new();
+    let mut kept_test = Vec::new();
+    for ls in train_sets {
         let mut present: Vec<usize> = ls
             .labels
             .iter()
@@ -67,19 +67,115 @@ pub fn check_probe_labels<I>(datasets: &Datasets<I>) -> Result<(), DataError> {
             .collect();
         present.sort_unstable();
         present.dedup();
+        let test = test_sets
+            .iter()
+            .position(|t| t.name == ls.name)
+            .map(|i| test_sets.remove(i));
+        let test_labelled = test.as_ref().map_or(0, |t| t.labelled().len());
         if present.len() < 2 {
             let names: Vec<&str> = present
                 .iter()
                 .filter_map(|&c| ls.classes.get(c).map(String::as_str))
                 .collect();
-            return Err(DataError::Unusable(format!(
-                "{}: the training split has {} class(es) of label set `{}` ({}); the linear probe and kNN need at least 2",
-                datasets.name,
-                present.len(),
+            notes.push(format!(
+                "no probes on label set `{}`: the training split has {} class(es) ({}), the kNN and linear probes need at least 2",
                 ls.name,
+                present.len(),
                 names.join(", ")
-            )));
+            ));
+        } else if datasets.test.is_empty() {
+            notes.push(format!(
+                "no probes on label set `{}`: the data has no held-out split (test/ or val/); set eval.split = \"validation\" to hold out part of the training split, or give --eval-data DIR",
+                ls.name
+            ));
+        } else if test_labelled == 0 {
+            notes.push(format!(
+                "no probes on label set `{}`: no held-out sample has one of its classes",
+                ls.name
+            ));
+        } else if let Some(test) = test {
+            kept_train.push(ls);
+            kept_test.push(test);
         }
     }
-    Ok(())
+    if kept_train.is_empty() {
+        notes.push(format!(
+            "probes skipped: the data has {}; evaluation reports the label-free metrics (effective rank, spread) only. To probe, give --eval-data DIR (a labelled dataset; eval.data in a config)",
+            if had_labels { "no label set the probes can use" } else { "no labels" }
+        ));
+    }
+    datasets.train.label_sets = kept_train;
+    datasets.test.label_sets = kept_test;
+    notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(n: usize, classes: &[&str], labels: Vec<usize>) -> Split<usize> {
+        Split {
+            items: (0..n).collect(),
+            label_sets: vec![LabelSet {
+                name: "class".into(),
+                classes: classes.iter().map(|c| c.to_string()).collect(),
+                labels,
+            }],
+        }
+    }
+
+    #[test]
+    fn unusable_label_sets_are_dropped_with_a_reason() {
+        let mut d = Datasets {
+            name: "d".into(),
+            train: split(4, &["a", "b"], vec![0, 1, 0, 1]),
+            test: split(2, &["a", "b"], vec![1, 0]),
+            skipped: 0,
+        };
+        assert!(usable_label_sets(&mut d).is_empty());
+        assert_eq!(d.train.label_sets.len(), 1);
+        assert_eq!(d.test.label_sets.len(), 1);
+        // One class: dropped, and the probes are skipped.
+        let mut d = Datasets {
+            name: "d".into(),
+            train: split(3, &["cats"], vec![0, 0, 0]),
+            test: split(1, &["cats"], vec![0]),
+            skipped: 0,
+        };
+        let notes = usable_label_sets(&mut d);
+        assert!(notes[0].contains("1 class(es) (cats)"), "{notes:?}");
+        assert!(notes[1].starts_with("probes skipped"), "{notes:?}");
+        assert!(d.train.label_sets.is_empty() && d.test.label_sets.is_empty());
+        // Labels but no held-out split.
+        let mut d = Datasets {
+            name: "d".into(),
+            train: split(4, &["a", "b"], vec![0, 1, 0, 1]),
+            test: Split {
+                items: vec![],
+                label_sets: vec![],
+            },
+            skipped: 0,
+        };
+        let notes = usable_label_sets(&mut d);
+        assert!(
+            notes[0].contains("eval.split = \"validation\""),
+            "{notes:?}"
+        );
+        // No labels at all.
+        let mut d = Datasets {
+            name: "d".into(),
+            train: Split {
+                items: vec![1, 2],
+                label_sets: vec![],
+            },
+            test: Split {
+                items: vec![],
+                label_sets: vec![],
+            },
+            skipped: 0,
+        };
+        let notes = usable_label_sets(&mut d);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("has no labels"), "{notes:?}");
+    }
 }

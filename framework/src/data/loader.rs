@@ -277,12 +277,26 @@ pub fn eval_batches<M: Modality>(
     batch_size: usize,
     workers: usize,
 ) -> OrderedParallel<M::Batch> {
-    let n = items.len();
+    let rows = Arc::new((0..items.len()).collect());
+    eval_batches_of_rows(modality, items, rows, ops, batch_size, workers)
+}
+
+/// As [`eval_batches`], over the items `rows` (indices into `items`, in that order).
+pub fn eval_batches_of_rows<M: Modality>(
+    modality: Arc<M>,
+    items: Arc<Vec<M::Item>>,
+    rows: Arc<Vec<usize>>,
+    ops: Arc<Vec<M::Op>>,
+    batch_size: usize,
+    workers: usize,
+) -> OrderedParallel<M::Batch> {
+    let n = rows.len();
     let batches = n.div_ceil(batch_size);
     OrderedParallel::new(0..batches, workers, 4, move |b| {
         let mut rng = StdRng::seed_from_u64(0);
-        let samples = (b * batch_size..((b + 1) * batch_size).min(n))
-            .map(|i| {
+        let samples = rows[b * batch_size..((b + 1) * batch_size).min(n)]
+            .iter()
+            .map(|&i| {
                 ops.apply(
                     modality.to_sample(&items[i]),
                     &mut AugmentContext::new(&mut rng),

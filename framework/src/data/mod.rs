@@ -1,10 +1,11 @@
 //! Datasets, splits, and the parallel two-view loader.
 
 pub mod eval_split;
+pub mod folder;
 pub mod loader;
 pub mod locate;
 
-pub use eval_split::{EvalData, apply_eval_split, check_probe_labels};
+pub use eval_split::{EvalData, apply_eval_split, usable_label_sets};
 
 use std::path::PathBuf;
 
@@ -136,6 +137,22 @@ pub struct Split<I> {
 }
 
 impl<I> Split<I> {
+    /// A split without samples that has the label sets (names and classes) of `other`: the
+    /// held-out split of data that has none.
+    pub fn empty_like<J>(other: &Split<J>) -> Self {
+        Split {
+            items: Vec::new(),
+            label_sets: other
+                .label_sets
+                .iter()
+                .map(|ls| LabelSet {
+                    labels: Vec::new(),
+                    ..ls.clone()
+                })
+                .collect(),
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.items.len()

@@ -1,6 +1,6 @@
 //! Feature extraction with a frozen encoder.
 
-use crate::data::loader::{WorkerError, eval_batches};
+use crate::data::loader::{WorkerError, eval_batches_of_rows};
 use crate::encoder::Encoder;
 use crate::modality::Modality;
 use burn::prelude::*;
@@ -39,7 +39,8 @@ impl Features {
 }
 
 /// Runs `encoder` (a validation copy: plain device, BatchNorm in eval mode) over `items` through
-/// the deterministic `ops`, in batches of `batch_size` prepared on `workers` threads.
+/// the deterministic `ops`, in batches of `batch_size` prepared on `workers` threads. Returns
+/// `[items.len(), encoder.dim()]` features.
 ///
 /// # Errors
 /// [`WorkerError`] when a data worker fails.
@@ -52,9 +53,31 @@ pub fn extract_features<M: Modality>(
     workers: usize,
     device: &Device,
 ) -> Result<Features, WorkerError> {
+    let rows = Arc::new((0..items.len()).collect());
+    extract_features_of_rows(
+        modality, encoder, items, rows, ops, batch_size, workers, device,
+    )
+}
+
+/// As [`extract_features`], for the items `rows` only (indices into `items`, in that order):
+/// `[rows.len(), encoder.dim()]` features.
+///
+/// # Errors
+/// [`WorkerError`] when a data worker fails.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_features_of_rows<M: Modality>(
+    modality: &Arc<M>,
+    encoder: &M::Encoder,
+    items: Arc<Vec<M::Item>>,
+    rows: Arc<Vec<usize>>,
+    ops: Arc<Vec<M::Op>>,
+    batch_size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<Features, WorkerError> {
     let dim = encoder.dim();
-    let mut data = Vec::with_capacity(items.len() * dim);
-    for batch in eval_batches(modality.clone(), items, ops, batch_size, workers) {
+    let mut data = Vec::with_capacity(rows.len() * dim);
+    for batch in eval_batches_of_rows(modality.clone(), items, rows, ops, batch_size, workers) {
         let input = modality.to_input(batch?, device);
         let out = encoder.forward(input);
         let values = out

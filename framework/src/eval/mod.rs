@@ -3,18 +3,22 @@
 //! metric. Evaluation works on a validation copy (`Module::valid`), so it never changes the
 //! encoder's parameters or BatchNorm statistics.
 
+pub mod eval_data;
 pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
 pub mod protocol;
+pub mod representation;
 
 pub use crate::byol::collapse::collapse_std;
-pub use features::{Features, extract_features};
+pub use eval_data::prepare_eval_data;
+pub use features::{Features, extract_features, extract_features_of_rows};
 pub use finetune::{Classifier, FinetuneConfig, balanced_fraction, finetune_top1};
 pub use knn::knn_top1;
 pub use linear_probe::{ProbeConfig, linear_probe_top1};
-pub use protocol::{EvalOptions, evaluate_encoder, evaluate_pretrained};
+pub use protocol::{EvalOptions, Evaluation, evaluate_encoder, evaluate_pretrained};
+pub use representation::RepresentationReport;
 
 use serde::{Deserialize, Serialize};
 

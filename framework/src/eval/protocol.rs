@@ -3,9 +3,10 @@
 //! (docs/design.md), and, for a checkpoint, fine-tuning on fractions of the labels (the paper's
 //! semi-supervised protocol, Table 2). Nothing here changes the encoders it is given.
 
+use super::representation::{RepresentationReport, feature_metrics, sample_rows};
 use super::{
-    FinetuneConfig, ProbeConfig, ProbeResult, balanced_fraction, extract_features, finetune_top1,
-    knn_top1, linear_probe_top1,
+    FinetuneConfig, ProbeConfig, ProbeResult, balanced_fraction, extract_features,
+    extract_features_of_rows, finetune_top1, knn_top1, linear_probe_top1,
 };
 use crate::checkpoint::{Pretrained, random_init_encoder};
 use crate::data::EvalData;
@@ -17,9 +18,20 @@ use burn::module::Module;
 use burn::tensor::Device;
 use std::sync::Arc;
 
-/// Evaluates `trained` (and `random_init`, when given) with kNN and a linear probe for every
-/// label set of the test split. Both encoders must be validation copies on the plain `device`;
-/// nothing here changes them.
+/// What [`evaluate_encoder`] found.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// kNN and linear probe for every label set of the data (empty when it has none).
+    pub probes: Vec<ProbeResult>,
+    /// The label-free metrics of the features, when the data has at least 2 samples.
+    pub representation: Option<RepresentationReport>,
+}
+
+/// Evaluates `trained` (and `random_init`, when given): kNN and a linear probe for every label
+/// set of `data` (fitted on its training split, scored on its held-out split), and the
+/// label-free metrics of the features ([`RepresentationReport`]) on up to `eval.rank_samples`
+/// held-out samples (training samples when there is no held-out split). Both encoders must be
+/// validation copies on the plain `device`; nothing here changes them.
 ///
 /// # Errors
 /// [`TrainError::Worker`] when feature extraction fails.
@@ -34,7 +46,43 @@ pub fn evaluate_encoder<M: Modality>(
     eval_ops: &Arc<Vec<M::Op>>,
     workers: usize,
     device: &Device,
-) -> Result<Vec<ProbeResult>, TrainError> {
+) -> Result<Evaluation, TrainError> {
+    let probing = !data.train_labels.is_empty() && !data.test.is_empty();
+    let (rank_items, split) = if data.test.len() >= 2 {
+        (&data.test, "held-out")
+    } else {
+        (&data.train, "train")
+    };
+    let rank_rows = sample_rows(rank_items.len(), eval.rank_samples, seed);
+    let representation =
+        |f: &crate::eval::Features| (f.len() >= 2).then(|| feature_metrics(f, device));
+    if !probing {
+        let rows = Arc::new(rank_rows);
+        let metrics = |enc: &M::Encoder| -> Result<_, TrainError> {
+            let f = extract_features_of_rows(
+                modality,
+                enc,
+                rank_items.clone(),
+                rows.clone(),
+                eval_ops.clone(),
+                eval.batch_size,
+                workers,
+                device,
+            )?;
+            Ok(representation(&f))
+        };
+        let trained_m = metrics(trained)?;
+        let random_m = random_init.map(metrics).transpose()?.flatten();
+        return Ok(Evaluation {
+            probes: Vec::new(),
+            representation: trained_m.map(|t| RepresentationReport {
+                split: split.into(),
+                samples: rows.len(),
+                trained: t,
+                random_init: random_m,
+            }),
+        });
+    }
     let features = |enc: &M::Encoder| -> Result<_, TrainError> {
         let tr = extract_features(
             modality,
@@ -120,7 +168,19 @@ pub fn evaluate_encoder<M: Modality>(
             random_init_top1: random_f.as_ref().map(linear),
         });
     }
-    Ok(out)
+    let rank_of = |(_, te): &(crate::eval::Features, crate::eval::Features)| {
+        representation(&te.select(&rank_rows))
+    };
+    let report = rank_of(&trained_f).map(|t| RepresentationReport {
+        split: split.into(),
+        samples: rank_rows.len(),
+        trained: t,
+        random_init: random_f.as_ref().and_then(rank_of),
+    });
+    Ok(Evaluation {
+        probes: out,
+        representation: report,
+    })
 }
 
 /// What [`evaluate_pretrained`] runs besides kNN and the linear probe.
@@ -141,7 +201,7 @@ pub struct EvalOptions {
 pub fn evaluate_pretrained<M: Modality>(
     p: &Pretrained<M>,
     opts: EvalOptions,
-) -> Result<Vec<ProbeResult>, TrainError> {
+) -> Result<Evaluation, TrainError> {
     let cfg = &p.config;
     let workers = resolve_workers(cfg.train.num_workers);
     let data = &p.data;
@@ -167,7 +227,7 @@ pub fn evaluate_pretrained<M: Modality>(
     }
     let eval_ops = Arc::new(clone_ops(&cfg.augment.eval));
     let random = random_init_encoder(p)?;
-    let mut results = evaluate_encoder(
+    let evaluation = evaluate_encoder(
         &p.modality,
         &cfg.eval,
         cfg.seed,
@@ -178,13 +238,22 @@ pub fn evaluate_pretrained<M: Modality>(
         workers,
         &p.device,
     )?;
+    let representation = evaluation.representation;
+    let mut results = evaluation.probes;
     if opts.verbose {
         for r in &results {
             eprintln!("{}", describe(r));
         }
+        if let Some(r) = &representation {
+            eprintln!("{}", r.describe());
+        }
     }
+    let done = |probes| Evaluation {
+        probes,
+        representation: representation.clone(),
+    };
     if !opts.finetune {
-        return Ok(results);
+        return Ok(done(results));
     }
     let ft_ops = Arc::new(if cfg.augment.finetune.is_empty() {
         clone_ops(&cfg.augment.eval)
@@ -242,7 +311,7 @@ pub fn evaluate_pretrained<M: Modality>(
             results.push(r);
         }
     }
-    Ok(results)
+    Ok(done(results))
 }
 
 /// `0.1` -> `"10"`, `0.01` -> `"1"`, `0.005` -> `"0.5"`.

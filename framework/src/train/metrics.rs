@@ -21,6 +21,10 @@ pub struct MetricsRecord {
     /// Collapse metric: std of the L2-normalized online projections (about `1/sqrt(dim)` when
     /// healthy, 0 when collapsed).
     pub collapse_std: f64,
+    /// Effective rank (RankMe) of the same projections, at most `min(batch, projection_dim)`;
+    /// falls when the outputs span few directions (dimensional collapse).
+    #[serde(default)]
+    pub effective_rank: f64,
     /// Training samples per second (each sample gives two views) since the previous line.
     pub images_per_sec: f64,
     /// Fraction of time since the previous line that the trainer waited for data.
@@ -108,6 +112,7 @@ mod tests {
             lr: 0.1,
             tau: 0.99,
             collapse_std: 0.05,
+            effective_rank: 30.0,
             images_per_sec: 10.0,
             data_wait_fraction: 0.0,
             collapsed: false,

@@ -16,7 +16,6 @@ pub struct Progress {
     window_wait: f64,
     /// Seconds spent waiting for data since training started.
     pub total_wait: f64,
-    collapse_warned: bool,
 }
 
 impl Progress {
@@ -44,7 +43,6 @@ impl Progress {
             window_samples: 0,
             window_wait: 0.0,
             total_wait: 0.0,
-            collapse_warned: false,
         }
     }
 
@@ -83,21 +81,16 @@ impl Progress {
         figures
     }
 
-    /// Shows a logged step; warns once when the collapse metric falls below `collapse_floor`.
-    pub fn show(&mut self, record: &MetricsRecord, collapse_floor: f64) {
-        if record.collapsed && !self.collapse_warned {
-            self.collapse_warned = true;
-            self.say(format!(
-                "warning: representation collapse at step {}: std of the normalized projections {:.5} < {:.5} ({} / sqrt(projection_dim)); the outputs no longer depend on the input",
-                record.step,
-                record.collapse_std,
-                collapse_floor,
-                super::results::COLLAPSE_THRESHOLD
-            ));
-        }
+    /// Shows a logged step.
+    pub fn show(&mut self, record: &MetricsRecord) {
         let line = format!(
-            "loss {:.4} | lr {:.4} | tau {:.5} | collapse {:.4} | {:.0} img/s",
-            record.loss, record.lr, record.tau, record.collapse_std, record.images_per_sec
+            "loss {:.4} | lr {:.4} | tau {:.5} | collapse std {:.4} rank {:.1} | {:.0} img/s",
+            record.loss,
+            record.lr,
+            record.tau,
+            record.collapse_std,
+            record.effective_rank,
+            record.images_per_sec
         );
         if self.bar.is_hidden() {
             eprintln!(

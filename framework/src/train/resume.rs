@@ -104,6 +104,8 @@ pub struct Checkpointer {
     pub total_steps: usize,
     /// Checkpoints kept.
     pub keep: usize,
+    /// The run's data folder, recorded in every checkpoint.
+    pub data_root: Option<PathBuf>,
 }
 
 impl Checkpointer {
@@ -128,6 +130,7 @@ impl Checkpointer {
             config: self.config.clone(),
             modality_state,
             skipped_steps: skipped_steps.to_vec(),
+            data_root: self.data_root.clone(),
         };
         // burn defers BatchNorm running-statistic updates; `valid()` applies them, so the
         // checkpoint holds the current statistics.

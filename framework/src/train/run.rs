@@ -2,18 +2,21 @@
 //! random-init baseline, with checkpoints, resume, a metrics log and `results.json`. The step
 //! itself is [`crate::byol::update()`]; the loop around it is `train_loop`.
 
+use super::config_warnings::config_warnings;
 use super::metrics::MetricsWriter;
 use super::progress::Progress;
 use super::results::{RunReport, collapse_floor, write_results};
 use super::resume::{Checkpointer, finished_report, load_state, resume_identity, resume_point};
+use super::run_lock::RunLock;
+use super::stop::StopRequest;
 use super::train_loop::{LoopSetup, run_steps};
 use crate::byol::{ByolState, OnlineNetwork, StepSchedules, TargetEma};
 use crate::checkpoint;
 use crate::config::{ExperimentConfig, OnNan};
 use crate::data::loader::resolve_workers;
-use crate::data::{DataError, Datasets, EvalData, apply_eval_split, check_probe_labels};
+use crate::data::{DataError, Datasets, EvalData};
 use crate::error::{TrainError, io_err};
-use crate::eval::evaluate_encoder;
+use crate::eval::{ProbeResult, evaluate_encoder, prepare_eval_data};
 use crate::modality::Modality;
 use crate::optim::{LrSchedule, build_optimizer, peak_lr};
 use burn::module::Module;
@@ -45,6 +48,10 @@ pub struct RunOptions {
     /// evaluation has one; the augmentation search turns it off for its trials, whose scores
     /// are only compared with each other).
     pub random_init: bool,
+    /// A stop request checked after every optimizer step (the `ssl` binary sets it on SIGINT
+    /// and SIGTERM): the run then writes a checkpoint and returns
+    /// [`TrainError::Interrupted`]. Default: never set.
+    pub stop: StopRequest,
 }
 
 impl RunOptions {
@@ -59,6 +66,7 @@ impl RunOptions {
             progress: false,
             pause_at_step: None,
             random_init: true,
+            stop: StopRequest::new(),
         }
     }
 }
@@ -81,8 +89,18 @@ pub fn train_and_evaluate<M: Modality>(
 ) -> Result<RunReport, TrainError> {
     let wall = Instant::now();
     cfg.validate()?;
+    let mut warnings = config_warnings(&cfg);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let config_json = cfg.to_json();
     let out = &opts.out_dir;
+    // One process per run folder: locked now when it exists, else as soon as it is made.
+    let lock = if out.is_dir() {
+        Some(RunLock::acquire(out)?)
+    } else {
+        None
+    };
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_checkpoints(&ckpt_root);
     let resume_from = resume_point(opts.resume, out, &ckpt_root, &existing)?;
@@ -94,15 +112,21 @@ pub fn train_and_evaluate<M: Modality>(
 
     let modality = Arc::new(modality);
     let mut datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
-    apply_eval_split(&mut datasets, &cfg.eval, cfg.seed);
-    check_probe_labels(&datasets)?;
+    let (separate_eval, eval_notes) = prepare_eval_data(&*modality, &cfg, &mut datasets)?;
+    for note in &eval_notes {
+        eprintln!("note: {note}");
+    }
     // The output folder is made only once the data is known to be usable.
     std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let _lock = match lock {
+        Some(held) => held,
+        None => RunLock::acquire(out)?,
+    };
     crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
         .map_err(io_err(out))?;
     if datasets.skipped > 0 {
         eprintln!(
-            "warning: skipped {} unreadable files in {}",
+            "warning: skipped {} files in {} (named above)",
             datasets.skipped,
             opts.data_root.display()
         );
@@ -172,6 +196,9 @@ pub fn train_and_evaluate<M: Modality>(
         config: config_json.clone(),
         total_steps,
         keep: cfg.train.keep_checkpoints,
+        data_root: Some(
+            std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),
+        ),
     };
     if cfg.train.on_nan == OnNan::Rollback && checkpointer.newest().is_none() {
         // A rollback needs a state to go back to before the first periodic checkpoint.
@@ -204,6 +231,7 @@ pub fn train_and_evaluate<M: Modality>(
         device: ad.clone(),
         checkpointer: &checkpointer,
         out,
+        stop: &opts.stop,
     };
     let train_start = Instant::now();
     let (state, end) = run_steps(
@@ -230,17 +258,26 @@ pub fn train_and_evaluate<M: Modality>(
         )?;
     }
 
-    if opts.random_init {
-        eprintln!("evaluating (kNN and linear probe, trained and random-init encoders)...");
-    } else {
-        eprintln!("evaluating (kNN and linear probe) at step {step}...");
-    }
-    let eval_data = EvalData {
-        train: train_items,
-        train_labels: datasets.train.label_sets,
-        test: Arc::new(datasets.test.items),
-        test_labels: datasets.test.label_sets,
+    let pretrain_samples = train_items.len();
+    let eval_data = match separate_eval {
+        Some(eval) => EvalData::from_datasets(eval),
+        None => EvalData {
+            train: train_items,
+            train_labels: datasets.train.label_sets,
+            test: Arc::new(datasets.test.items),
+            test_labels: datasets.test.label_sets,
+        },
     };
+    let what = if eval_data.train_labels.is_empty() {
+        "label-free metrics"
+    } else {
+        "kNN and linear probe"
+    };
+    if opts.random_init {
+        eprintln!("evaluating ({what}, trained and random-init encoders)...");
+    } else {
+        eprintln!("evaluating ({what}) at step {step}...");
+    }
     let trained = state.online.encoder.valid();
     // Every evaluation reports a random-init encoder of the same architecture (docs/design.md).
     base.seed(cfg.seed.wrapping_add(0x9E37_79B9));
@@ -255,7 +292,7 @@ pub fn train_and_evaluate<M: Modality>(
     } else {
         None
     };
-    let probes = evaluate_encoder(
+    let evaluation = evaluate_encoder(
         &modality,
         &cfg.eval,
         cfg.seed,
@@ -266,8 +303,14 @@ pub fn train_and_evaluate<M: Modality>(
         workers,
         &base,
     )?;
+    let probes = evaluation.probes;
 
     let floor = collapse_floor(cfg.byol.projection_dim);
+    warnings.extend(end.watch.warnings.iter().cloned());
+    for w in below_random_init(&probes) {
+        eprintln!("warning: {w}");
+        warnings.push(w);
+    }
     let results = serde_json::json!({
         "modality": modality.name(),
         "dataset": datasets.name,
@@ -279,9 +322,14 @@ pub fn train_and_evaluate<M: Modality>(
         "epochs": (step as f64) / (spe as f64),
         "global_batch": global_batch,
         "peak_lr": peak,
+        "data": std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),
+        "pretrain_samples": pretrain_samples,
+        "eval_data": if cfg.eval.data.is_empty() { serde_json::Value::Null } else { cfg.eval.data.clone().into() },
         "train_samples": eval_data.train.len(),
         "eval_split": cfg.eval.split,
         "test_samples": eval_data.test.len(),
+        "eval_notes": eval_notes,
+        "representation": evaluation.representation,
         "skipped_files": datasets.skipped,
         "modality_state": modality.state(),
         "wall_seconds": wall.elapsed().as_secs_f64(),
@@ -289,10 +337,32 @@ pub fn train_and_evaluate<M: Modality>(
         "train_images_per_sec": images_per_sec,
         "data_wait_fraction": if train_seconds > 0.0 { progress.total_wait / train_seconds } else { 0.0 },
         "final_loss": end.last_loss,
-        "final_collapse_std": end.last_collapse,
-        "collapsed": end.last_collapse < floor,
+        "final_collapse_std": end.last_collapse.map_or(f64::NAN, |c| c.std),
+        "final_effective_rank": end.last_collapse.map_or(f64::NAN, |c| c.rank),
+        "collapsed": end.last_collapse.is_some_and(|c| c.std < floor),
         "probes": probes,
+        "warnings": warnings,
     });
     write_results(out, &results, paused, step)?;
     Ok(RunReport { results, probes })
+}
+
+/// One sentence for every probe on which the trained encoder scores below the random-init
+/// encoder of the same architecture: pre-training made the representation worse.
+pub fn below_random_init(probes: &[ProbeResult]) -> Vec<String> {
+    probes
+        .iter()
+        .filter_map(|p| {
+            let random = p.random_init_top1?;
+            (p.trained_top1 < random).then(|| {
+                format!(
+                    "the trained encoder scores below the random-init encoder on {} `{}`: {:.2}% < {:.2}%; pre-training made the representation worse (see the warnings above and README, \"When a run fails\")",
+                    p.probe,
+                    p.labels,
+                    p.trained_top1 * 100.0,
+                    random * 100.0
+                )
+            })
+        })
+        .collect()
 }

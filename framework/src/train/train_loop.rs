@@ -2,11 +2,13 @@
 //! seeded two-view loader, epoch after epoch, with the fault policy, the metrics log, progress
 //! and periodic checkpoints.
 
+use super::collapse_watch::CollapseWatch;
 use super::fault_policy::{FaultAction, FaultPolicy};
 use super::metrics::{MetricsRecord, MetricsWriter};
 use super::progress::Progress;
-use super::results::collapse_floor;
 use super::resume::{Checkpointer, load_state};
+use super::stop::StopRequest;
+use crate::byol::collapse::CollapseMetrics;
 use crate::byol::{ByolState, StepOutcome, StepSchedules, UpdateError, Views, update};
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
@@ -43,14 +45,18 @@ pub(super) struct LoopSetup<'a, M: Modality> {
     pub checkpointer: &'a Checkpointer,
     /// The run's output folder (for `metrics.jsonl`).
     pub out: &'a Path,
+    /// Checked after every optimizer step: when set, checkpoint and stop.
+    pub stop: &'a StopRequest,
 }
 
 /// Where the loop left off.
 pub(super) struct LoopEnd {
     /// The loss of the last optimizer step that updated (NaN before any).
     pub last_loss: f64,
-    /// The last collapse metric computed (NaN before any).
-    pub last_collapse: f64,
+    /// The last collapse metrics computed (`None` before any).
+    pub last_collapse: Option<CollapseMetrics>,
+    /// The collapse warnings given.
+    pub watch: CollapseWatch,
 }
 
 /// Runs optimizer steps from `state.step` until `stop_step`. `skipped_steps` (1-based) are
@@ -79,10 +85,10 @@ pub(super) fn run_steps<M: Modality>(
     );
     let ad = &setup.device;
     let mut policy = FaultPolicy::new(cfg.train.on_nan, cfg.train.max_faults);
-    let floor = collapse_floor(cfg.byol.projection_dim);
     let mut end = LoopEnd {
         last_loss: f64::NAN,
-        last_collapse: f64::NAN,
+        last_collapse: None,
+        watch: CollapseWatch::new(cfg.byol.projection_dim),
     };
     'epochs: while state.step < stop_step {
         let epoch = state.step / spe;
@@ -134,8 +140,8 @@ pub(super) fn run_steps<M: Modality>(
                     .map_err(|e| update_error(e, step))?;
                 state = next;
                 (lr, tau) = (outcome.lr(), outcome.tau());
-                if let Some(c) = outcome.collapse_std() {
-                    end.last_collapse = c;
+                if let Some(c) = outcome.collapse() {
+                    end.last_collapse = Some(c);
                 }
                 match outcome {
                     StepOutcome::Updated { loss, .. } => end.last_loss = loss.total,
@@ -160,16 +166,7 @@ pub(super) fn run_steps<M: Modality>(
             let step = state.step;
             progress.set_step(step);
             if step % cfg.train.log_every == 0 || step == setup.total_steps {
-                log_step(
-                    setup,
-                    progress,
-                    metrics,
-                    step,
-                    epoch,
-                    (lr, tau),
-                    &end,
-                    floor,
-                )?;
+                log_step(setup, progress, metrics, step, epoch, (lr, tau), &mut end)?;
             }
             if cfg.train.checkpoint_every > 0
                 && step % cfg.train.checkpoint_every == 0
@@ -181,6 +178,23 @@ pub(super) fn run_steps<M: Modality>(
                     skipped_steps,
                     modality.state(),
                 )?;
+            }
+            if let Some(signal) = setup.stop.requested() {
+                progress.finish();
+                if setup.checkpointer.newest() != Some(step) {
+                    setup.checkpointer.save(
+                        &state,
+                        prior_seconds + train_start.elapsed().as_secs_f64(),
+                        skipped_steps,
+                        modality.state(),
+                    )?;
+                }
+                return Err(TrainError::Interrupted {
+                    signal,
+                    step,
+                    total_steps: setup.total_steps,
+                    checkpoint: checkpoint::checkpoint_dir(&setup.checkpointer.root, step),
+                });
             }
         }
     }
@@ -251,8 +265,7 @@ fn log_step<M: Modality>(
     step: usize,
     epoch: usize,
     (lr, tau): (f64, f64),
-    end: &LoopEnd,
-    floor: f64,
+    end: &mut LoopEnd,
 ) -> Result<(), TrainError> {
     let (images_per_sec, data_wait_fraction) = progress.take_window();
     let record = MetricsRecord {
@@ -261,13 +274,19 @@ fn log_step<M: Modality>(
         loss: end.last_loss,
         lr,
         tau,
-        collapse_std: end.last_collapse,
+        collapse_std: end.last_collapse.map_or(f64::NAN, |c| c.std),
+        effective_rank: end.last_collapse.map_or(f64::NAN, |c| c.rank),
         images_per_sec,
         data_wait_fraction,
-        collapsed: end.last_collapse < floor,
+        collapsed: end.last_collapse.is_some_and(|c| end.watch.collapsed(&c)),
     };
     metrics.write(&record).map_err(io_err(setup.out))?;
-    progress.show(&record, floor);
+    if let Some(c) = end.last_collapse {
+        for w in end.watch.observe(step, &c) {
+            progress.say(format!("warning: {w}"));
+        }
+    }
+    progress.show(&record);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! Audio datasets: a folder of WAV files with labels from the sub-folder
-//! (`root/{train,test}/<class>/*.wav`) or from the Free Spoken Digit Dataset's file names
+//! Audio datasets: a folder of WAV files, labelled by class folders
+//! (`root/{train,test}/<class>/*.wav`) or unlabelled (WAVs at any depth; see
+//! [`ssl_framework::data::folder`]), or labelled from the Free Spoken Digit Dataset's file names
 //! (`{digit}_{speaker}_{index}.wav`; the official split puts index 0-4 in the test set; two
 //! label sets, digit and speaker). Files are decoded, resampled and turned into log-mel
 //! spectrograms on all cores; unreadable files are skipped and counted.
@@ -8,7 +9,8 @@ use crate::melspec::{LogMel, Spectrogram};
 use crate::resample::resample;
 use crate::wav::parse_wav;
 use serde::{Deserialize, Serialize};
-use ssl_framework::data::{ClassFolders, DataError, Datasets, LabelSet, Split};
+use ssl_framework::data::folder::{self, FolderLabels, SplitFiles};
+use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +23,7 @@ pub enum Layout {
     Auto,
     /// `{digit}_{speaker}_{index}.wav` in the root or `root/recordings/`.
     Fsdd,
-    /// `root/{train,test}/<class>/*.wav`.
+    /// `root/{train,test}/<class>/*.wav`, or unlabelled WAVs at any depth.
     Folders,
 }
 
@@ -193,40 +195,36 @@ fn load_fsdd(dir: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataEr
 }
 
 fn load_folders(root: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataError> {
-    let ClassFolders {
-        train: train_dir,
-        test: test_dir,
-        classes,
-    } = ClassFolders::find(
-        root,
-        ".wav files (or FSDD files named {digit}_{speaker}_{index}.wav)",
-    )?;
-    let mut skipped = 0;
-    let mut split = |dir: &Path| -> Result<Split<Spectrogram>, DataError> {
-        let mut paths = Vec::new();
-        let mut labels = Vec::new();
-        for (c, class) in classes.iter().enumerate() {
-            let d = dir.join(class);
-            if d.is_dir() {
-                for p in wav_files(&d)? {
-                    paths.push(p);
-                    labels.push(vec![c]);
-                }
-            }
-        }
-        let (items, kept) = collect(load_spectrograms(&paths, front), labels, &mut skipped);
-        let labels = kept.into_iter().next().unwrap_or_default();
-        Ok(Split {
-            items,
-            label_sets: vec![LabelSet {
+    let scan = folder::scan(root, &["wav"], FolderLabels::Folders)?;
+    if !scan.ignored.is_empty() {
+        eprintln!(
+            "warning: skipping {} in {}",
+            folder::ignored_summary(&scan.ignored),
+            root.display()
+        );
+    }
+    let mut skipped = scan.ignored.len();
+    let mut split = |files: &SplitFiles| -> Split<Spectrogram> {
+        let labels: Vec<Vec<usize>> = match &files.labels {
+            Some((_, l)) => l.iter().map(|&c| vec![c]).collect(),
+            None => vec![Vec::new(); files.files.len()],
+        };
+        let (items, kept) = collect(load_spectrograms(&files.files, front), labels, &mut skipped);
+        let label_sets = match &files.labels {
+            Some((classes, _)) => vec![LabelSet {
                 name: "class".into(),
                 classes: classes.clone(),
-                labels,
+                labels: kept.into_iter().next().unwrap_or_default(),
             }],
-        })
+            None => Vec::new(),
+        };
+        Split { items, label_sets }
     };
-    let train = split(&train_dir)?;
-    let test = split(&test_dir)?;
+    let train = split(&scan.train);
+    let test = match &scan.test {
+        Some(files) => split(files),
+        None => Split::empty_like(&train),
+    };
     let name = root
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -268,13 +266,11 @@ pub fn load(
             None => load_folders(root, front)?,
         },
     };
-    for (split, name) in [(&d.train, "train"), (&d.test, "test")] {
-        if split.is_empty() {
-            return Err(DataError::NoData {
-                path: root.to_path_buf(),
-                reason: format!("the {name} split has no readable audio file"),
-            });
-        }
+    if d.train.is_empty() {
+        return Err(DataError::NoData {
+            path: root.to_path_buf(),
+            reason: "the training split has no readable audio file".into(),
+        });
     }
     Ok(d)
 }

@@ -17,6 +17,7 @@ use image::{Image, StoredImage};
 use readers::Format;
 use serde::{Deserialize, Serialize};
 use ssl_framework::config::{ConfigError, ConfigSection, check_positive};
+use ssl_framework::data::folder::FolderLabels;
 use ssl_framework::data::{DataError, Datasets};
 use ssl_framework::modality::Modality;
 use std::path::Path;
@@ -38,6 +39,14 @@ pub struct VisionDataConfig {
     pub subset_seed: u64,
     /// Side in pixels of the images the encoder sees (what the crops produce).
     pub image_size: usize,
+    /// Image folders: `"folders"` (class folders label a split whose entries are only
+    /// folders) or `"none"` (every image unlabelled, e.g. photos sorted into date folders).
+    #[serde(skip_serializing_if = "is_folder_labels")]
+    pub labels: FolderLabels,
+}
+
+fn is_folder_labels(l: &FolderLabels) -> bool {
+    *l == FolderLabels::Folders
 }
 
 impl Default for VisionDataConfig {
@@ -49,6 +58,7 @@ impl Default for VisionDataConfig {
             test_subset: 0,
             subset_seed: 0,
             image_size: 32,
+            labels: FolderLabels::Folders,
         }
     }
 }
@@ -157,7 +167,7 @@ impl Modality for VisionModality {
         cfg: &VisionDataConfig,
         root: &Path,
     ) -> Result<Datasets<StoredImage>, DataError> {
-        let mut d = readers::load(root, cfg.format)?;
+        let mut d = readers::load(root, cfg.format, cfg.labels)?;
         if cfg.train_subset > 0 {
             d.train = d.train.subset(cfg.train_subset, cfg.subset_seed);
         }

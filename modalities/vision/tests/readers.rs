@@ -1,6 +1,7 @@
 //! Readers on real files (slices of the shared CIFAR-10 and Fashion-MNIST) and on corrupt ones;
 //! the CIFAR-10 download path against a local HTTP server.
 
+use ssl_framework::data::folder::FolderLabels;
 use ssl_vision::readers::{self, Format, cifar_binary, idx};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -11,7 +12,7 @@ fn image_folder_reads_real_cifar_jpegs() {
     else {
         return;
     };
-    let d = readers::load(&dir, Format::Auto).unwrap();
+    let d = readers::load(&dir, Format::Auto, FolderLabels::Folders).unwrap();
     assert_eq!(d.train.len(), 200);
     assert_eq!(d.test.len(), 50);
     assert_eq!(d.skipped, 0);
@@ -59,22 +60,27 @@ fn image_folder_skips_and_counts_corrupt_files() {
     std::fs::write(cat.join("truncated.jpg"), &good[..good.len() / 3]).unwrap();
     std::fs::write(cat.join("garbage.jpg"), b"this is not a JPEG at all").unwrap();
     std::fs::write(cat.join("empty.png"), b"").unwrap();
-    std::fs::write(cat.join("notes.txt"), b"ignored: not an image extension").unwrap();
-    let d = readers::load(tmp.path(), Format::ImageFolder).unwrap();
-    assert_eq!(d.skipped, 3);
+    std::fs::write(cat.join("notes.txt"), b"not an image extension: counted").unwrap();
+    let d = readers::load(tmp.path(), Format::ImageFolder, FolderLabels::Folders).unwrap();
+    // Three undecodable images and the text file, each counted.
+    assert_eq!(d.skipped, 4);
     assert_eq!(d.train.len(), 30);
     // A folder with no usable images is a clear error naming it.
     let empty = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(empty.path().join("train/a")).unwrap();
     std::fs::create_dir_all(empty.path().join("test/a")).unwrap();
     std::fs::write(empty.path().join("train/a/x.jpg"), b"junk").unwrap();
-    let e = readers::load(empty.path(), Format::ImageFolder)
+    let e = readers::load(empty.path(), Format::ImageFolder, FolderLabels::Folders)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("no readable"), "{e}");
-    let e = readers::load(&tmp.path().join("nope"), Format::Auto)
-        .unwrap_err()
-        .to_string();
+    assert!(e.contains("none of its 1 images decodes"), "{e}");
+    let e = readers::load(
+        &tmp.path().join("nope"),
+        Format::Auto,
+        FolderLabels::Folders,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("nope"), "{e}");
 }
 
@@ -98,7 +104,7 @@ fn write_cifar10(dir: &Path, per_file: usize) {
 fn cifar_binary_reads_planes_and_rejects_partial_records() {
     let tmp = tempfile::tempdir().unwrap();
     write_cifar10(tmp.path(), 4);
-    let d = readers::load(tmp.path(), Format::Auto).unwrap();
+    let d = readers::load(tmp.path(), Format::Auto, FolderLabels::Folders).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (8, 4));
     assert_eq!(d.name, "cifar10");
     let img = &d.train.items[1];
@@ -107,7 +113,7 @@ fn cifar_binary_reads_planes_and_rejects_partial_records() {
     let mut bytes = std::fs::read(tmp.path().join("test_batch.bin")).unwrap();
     bytes.truncate(bytes.len() - 100);
     std::fs::write(tmp.path().join("test_batch.bin"), bytes).unwrap();
-    let e = readers::load(tmp.path(), Format::CifarBinary)
+    let e = readers::load(tmp.path(), Format::CifarBinary, FolderLabels::Folders)
         .unwrap_err()
         .to_string();
     assert!(
@@ -128,7 +134,12 @@ fn idx_reads_real_fashion_mnist_and_rejects_bad_headers() {
     else {
         return;
     };
-    let d = readers::load(&data.join("fashion-mnist"), Format::Auto).unwrap();
+    let d = readers::load(
+        &data.join("fashion-mnist"),
+        Format::Auto,
+        FolderLabels::Folders,
+    )
+    .unwrap();
     assert_eq!((d.train.len(), d.test.len()), (60000, 10000));
     assert_eq!((d.train.items[0].width, d.train.items[0].height), (28, 28));
     assert_eq!(d.train.label_sets[0].classes.len(), 10);
@@ -209,7 +220,7 @@ fn download_checks_md5_and_unpacks_from_a_local_server() {
     let out =
         ssl_vision::download::download_and_extract(&url, &md5, &dest.path().join("cifar10"), false)
             .unwrap();
-    let d = readers::load(&out, Format::Auto).unwrap();
+    let d = readers::load(&out, Format::Auto, FolderLabels::Folders).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (6, 3));
     // A checksum mismatch deletes the file and says so.
     let other = dest.path().join("bad");

@@ -1,11 +1,16 @@
-//! ImageFolder: `root/<split>/<class>/*.{jpg,jpeg,png}`; classes are the sorted folder names of
-//! the training split. Decoding (the `image` crate) runs on all cores.
+//! Image folders: `root/{train,test|val}/<class>/...`, classes being the sorted folder names of
+//! the training split, or folders of unlabelled images at any depth (see
+//! [`ssl_framework::data::folder`]). JPEG, PNG, WebP, BMP, TIFF and GIF (first frame), in any
+//! colour type the `image` crate decodes (grey, CMYK JPEG, 16-bit, alpha), become 8-bit RGB.
+//! Decoding runs on all cores.
 
 use crate::image::StoredImage;
-use ssl_framework::data::{ClassFolders, DataError, Datasets, LabelSet, Split};
+use ssl_framework::data::folder::{self, FolderLabels, SplitFiles};
+use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
 use std::path::{Path, PathBuf};
 
-const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// The file extensions read as images (any case).
+pub const EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"];
 
 /// Decodes one image file into 8-bit RGB.
 ///
@@ -19,7 +24,7 @@ pub fn decode_file(path: &Path) -> Result<StoredImage, DataError> {
     decode_bytes(path, &bytes)
 }
 
-/// Decodes the bytes of a JPEG or PNG file into 8-bit RGB (`path` only names it in errors).
+/// Decodes the bytes of an image file (any format of [`EXTENSIONS`]) into 8-bit RGB (`path` only names it in errors).
 /// The `image` crate's default limits apply (at most 512 MiB decoded).
 ///
 /// # Errors
@@ -43,70 +48,40 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<StoredImage, DataError>
     })
 }
 
-fn list_files(class_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(class_dir).map_err(|source| DataError::Io {
-        path: class_dir.to_path_buf(),
-        source,
-    })?;
-    let mut files: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Reads one split folder with the given class names; returns the split and the number of
-/// skipped (undecodable) files.
-///
-/// # Errors
-/// [`DataError`] when the folder cannot be listed.
-pub fn load_split(
-    dir: &Path,
-    classes: &[String],
-) -> Result<(Split<StoredImage>, usize), DataError> {
-    let mut jobs: Vec<(PathBuf, usize)> = Vec::new();
-    for (label, class) in classes.iter().enumerate() {
-        let class_dir = dir.join(class);
-        if class_dir.is_dir() {
-            jobs.extend(list_files(&class_dir)?.into_iter().map(|p| (p, label)));
-        }
-    }
+/// Decodes `files` on all cores (at most 16 threads), in order.
+fn decode_all(files: &[PathBuf]) -> Vec<Result<StoredImage, DataError>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(16);
-    let chunk = jobs.len().div_ceil(threads).max(1);
-    let decoded: Vec<Vec<(Result<StoredImage, DataError>, usize)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
+    let chunk = files.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(p, l)| (decode_file(p), *l))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(|p| decode_file(p)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("decoder thread"))
+            .flat_map(|h| h.join().expect("decoder thread"))
             .collect()
-    });
-    let mut items = Vec::with_capacity(jobs.len());
-    let mut labels = Vec::with_capacity(jobs.len());
+    })
+}
+
+/// Decodes the files of one split; returns the split (one label set `class` when the split
+/// is labelled, none otherwise) and the number of skipped (undecodable) files, the first ten
+/// named in a warning.
+pub fn load_split(files: &SplitFiles) -> (Split<StoredImage>, usize) {
+    let decoded = decode_all(&files.files);
+    let mut items = Vec::with_capacity(decoded.len());
+    let mut labels = Vec::with_capacity(decoded.len());
     let mut skipped = 0;
-    for (result, label) in decoded.into_iter().flatten() {
+    for (i, result) in decoded.into_iter().enumerate() {
         match result {
             Ok(img) => {
                 items.push(img);
-                labels.push(label);
+                if let Some((_, l)) = &files.labels {
+                    labels.push(l[i]);
+                }
             }
             Err(e) => {
                 if skipped < 10 {
@@ -116,38 +91,43 @@ pub fn load_split(
             }
         }
     }
-    Ok((
-        Split {
-            items,
-            label_sets: vec![LabelSet {
-                name: "class".into(),
-                classes: classes.to_vec(),
-                labels,
-            }],
-        },
-        skipped,
-    ))
+    let label_sets = match &files.labels {
+        Some((classes, _)) => vec![LabelSet {
+            name: "class".into(),
+            classes: classes.clone(),
+            labels,
+        }],
+        None => Vec::new(),
+    };
+    (Split { items, label_sets }, skipped)
 }
 
-/// Reads `root/train` and `root/test` (or `root/val`).
+/// Reads an image folder (see [`ssl_framework::data::folder`]): `root/train/` with
+/// `root/test/` (or `root/val/`) when present, else `root` alone; class folders label a split
+/// whose entries are only folders (unless `labels` is `None`), otherwise its images, at any
+/// depth, are unlabelled. Files of other kinds are counted as skipped and named in a warning.
 ///
 /// # Errors
-/// [`DataError::NoData`] when a split folder or class folders are missing, or no image decodes.
-pub fn load(root: &Path) -> Result<Datasets<StoredImage>, DataError> {
-    let ClassFolders {
-        train: train_dir,
-        test: test_dir,
-        classes,
-    } = ClassFolders::find(root, ".jpg/.jpeg/.png images")?;
-    let (train, s1) = load_split(&train_dir, &classes)?;
-    let (test, s2) = load_split(&test_dir, &classes)?;
-    for (split, dir) in [(&train, &train_dir), (&test, &test_dir)] {
-        if split.is_empty() {
-            return Err(DataError::NoData {
-                path: dir.clone(),
-                reason: "no readable .jpg/.jpeg/.png images".into(),
-            });
-        }
+/// [`DataError::NoData`] when the folder holds no image, or none of the training images decodes.
+pub fn load(root: &Path, labels: FolderLabels) -> Result<Datasets<StoredImage>, DataError> {
+    let scan = folder::scan(root, &EXTENSIONS, labels)?;
+    if !scan.ignored.is_empty() {
+        eprintln!(
+            "warning: skipping {} in {}",
+            folder::ignored_summary(&scan.ignored),
+            root.display()
+        );
+    }
+    let (train, s1) = load_split(&scan.train);
+    let (test, s2) = match &scan.test {
+        Some(files) => load_split(files),
+        None => (Split::empty_like(&train), 0),
+    };
+    if train.is_empty() {
+        return Err(DataError::NoData {
+            path: scan.train.dir.clone(),
+            reason: format!("none of its {} images decodes", scan.train.files.len()),
+        });
     }
     let name = root
         .file_name()
@@ -157,6 +137,6 @@ pub fn load(root: &Path) -> Result<Datasets<StoredImage>, DataError> {
         name,
         train,
         test,
-        skipped: s1 + s2,
+        skipped: s1 + s2 + scan.ignored.len(),
     })
 }

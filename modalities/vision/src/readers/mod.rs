@@ -1,4 +1,4 @@
-//! Image dataset readers: ImageFolder (`root/{train,test|val}/<class>/*.{jpg,png}`), the
+//! Image dataset readers: image folders (`root/{train,test|val}/<class>/...`, or unlabelled), the
 //! official CIFAR-10/100 binary format, and IDX (MNIST, Fashion-MNIST; gzipped or not).
 //! Unreadable image files are skipped and counted (a warning names each of the first few);
 //! a malformed binary file fails with its path.
@@ -9,6 +9,7 @@ pub mod image_folder;
 
 use crate::image::StoredImage;
 use serde::{Deserialize, Serialize};
+use ssl_framework::data::folder::FolderLabels;
 use ssl_framework::data::{DataError, Datasets};
 use std::path::Path;
 
@@ -19,7 +20,8 @@ pub enum Format {
     /// Detect from the folder's content.
     #[default]
     Auto,
-    /// `root/{train,test|val}/<class>/*.{jpg,jpeg,png}`.
+    /// `root/{train,test|val}/<class>/...` or a folder of unlabelled images (JPEG, PNG, WebP,
+    /// BMP, TIFF, GIF).
     ImageFolder,
     /// CIFAR-10 `data_batch_{1..5}.bin` + `test_batch.bin`, or CIFAR-100 `train.bin` + `test.bin`.
     CifarBinary,
@@ -64,17 +66,27 @@ pub fn detect(root: &Path) -> Result<(Format, std::path::PathBuf), DataError> {
     })
 }
 
-/// Reads the train and test splits of `root` in `format`.
+/// Reads the train and test splits of `root` in `format`. With `Format::Auto`, a folder in
+/// none of the known layouts ([`detect`]) is read as an image folder (labelled by its class
+/// folders, or unlabelled).
 ///
 /// # Errors
 /// [`DataError`] naming the folder or file.
-pub fn load(root: &Path, format: Format) -> Result<Datasets<StoredImage>, DataError> {
+pub fn load(
+    root: &Path,
+    format: Format,
+    labels: FolderLabels,
+) -> Result<Datasets<StoredImage>, DataError> {
     let (format, dir) = match format {
-        Format::Auto => detect(root)?,
+        Format::Auto => match detect(root) {
+            Ok(found) => found,
+            Err(_) if root.is_dir() => (Format::ImageFolder, root.to_path_buf()),
+            Err(e) => return Err(e),
+        },
         f => (f, root.to_path_buf()),
     };
     match format {
-        Format::ImageFolder => image_folder::load(&dir),
+        Format::ImageFolder => image_folder::load(&dir, labels),
         Format::CifarBinary => cifar_binary::load(&dir),
         Format::Idx => idx::load(&dir),
         Format::Auto => unreachable!("resolved above"),
