@@ -130,19 +130,27 @@ pub fn eval<M: Modality>(
     } else {
         "test"
     };
-    eprintln!(
-        "evaluating on the {split} split ({} samples; probes fit on {}){}",
-        p.data.test.len(),
-        p.data.train.len(),
-        if finetune {
-            format!(
-                ", fine-tuning {} epochs on {:?} of the labels",
-                p.config.eval.finetune_epochs, p.config.eval.finetune_fractions
-            )
-        } else {
-            String::new()
-        }
-    );
+    if p.data.train_labels.is_empty() {
+        eprintln!(
+            "evaluating the label-free metrics ({} held-out and {} training samples; no labels to probe or fine-tune on)",
+            p.data.test.len(),
+            p.data.train.len()
+        );
+    } else {
+        eprintln!(
+            "evaluating on the {split} split ({} samples; probes fit on {}){}",
+            p.data.test.len(),
+            p.data.train.len(),
+            if finetune {
+                format!(
+                    ", fine-tuning {} epochs on {:?} of the labels",
+                    p.config.eval.finetune_epochs, p.config.eval.finetune_fractions
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     for note in &p.notes {
         eprintln!("note: {note}");
     }
@@ -265,15 +273,19 @@ pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Pa
     write_embeddings(out, format, &splits, &meta).map_err(out_flag)?;
     for s in &splits {
         println!(
-            "{}: {} x {} embeddings, labels {}",
+            "{}: {} x {} embeddings, labels: {}",
             s.name,
             s.features.len(),
             s.features.dim,
-            s.labels
-                .iter()
-                .map(|l| l.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            if s.labels.is_empty() {
+                "none".to_string()
+            } else {
+                s.labels
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         );
     }
     println!("embeddings: {}", out.display());

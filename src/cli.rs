@@ -190,15 +190,12 @@ fn checkpoint_args(
             eprintln!("data: the run's own, {}", d.display());
             d
         }
-        (None, None, recorded) => {
-            if let Some(d) = recorded {
-                eprintln!(
-                    "note: the run's data folder {} is gone; looking for dataset `{dataset}`",
-                    d.display()
-                );
-            }
-            (modality.locate_data)(None, dataset)?
-        }
+        (None, None, Some(d)) => bail!(
+            "the run's data folder {} is gone (moved or deleted): pass --data DIR",
+            d.display()
+        ),
+        // Checkpoints written before the data folder was recorded.
+        (None, None, None) => (modality.locate_data)(None, dataset)?,
     };
     Ok((
         modality,
@@ -268,6 +265,9 @@ impl Visitor for Train {
         let mut c = self.0;
         let name = entry.name;
         if let Some(d) = c.eval_data.take() {
+            if !d.exists() {
+                bail!("--eval-data {}: no such file or folder", d.display());
+            }
             let dir = (entry.locate_data)(Some(d), "").context("--eval-data")?;
             let dir = std::path::absolute(&dir).unwrap_or(dir);
             let value = toml::Value::String(dir.display().to_string());

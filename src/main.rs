@@ -14,6 +14,7 @@ use ssl_framework::train::TrainError;
 
 fn main() {
     allocator::keep_freed_buffers();
+    signals::default_sigpipe();
     #[cfg(feature = "flex")]
     if let Err(e) = ssl_kernels::conv2d::conv_choice_from_env() {
         eprintln!("error: {e}");
@@ -36,7 +37,7 @@ fn main() {
             let out = (args.get(1).map(String::as_str) == Some("train"))
                 .then(|| checkpoint.parent().and_then(std::path::Path::parent))
                 .flatten();
-            eprintln!("resume with: {}", signals::resume_command(&args, out));
+            eprintln!("resume with: {}", signals::resume_command_here(&args, out));
             std::process::exit(128 + signal as i32);
         }
         std::process::exit(1);

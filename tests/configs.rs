@@ -1,6 +1,7 @@
 //! Every shipped config parses and validates, and the compiled-in default is the file on disk.
 
 use ssl_framework::config::load_config_file;
+use ssl_framework::train::config_warnings;
 use ssl_vision::VisionModality;
 
 #[test]
@@ -12,6 +13,13 @@ fn every_vision_config_loads_and_validates() {
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = load_config_file::<VisionModality>(&path, &[])
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // No shipped config is a known mistake.
+            assert_eq!(
+                config_warnings(&cfg),
+                Vec::<String>::new(),
+                "{}",
+                path.display()
+            );
             assert!(
                 !cfg.augment.view1.is_empty() && !cfg.augment.view2.is_empty(),
                 "{}",
@@ -41,6 +49,7 @@ fn every_audio_config_loads_and_validates() {
     for name in ["fsdd.toml", "byol-a.toml"] {
         let cfg = load_config_file::<ssl_audio::AudioModality>(&dir.join(name), &[])
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(config_warnings(&cfg), Vec::<String>::new(), "{name}");
         assert_eq!(cfg.data.n_mels, 64);
     }
     let byol_a =
@@ -65,6 +74,12 @@ fn every_text_config_loads_and_validates() {
         let cfg = load_config_file::<ssl_text::TextModality>(&path, &[])
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(!cfg.augment.view1.is_empty() && !cfg.augment.view2.is_empty());
+        assert_eq!(
+            config_warnings(&cfg),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
         n += 1;
     }
     assert!(n >= 1);

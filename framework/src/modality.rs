@@ -198,6 +198,15 @@ pub trait Modality: Send + Sync + Sized + 'static {
         Ok(())
     }
 
+    /// The `[data]` section that reads a separate labelled evaluation dataset (`eval.data`,
+    /// `ssl train --eval-data`), given the run's: `None` (the default) reads it with the run's
+    /// own section. A modality whose section can switch labels off for pre-training (vision's
+    /// `data.labels = "none"`) returns a copy with them on.
+    fn eval_data_config(&self, cfg: &Self::DataConfig) -> Option<Self::DataConfig> {
+        let _ = cfg;
+        None
+    }
+
     /// Builds a freshly initialized encoder (weights drawn from the device's seeded RNG).
     ///
     /// # Errors

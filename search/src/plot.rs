@@ -125,12 +125,15 @@ fn line_panel(area: &Area<'_>, title: &str, series: Vec<Series<'_>>) -> Result<(
 type Field = fn(&MetricsRecord) -> f64;
 
 /// The curves of a run's metrics log, by title.
-const CURVES: [(&str, Field); 4] = [
+const CURVES: [(&str, Field); 5] = [
     ("BYOL loss", |r| r.loss),
     ("learning rate", |r| r.lr),
     ("tau (EMA rate of the target)", |r| r.tau),
     ("collapse metric (std of normalized projections)", |r| {
         r.collapse_std
+    }),
+    ("effective rank of the projections (RankMe)", |r| {
+        r.effective_rank
     }),
 ];
 
@@ -143,8 +146,8 @@ fn points(records: &[MetricsRecord], field: Field) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Draws a run's training curves (loss, learning rate, tau and the collapse metric against
-/// the optimizer step) from `metrics` (a `metrics.jsonl`) into the SVG file `out`. Returns
+/// Draws a run's training curves (loss, learning rate, tau, the collapse metric and the
+/// effective rank against the optimizer step) from `metrics` (a `metrics.jsonl`) into the SVG file `out`. Returns
 /// `false`, writing nothing, when the log has no record.
 ///
 /// # Errors
@@ -158,8 +161,8 @@ pub fn training_curves(metrics: &Path, out: &Path) -> Result<bool, PlotError> {
     if records.is_empty() {
         return Ok(false);
     }
-    svg_file(out, (1200, 800), |root| {
-        for (area, (title, field)) in root.split_evenly((2, 2)).iter().zip(CURVES) {
+    svg_file(out, (1200, 1200), |root| {
+        for (area, (title, field)) in root.split_evenly((3, 2)).iter().zip(CURVES) {
             let series = vec![Series {
                 name: "",
                 points: points(&records, field),

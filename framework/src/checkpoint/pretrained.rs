@@ -89,8 +89,17 @@ pub fn load_pretrained<M: Modality>(
 ) -> Result<Pretrained<M>, TrainError> {
     let (config, _) = checkpoint_config::<M>(dir, overrides)?;
     let mut datasets = modality.load(&config.data, data_root)?;
-    apply_eval_split(&mut datasets, &config.eval, config.seed);
-    let notes = usable_label_sets(&mut datasets);
+    // As in training: `eval.split` carves the evaluation data, which is the pre-training data
+    // unless the run had a separate `eval.data` (then the pre-training data stays whole).
+    let separate_eval = !config.eval.data.is_empty();
+    let is_eval_data = same_folder(data_root, Path::new(&config.eval.data));
+    if !separate_eval || is_eval_data {
+        apply_eval_split(&mut datasets, &config.eval, config.seed);
+    }
+    let notes = usable_label_sets(
+        &mut datasets,
+        "to probe, pass --data DIR with a labelled dataset",
+    );
     // After `load`, which derives the state from this data: evaluation uses the run's own.
     let (config, state, encoder) = load_encoder(&modality, dir, overrides, device)?;
     Ok(Pretrained {
@@ -105,6 +114,14 @@ pub fn load_pretrained<M: Modality>(
         notes,
         device: device.clone(),
     })
+}
+
+/// Whether `a` and `b` name the same folder (compared after resolving links when both exist).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// The run's config stored in the checkpoint `dir`, with `overrides` applied and validated.

@@ -49,9 +49,9 @@ pub fn apply_eval_split<I>(datasets: &mut Datasets<I>, eval: &EvalConfig, seed: 
 /// Drops the label sets the probes cannot use, from both splits, and says why in one
 /// sentence each: fewer than 2 classes among the labelled training samples, or no labelled
 /// held-out sample. When no label set is left, the last sentence says that the probes are
-/// skipped and how to probe (`--eval-data`, `eval.split`). Evaluation then reports the
+/// skipped, then `remedy` (what the caller's user can do). Evaluation then reports the
 /// label-free metrics only.
-pub fn usable_label_sets<I>(datasets: &mut Datasets<I>) -> Vec<String> {
+pub fn usable_label_sets<I>(datasets: &mut Datasets<I>, remedy: &str) -> Vec<String> {
     let had_labels = !datasets.train.label_sets.is_empty();
     let mut notes = Vec::new();
     let train_sets = std::mem::take(&mut datasets.train.label_sets);
@@ -85,7 +85,7 @@ pub fn usable_label_sets<I>(datasets: &mut Datasets<I>) -> Vec<String> {
             ));
         } else if datasets.test.is_empty() {
             notes.push(format!(
-                "no probes on label set `{}`: the data has no held-out split (test/ or val/); set eval.split = \"validation\" to hold out part of the training split, or give --eval-data DIR",
+                "no probes on label set `{}`: the data has no held-out split (test/ or val/); set eval.split = \"validation\" to hold out part of the training split",
                 ls.name
             ));
         } else if test_labelled == 0 {
@@ -100,7 +100,7 @@ pub fn usable_label_sets<I>(datasets: &mut Datasets<I>) -> Vec<String> {
     }
     if kept_train.is_empty() {
         notes.push(format!(
-            "probes skipped: the data has {}; evaluation reports the label-free metrics (effective rank, spread) only. To probe, give --eval-data DIR (a labelled dataset; eval.data in a config)",
+            "probes skipped: the data has {}; evaluation reports the label-free metrics (effective rank, spread) only; {remedy}",
             if had_labels { "no label set the probes can use" } else { "no labels" }
         ));
     }
@@ -132,7 +132,7 @@ mod tests {
             test: split(2, &["a", "b"], vec![1, 0]),
             skipped: 0,
         };
-        assert!(usable_label_sets(&mut d).is_empty());
+        assert!(usable_label_sets(&mut d, "give labels").is_empty());
         assert_eq!(d.train.label_sets.len(), 1);
         assert_eq!(d.test.label_sets.len(), 1);
         // One class: dropped, and the probes are skipped.
@@ -142,7 +142,7 @@ mod tests {
             test: split(1, &["cats"], vec![0]),
             skipped: 0,
         };
-        let notes = usable_label_sets(&mut d);
+        let notes = usable_label_sets(&mut d, "give labels");
         assert!(notes[0].contains("1 class(es) (cats)"), "{notes:?}");
         assert!(notes[1].starts_with("probes skipped"), "{notes:?}");
         assert!(d.train.label_sets.is_empty() && d.test.label_sets.is_empty());
@@ -156,7 +156,7 @@ mod tests {
             },
             skipped: 0,
         };
-        let notes = usable_label_sets(&mut d);
+        let notes = usable_label_sets(&mut d, "give labels");
         assert!(
             notes[0].contains("eval.split = \"validation\""),
             "{notes:?}"
@@ -174,7 +174,7 @@ mod tests {
             },
             skipped: 0,
         };
-        let notes = usable_label_sets(&mut d);
+        let notes = usable_label_sets(&mut d, "give labels");
         assert_eq!(notes.len(), 1);
         assert!(notes[0].contains("has no labels"), "{notes:?}");
     }

@@ -7,8 +7,9 @@
 //!   when `labels = FolderLabels::None`, is unlabelled, its files found at any depth.
 //!
 //! Files of other kinds are never silently ignored: they are listed in
-//! [`FolderScan::ignored`] (hidden files and folders, whose names start with `.`, included).
-//! Symbolic links are not followed (no cycles).
+//! [`FolderScan::ignored`], with hidden files and folders (names starting with `.`, e.g.
+//! `.thumbnails/`), which are not read, and links that lead nowhere. Symbolic links to files
+//! and folders are followed; a link back to a folder above it is not entered.
 
 use super::DataError;
 use serde::{Deserialize, Serialize};
@@ -145,26 +146,65 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
         .is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Every file below `dir` (any depth, links not followed), sorted; `(samples, others)`.
-fn walk(dir: &Path, extensions: &[&str]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DataError> {
+/// Whether a file or folder name is hidden (starts with `.`).
+fn hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Every file below `dir` down to `max_depth`, sorted; `(samples, others)`. Symbolic links are
+/// followed (a link to an image is an image; a loop of folder links is reported and not
+/// entered); hidden files and folders, dangling links and entries that cannot be read go to
+/// `others`, each named in a warning when it is a folder or cannot be read.
+fn walk_depth(dir: &Path, extensions: &[&str], max_depth: usize) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut samples = Vec::new();
     let mut others = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(|e| DataError::Io {
-            path: e.path().unwrap_or(dir).to_path_buf(),
-            source: e.into(),
-        })?;
+    let mut walker = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .max_depth(max_depth)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let path = e.path().unwrap_or(dir).to_path_buf();
+                if e.loop_ancestor().is_some() {
+                    eprintln!(
+                        "warning: not entering {}: a link back to a folder above it",
+                        path.display()
+                    );
+                } else {
+                    // A dangling link or an unreadable entry: counted with the skipped files.
+                    others.push(path);
+                }
+                continue;
+            }
+        };
+        let path = entry.path();
+        if entry.depth() > 0 && hidden(path) {
+            if entry.file_type().is_dir() {
+                walker.skip_current_dir();
+            }
+            others.push(path.to_path_buf());
+            continue;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
-        let path = entry.into_path();
-        if has_extension(&path, extensions) {
-            samples.push(path);
+        if has_extension(path, extensions) {
+            samples.push(path.to_path_buf());
         } else {
-            others.push(path);
+            others.push(path.to_path_buf());
         }
     }
-    Ok((samples, others))
+    (samples, others)
+}
+
+/// Every file below `dir` at any depth: `(samples, others)` (see [`walk_depth`]).
+fn walk(dir: &Path, extensions: &[&str]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    walk_depth(dir, extensions, usize::MAX)
 }
 
 fn scan_split(
@@ -189,7 +229,7 @@ fn scan_split(
     sub_dirs.sort();
     let class_folders = labels == FolderLabels::Folders && !top_files && !sub_dirs.is_empty();
     if !class_folders {
-        let (files, others) = walk(dir, extensions)?;
+        let (files, others) = walk(dir, extensions);
         ignored.extend(others);
         return Ok(SplitFiles {
             dir: dir.to_path_buf(),
@@ -209,10 +249,10 @@ fn scan_split(
     let mut files = Vec::new();
     let mut label = Vec::new();
     // Files directly in the split folder that are not samples are reported too.
-    let (_, top_others) = walk_top(dir, extensions)?;
+    let (_, top_others) = walk_depth(dir, extensions, 1);
     ignored.extend(top_others);
     for sub in &sub_dirs {
-        let (samples, others) = walk(sub, extensions)?;
+        let (samples, others) = walk(sub, extensions);
         ignored.extend(others);
         let class = classes
             .iter()
@@ -226,31 +266,6 @@ fn scan_split(
         files,
         labels: Some((classes, label)),
     })
-}
-
-/// The files directly in `dir`: `(samples, others)`.
-fn walk_top(dir: &Path, extensions: &[&str]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DataError> {
-    let mut samples = Vec::new();
-    let mut others = Vec::new();
-    for entry in walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .max_depth(1)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| DataError::Io {
-            path: e.path().unwrap_or(dir).to_path_buf(),
-            source: e.into(),
-        })?;
-        if entry.file_type().is_file() {
-            let path = entry.into_path();
-            if has_extension(&path, extensions) {
-                samples.push(path);
-            } else {
-                others.push(path);
-            }
-        }
-    }
-    Ok((samples, others))
 }
 
 #[cfg(test)]
@@ -304,6 +319,36 @@ mod tests {
         assert!(s.train.labels.is_none() && s.test.is_none());
         assert_eq!(s.train.files.len(), 2);
         assert_eq!(s.ignored.len(), 1);
+        // Links to files are read, hidden entries and dangling links are counted, not read.
+        #[cfg(unix)]
+        {
+            let d = tempfile::tempdir().unwrap();
+            let real = tempfile::tempdir().unwrap();
+            touch(real.path(), "a.jpg");
+            touch(d.path(), "b.jpg");
+            touch(d.path(), ".hidden.jpg");
+            touch(d.path(), ".thumbs/c.jpg");
+            std::os::unix::fs::symlink(real.path().join("a.jpg"), d.path().join("link.jpg"))
+                .unwrap();
+            std::os::unix::fs::symlink(d.path().join("gone.jpg"), d.path().join("dangling.jpg"))
+                .unwrap();
+            std::os::unix::fs::symlink(d.path(), d.path().join("loop")).unwrap();
+            let s = scan(d.path(), &["jpg"], FolderLabels::Folders).unwrap();
+            let names: Vec<String> = s
+                .train
+                .files
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+                .collect();
+            assert_eq!(names, ["b.jpg", "link.jpg"]);
+            let mut ignored: Vec<String> = s
+                .ignored
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+                .collect();
+            ignored.sort();
+            assert_eq!(ignored, [".hidden.jpg", ".thumbs", "dangling.jpg"]);
+        }
         // Nothing usable: an error naming the folder and what it holds.
         let d = tempfile::tempdir().unwrap();
         touch(d.path(), "a.txt");

@@ -24,16 +24,26 @@ pub fn prepare_eval_data<M: Modality>(
 ) -> Result<(Option<Datasets<M::Item>>, Vec<String>), DataError> {
     if cfg.eval.data.is_empty() {
         apply_eval_split(datasets, &cfg.eval, cfg.seed);
-        let notes = usable_label_sets(datasets);
+        let notes = usable_label_sets(
+            datasets,
+            "to probe, give --eval-data DIR (a labelled dataset; eval.data in a config)",
+        );
         return Ok((None, notes));
     }
     let mut eval = load_keeping_state(modality, cfg, Path::new(&cfg.eval.data))?;
     apply_eval_split(&mut eval, &cfg.eval, cfg.seed);
-    let notes = usable_label_sets(&mut eval);
+    let notes = usable_label_sets(
+        &mut eval,
+        &format!(
+            "eval.data {} needs labels (class folders, or the modality's label columns or file names)",
+            cfg.eval.data
+        ),
+    );
     Ok((Some(eval), notes))
 }
 
-/// Reads `root` with the run's `[data]` section, then puts back the modality's state (which
+/// Reads `root` with the run's `[data]` section (or the one
+/// [`Modality::eval_data_config`] gives), then puts back the modality's state (which
 /// [`Modality::load`] derives from the data it reads).
 fn load_keeping_state<M: Modality>(
     modality: &M,
@@ -41,7 +51,8 @@ fn load_keeping_state<M: Modality>(
     root: &Path,
 ) -> Result<Datasets<M::Item>, DataError> {
     let state = modality.state();
-    let loaded = modality.load(&cfg.data, root);
+    let eval_cfg = modality.eval_data_config(&cfg.data);
+    let loaded = modality.load(eval_cfg.as_ref().unwrap_or(&cfg.data), root);
     modality.restore_state(&state)?;
     loaded.map_err(|e| DataError::Unusable(format!("eval.data: {e}")))
 }

@@ -244,9 +244,6 @@ pub fn evaluate_pretrained<M: Modality>(
         for r in &results {
             eprintln!("{}", describe(r));
         }
-        if let Some(r) = &representation {
-            eprintln!("{}", r.describe());
-        }
     }
     let done = |probes| Evaluation {
         probes,

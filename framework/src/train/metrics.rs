@@ -22,8 +22,9 @@ pub struct MetricsRecord {
     /// healthy, 0 when collapsed).
     pub collapse_std: f64,
     /// Effective rank (RankMe) of the same projections, at most `min(batch, projection_dim)`;
-    /// falls when the outputs span few directions (dimensional collapse).
-    #[serde(default)]
+    /// falls when the outputs span few directions (dimensional collapse). NaN in logs written
+    /// before it was recorded.
+    #[serde(default = "not_recorded")]
     pub effective_rank: f64,
     /// Training samples per second (each sample gives two views) since the previous line.
     pub images_per_sec: f64,
@@ -32,6 +33,10 @@ pub struct MetricsRecord {
     /// Whether the collapse metric is below the collapse threshold.
     #[serde(default)]
     pub collapsed: bool,
+}
+
+fn not_recorded() -> f64 {
+    f64::NAN
 }
 
 /// Appends records to a metrics log, flushing each line.

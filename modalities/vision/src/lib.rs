@@ -180,6 +180,14 @@ impl Modality for VisionModality {
         Ok(d)
     }
 
+    fn eval_data_config(&self, cfg: &VisionDataConfig) -> Option<VisionDataConfig> {
+        // `data.labels = "none"` is for the pre-training images; the probes need labels.
+        (cfg.labels == FolderLabels::None).then(|| VisionDataConfig {
+            labels: FolderLabels::Folders,
+            ..cfg.clone()
+        })
+    }
+
     fn to_sample(&self, item: &StoredImage) -> Image {
         Image::from_stored(item)
     }
