@@ -117,6 +117,8 @@ fn unlabelled_and_single_class_image_folders_pretrain_and_report_label_free_metr
         assert!(out.contains("effective rank (RankMe)"), "{out}");
         let r = results(&run);
         assert_eq!(r["steps"], 4, "200 images, batch 50");
+        // Named after the folder, not after the config's default dataset.
+        assert_eq!(r["dataset"], if flat { "flat" } else { "nested" });
         assert_eq!(r["pretrain_samples"], 200);
         // No held-out split: the metrics are computed on the training images.
         assert_label_free(&r, 200);

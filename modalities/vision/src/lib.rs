@@ -26,8 +26,9 @@ use std::path::Path;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VisionDataConfig {
-    /// Dataset name for reports, and which dataset to download when none is found
-    /// (`"cifar10"` is downloadable).
+    /// Dataset name for reports (a folder of images in no known layout is named after
+    /// itself), and which dataset to download when none is found (`"cifar10"` is
+    /// downloadable).
     pub dataset: String,
     /// On-disk layout (`auto`, `image-folder`, `cifar-binary`, `idx`).
     pub format: Format,
@@ -176,7 +177,11 @@ impl Modality for VisionModality {
                 .test
                 .subset(cfg.test_subset, cfg.subset_seed.wrapping_add(1));
         }
-        d.name = cfg.dataset.clone();
+        // A folder in a known layout is the configured dataset; any other folder of images is
+        // named after itself (the report of a run on `~/photos` says `photos`, not `cifar10`).
+        if cfg.format != Format::Auto || readers::detect(root).is_ok() {
+            d.name = cfg.dataset.clone();
+        }
         Ok(d)
     }
 
