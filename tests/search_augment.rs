@@ -264,3 +264,79 @@ fn bad_search_arguments_are_one_line_errors() {
     let o = ssl(&["search-augment", "--modality", "vision", "--config", f]);
     assert_one_line_error(&o, &["typo"]);
 }
+
+#[test]
+fn a_label_free_search_runs_without_labels_and_reports_its_rank_correlation() {
+    let Some(data) = ssl_test_support::cifar_slice("search_augment_rankme", 5, 2) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("rankme.toml");
+    let search = SEARCH
+        .replace(
+            "probe = \"linear\"\nlabels = \"class\"",
+            "probe = \"rankme\"",
+        )
+        .replace("trials = 5", "trials = 3")
+        .replace("startup_trials = 3", "startup_trials = 2")
+        .replace("seeds = [0, 1]", "seeds = [0]");
+    std::fs::write(&file, &search).unwrap();
+    // Unlabelled: the training images without their class folders.
+    let unlabelled = tmp.path().join("unlabelled");
+    std::fs::create_dir_all(&unlabelled).unwrap();
+    for class in std::fs::read_dir(data.join("train")).unwrap() {
+        for f in std::fs::read_dir(class.unwrap().path()).unwrap() {
+            let f = f.unwrap().path();
+            let name = format!(
+                "{}-{}",
+                f.parent().unwrap().file_name().unwrap().to_string_lossy(),
+                f.file_name().unwrap().to_string_lossy()
+            );
+            std::fs::copy(&f, unlabelled.join(name)).unwrap();
+        }
+    }
+    for (data, labelled) in [(&unlabelled, false), (&data, true)] {
+        let out = tmp.path().join(format!("study-{labelled}"));
+        let o = ssl(&[
+            "search-augment",
+            "--modality",
+            "vision",
+            "--config",
+            file.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(
+            report.contains("Objective: the effective rank (RankMe)"),
+            "{report}"
+        );
+        assert!(
+            report.contains("test effective rank, % of its maximum (%)"),
+            "{report}"
+        );
+        let all = events(&out);
+        let results = of_kind(&all, "result");
+        assert!(!results.is_empty());
+        for r in &results {
+            let s = r["score"].as_f64().unwrap();
+            assert!(s > 0.0 && s <= 1.0, "a fraction of the maximum rank: {r}");
+        }
+        if labelled {
+            assert!(
+                report
+                    .contains("Rank correlation (Spearman) of the objective with the linear probe"),
+                "{report}"
+            );
+        } else {
+            assert!(
+                report.contains("Rank correlation with the linear probe: not measured (0 results"),
+                "{report}"
+            );
+        }
+    }
+}

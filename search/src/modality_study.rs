@@ -25,9 +25,9 @@ use ssl_framework::Modality;
 use ssl_framework::burn::tensor::Device;
 use ssl_framework::checkpoint;
 use ssl_framework::config::{ExperimentConfig, load_config};
-use ssl_framework::eval::ProbeResult;
+use ssl_framework::eval::RepresentationReport;
 use ssl_framework::search_space::clone_ops;
-use ssl_framework::train::{RunOptions, TrainError, train_and_evaluate};
+use ssl_framework::train::{RunOptions, RunReport, TrainError, train_and_evaluate};
 use std::path::{Path, PathBuf};
 
 /// Where and how a study runs.
@@ -96,13 +96,14 @@ impl<M: Modality, F: Fn() -> M + Sync> ModalityRunner<'_, M, F> {
         match train_and_evaluate((self.make)(), cfg, &opts) {
             Ok(report) => {
                 let (score, random, labels) =
-                    objective(&report.probes, self.settings).map_err(RunFailure::Fatal)?;
+                    objective(&report, self.settings).map_err(RunFailure::Fatal)?;
                 Ok(Outcome {
                     score,
                     detail: serde_json::json!({
                         "objective_labels": labels,
                         "random_init_score": random,
                         "probes": report.probes,
+                        "representation": report.results["representation"],
                         "steps": report.results["steps"],
                         "train_seconds": report.results["train_seconds"],
                         "final_loss": report.results["final_loss"],
@@ -117,12 +118,27 @@ impl<M: Modality, F: Fn() -> M + Sync> ModalityRunner<'_, M, F> {
     }
 }
 
-/// The objective's score (and the random-init encoder's, when evaluated) and label set.
+/// The objective's score (and the random-init encoder's, when evaluated) and label set (empty
+/// for `"rankme"`, which reads the run's label-free `representation` report).
 fn objective(
-    probes: &[ProbeResult],
+    report: &RunReport,
     settings: &SearchSettings,
 ) -> Result<(f64, Option<f64>, String), SearchError> {
     let want = &settings.objective;
+    if !want.needs_labels() {
+        let rep: RepresentationReport =
+            serde_json::from_value(report.results["representation"].clone()).map_err(|_| {
+                SearchError::Settings(
+                    "objective.probe = \"rankme\": the run reported no effective rank (fewer than 2 evaluation samples)".into(),
+                )
+            })?;
+        return Ok((
+            rep.trained.rank_fraction(),
+            rep.random_init.map(|m| m.rank_fraction()),
+            String::new(),
+        ));
+    }
+    let probes = &report.probes;
     let labels = if want.labels.is_empty() {
         probes.first().map(|p| p.labels.clone()).unwrap_or_default()
     } else {
@@ -273,13 +289,16 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
         .iter()
         .map(|l| l.name.as_str())
         .collect();
-    if sets.is_empty() {
+    let needs_labels = settings.objective.needs_labels();
+    if sets.is_empty() && needs_labels {
         return Err(SearchError::Settings(format!(
-            "{}: the dataset has no labels; the objective (a probe) needs a label set",
+            "{}: the dataset has no labels; the objective (a probe) needs a label set, or set objective.probe = \"rankme\" (the effective rank of the features, no labels)",
             opts.data_root.display()
         )));
     }
-    if !settings.objective.labels.is_empty() && !sets.contains(&settings.objective.labels.as_str())
+    if needs_labels
+        && !settings.objective.labels.is_empty()
+        && !sets.contains(&settings.objective.labels.as_str())
     {
         return Err(SearchError::Settings(format!(
             "objective.labels = {:?}: expected one of the dataset's label sets: {}",

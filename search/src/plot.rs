@@ -390,12 +390,14 @@ pub fn search_scores(points: &[ScorePoint], rungs: &[usize], out: &Path) -> Resu
 /// Draws the final comparison of a search: per `(policy, runs)`, with each run's
 /// `(score, random-init score)` (fractions, `None` when not measured), a bar of the mean test
 /// score (%) over seeds, a ± std whisker and a dot per seed, and one red line at the
-/// random-init encoder's mean, into the SVG file `out`.
+/// random-init encoder's mean, into the SVG file `out`; `measure` names the score in the
+/// caption (e.g. `top-1`).
 ///
 /// # Errors
 /// [`PlotError`] when the plot cannot be drawn or written.
 pub fn final_comparison(
     finals: &[(String, Vec<(Option<f64>, Option<f64>)>)],
+    measure: &str,
     out: &Path,
 ) -> Result<(), PlotError> {
     let n = finals.len().max(1);
@@ -415,7 +417,10 @@ pub fn final_comparison(
     let pad = ((hi - lo) * 0.15).max(0.5);
     svg_file(out, (200 + 140 * n as u32, 480), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("final comparison: test top-1 (%)", ("sans-serif", 18))
+            .caption(
+                format!("final comparison: test {measure} (%)"),
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -527,6 +532,7 @@ mod tests {
         search_scores(&[p], &[10, 30], &dir.path().join("search.svg")).unwrap();
         final_comparison(
             &[("default".into(), vec![(Some(0.4), Some(0.1)), (None, None)])],
+            "top-1",
             &dir.path().join("final.svg"),
         )
         .unwrap();

@@ -7,7 +7,7 @@ use crate::SearchError;
 use crate::journal::{Event, read_events};
 use crate::plot::{ScorePoint, final_comparison, search_scores};
 use crate::settings::SearchSettings;
-use crate::stats::mean_std;
+use crate::stats::{mean_std, spearman};
 use std::path::Path;
 
 struct TrialView {
@@ -16,6 +16,9 @@ struct TrialView {
     description: String,
     /// (rung, steps, score, at_seconds, state)
     results: Vec<(usize, usize, Option<f64>, f64, String)>,
+    /// The linear probe's top-1 on the first label set of each result, when it had labels
+    /// (beside a label-free objective, for the rank correlation).
+    linear: Vec<Option<f64>>,
 }
 
 /// Final runs per policy, in first-appearance order: (policy, [(seed, score, random-init score)]).
@@ -23,6 +26,31 @@ type Finals = Vec<(String, Vec<(u64, Option<f64>, Option<f64>)>)>;
 
 /// Every probe of every final run: (policy, probe, labels) -> [(trained, random init)].
 type FinalProbes = Vec<((String, String, String), Vec<(f64, Option<f64>)>)>;
+
+/// How well a label-free objective ranks the trials as the linear probe does: Spearman's rho
+/// over every finished result that also has a linear probe (the data had labels), or a
+/// sentence saying why it cannot be told.
+fn rank_correlation_note(trials: &[TrialView]) -> String {
+    let (mut objective, mut linear) = (Vec::new(), Vec::new());
+    for t in trials {
+        for (r, l) in t.results.iter().zip(&t.linear) {
+            if let (Some(o), Some(l)) = (r.2, l) {
+                objective.push(o);
+                linear.push(*l);
+            }
+        }
+    }
+    match spearman(&objective, &linear) {
+        Some(rho) => format!(
+            "\nRank correlation (Spearman) of the objective with the linear probe's top-1 (first label set) over the {} results that have both: {rho:.2}.\n",
+            objective.len()
+        ),
+        None => format!(
+            "\nRank correlation with the linear probe: not measured ({} results with a linear probe; it needs 3 and labels in the data).\n",
+            objective.len()
+        ),
+    }
+}
 
 /// Writes `report.md`, `search.svg` and `final.svg` in `out` from `out/journal.jsonl`, for a
 /// study of `modality` with `settings`; `ops` are the searchable ops and what their magnitude
@@ -52,6 +80,7 @@ pub fn write_report(
                 baseline: kind == "baseline",
                 description: description.clone(),
                 results: Vec::new(),
+                linear: Vec::new(),
             }),
             Event::Result {
                 trial,
@@ -60,11 +89,17 @@ pub fn write_report(
                 score,
                 at_seconds,
                 state,
+                detail,
                 ..
             } => {
                 if let Some(t) = trials.get_mut(*trial) {
                     t.results
                         .push((*rung, *steps, *score, *at_seconds, state.clone()));
+                    let linear = detail["probes"]
+                        .as_array()
+                        .and_then(|ps| ps.iter().find(|p| p["probe"] == "linear"))
+                        .and_then(|p| p["trained_top1"].as_f64());
+                    t.linear.push(linear);
                 }
             }
             Event::Final {
@@ -99,14 +134,7 @@ pub fn write_report(
         }
     }
     let rungs = settings.asha.rungs();
-    let objective = if settings.objective.labels.is_empty() {
-        format!("{} probe (first label set)", settings.objective.probe)
-    } else {
-        format!(
-            "{} probe on `{}`",
-            settings.objective.probe, settings.objective.labels
-        )
-    };
+    let objective = settings.objective.describe();
     let mut md = String::new();
     md.push_str(&format!(
         "# Augmentation search `{}` ({modality})\n\n",
@@ -116,7 +144,7 @@ pub fn write_report(
         md.push_str(&format!("{}\n\n", settings.description.trim()));
     }
     md.push_str(&format!(
-        "Objective: top-1 accuracy of the {objective}, on a validation split held out of the training data during the search and on the test split in the final comparison. The best searched trial is the one that reached the highest rung, then the best score there (as in successive halving; ties go to the earlier trial). Sampler `{}`, {} searched trials, seed {}; successive halving over {rungs:?} optimizer steps (eta {}); baselines at the full {} steps.\n\n",
+        "Objective: the {objective}, on a validation split held out of the training data during the search and on the test split in the final comparison. The best searched trial is the one that reached the highest rung, then the best score there (as in successive halving; ties go to the earlier trial). Sampler `{}`, {} searched trials, seed {}; successive halving over {rungs:?} optimizer steps (eta {}); baselines at the full {} steps.\n\n",
         serde_json::to_value(settings.sampler).unwrap_or_default().as_str().unwrap_or(""),
         settings.trials,
         settings.seed,
@@ -135,11 +163,15 @@ pub fn write_report(
         md.push_str("Not run yet.\n\n");
     } else {
         md.push_str(&format!(
-            "Each policy re-trained on the whole training split for {} optimizer steps per seed; top-1 % on the test split, mean ± std over seeds (random-init encoder of the same architecture, same seeds: {}).\n\n",
+            "Each policy re-trained on the whole training split for {} optimizer steps per seed; {} (%) on the test split, mean ± std over seeds (random-init encoder of the same architecture, same seeds: {}).\n\n",
             settings.final_steps(),
+            settings.objective.measure(),
             random_init_mean.map(|r| format!("{:.2}%", r * 100.0)).unwrap_or_else(|| "not measured".into())
         ));
-        md.push_str("| policy | test top-1 (%) | seeds | per seed |\n|---|---|---|---|\n");
+        md.push_str(&format!(
+            "| policy | test {} (%) | seeds | per seed |\n|---|---|---|---|\n",
+            settings.objective.measure()
+        ));
         for (policy, runs) in &finals {
             let v: Vec<f64> = runs.iter().filter_map(|r| r.1).map(|s| s * 100.0).collect();
             let (m, sd) = mean_std(&v);
@@ -271,6 +303,9 @@ pub fn write_report(
         ));
     }
     md.push_str("\nScores per rung reached, left to right. Plots: `search.svg` (score per trial over study time), `final.svg` (the final comparison). Every event is in `journal.jsonl`.\n");
+    if !settings.objective.needs_labels() {
+        md.push_str(&rank_correlation_note(&trials));
+    }
     if !ops.is_empty() {
         md.push_str("\n## Search space\n\nEach view: the modality's crop, then `space.min_ops` to `space.max_ops` of these ops (probability and magnitude `m` in [0, 1] searched), then its finishing ops.\n\n| op | magnitude `m` sets |\n|---|---|\n");
         for (op, m) in ops {
@@ -300,7 +335,12 @@ pub fn write_report(
         .into_iter()
         .map(|(policy, runs)| (policy, runs.into_iter().map(|r| (r.1, r.2)).collect()))
         .collect();
-    final_comparison(&finals, &out.join("final.svg")).map_err(plot_error)?;
+    final_comparison(
+        &finals,
+        settings.objective.measure(),
+        &out.join("final.svg"),
+    )
+    .map_err(plot_error)?;
     Ok(())
 }
 

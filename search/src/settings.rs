@@ -8,14 +8,53 @@ use crate::tpe::TpeConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// The objective: a probe's top-1 accuracy on the validation split.
+/// The objective: a probe's top-1 accuracy on the validation split, or, with no labels at
+/// all, the effective rank of the features (`"rankme"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Objective {
-    /// `"linear"` (the linear probe, as the issue and the paper's protocol) or `"knn"`.
+    /// `"linear"` (the linear probe, as the issue and the paper's protocol), `"knn"`, or
+    /// `"rankme"`: the effective rank of the encoder's features (RankMe, Garrido et al. 2023)
+    /// as a fraction of its maximum, which needs no labels (a modality without any can be
+    /// searched; the paper reports it tracking linear-probe accuracy across hyperparameters).
     pub probe: String,
-    /// The label set scored (e.g. `"digit"`); empty: the dataset's first.
+    /// The label set scored (e.g. `"digit"`); empty: the dataset's first. Not read by
+    /// `"rankme"`.
     pub labels: String,
+}
+
+impl Objective {
+    /// Whether the objective needs labels (a probe) or not (`"rankme"`).
+    pub fn needs_labels(&self) -> bool {
+        self.probe != "rankme"
+    }
+
+    /// What the score measures, for reports: `"top-1"` or `"effective rank, % of its
+    /// maximum"`.
+    pub fn measure(&self) -> &'static str {
+        if self.needs_labels() {
+            "top-1"
+        } else {
+            "effective rank, % of its maximum"
+        }
+    }
+
+    /// What the objective scores, for reports: e.g. `linear probe on \`digit\``.
+    pub fn describe(&self) -> String {
+        if !self.needs_labels() {
+            "effective rank (RankMe) of the encoder's features as a percentage of its maximum (no labels used)".into()
+        } else if self.labels.is_empty() {
+            format!(
+                "top-1 accuracy of the {} probe (first label set)",
+                self.probe
+            )
+        } else {
+            format!(
+                "top-1 accuracy of the {} probe on `{}`",
+                self.probe, self.labels
+            )
+        }
+    }
 }
 
 impl Default for Objective {
@@ -141,9 +180,9 @@ impl SearchSettings {
                 self.budget_minutes
             ));
         }
-        if !["linear", "knn"].contains(&self.objective.probe.as_str()) {
+        if !["linear", "knn", "rankme"].contains(&self.objective.probe.as_str()) {
             return Err(format!(
-                "objective.probe = {:?}: expected \"linear\" or \"knn\"",
+                "objective.probe = {:?}: expected \"linear\", \"knn\" or \"rankme\"",
                 self.objective.probe
             ));
         }
