@@ -400,6 +400,43 @@ fn unlabelled_wavs_pretrain_and_report_label_free_metrics() {
     let r = results(&run);
     assert_eq!(r["steps"], 4);
     assert_label_free(&r, 100);
+
+    // Clips sorted into folders that are no classes (`data.labels = "none"`): unlabelled too.
+    let sorted = tmp.path().join("sorted");
+    for (i, f) in files.iter().step_by(25).take(100).enumerate() {
+        let dir = sorted.join(format!("session-{}", i % 2));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(f, dir.join(format!("clip-{i:03}.wav"))).unwrap();
+    }
+    let run = tmp.path().join("run-sorted");
+    let o = ssl(&[
+        "train",
+        "--modality",
+        "audio",
+        "--data",
+        sorted.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--no-progress",
+        "--set",
+        "data.labels=\"none\"",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=25",
+        "--set",
+        "encoder.channels=8",
+        "--set",
+        "encoder.dim=64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = results(&run);
+    assert_label_free(&r, 100);
+    assert_eq!(
+        r["eval_notes"].as_array().unwrap().len(),
+        1,
+        "no labels at all, not a 2-class label set dropped: {r}"
+    );
 }
 
 #[test]

@@ -194,8 +194,12 @@ fn load_fsdd(dir: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataEr
     })
 }
 
-fn load_folders(root: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, DataError> {
-    let scan = folder::scan(root, &["wav"], FolderLabels::Folders)?;
+fn load_folders(
+    root: &Path,
+    labels: FolderLabels,
+    front: &LogMel,
+) -> Result<Datasets<Spectrogram>, DataError> {
+    let scan = folder::scan(root, &["wav"], labels)?;
     if !scan.ignored.is_empty() {
         eprintln!(
             "warning: skipping {} in {}",
@@ -237,13 +241,28 @@ fn load_folders(root: &Path, front: &LogMel) -> Result<Datasets<Spectrogram>, Da
     })
 }
 
-/// Reads an audio dataset.
+/// Reads an audio dataset, class folders labelling a split whose entries are only folders.
 ///
 /// # Errors
-/// [`DataError`] naming the folder when no layout matches or a split has no readable file.
+/// [`DataError`] naming the folder when no layout matches or the training split has no
+/// readable file.
 pub fn load(
     root: &Path,
     layout: Layout,
+    front: &LogMel,
+) -> Result<Datasets<Spectrogram>, DataError> {
+    load_with_labels(root, layout, FolderLabels::Folders, front)
+}
+
+/// As [`load`], with `labels` saying whether class folders label their files
+/// ([`FolderLabels::None`]: every WAV unlabelled; FSDD file names still label FSDD files).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with_labels(
+    root: &Path,
+    layout: Layout,
+    labels: FolderLabels,
     front: &LogMel,
 ) -> Result<Datasets<Spectrogram>, DataError> {
     if !root.is_dir() {
@@ -260,10 +279,10 @@ pub fn load(
             })?,
             front,
         )?,
-        Layout::Folders => load_folders(root, front)?,
+        Layout::Folders => load_folders(root, labels, front)?,
         Layout::Auto => match fsdd_dir(root) {
             Some(dir) => load_fsdd(&dir, front)?,
-            None => load_folders(root, front)?,
+            None => load_folders(root, labels, front)?,
         },
     };
     if d.train.is_empty() {

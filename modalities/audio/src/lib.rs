@@ -18,6 +18,7 @@ use encoder::{AudioEncoder, AudioInput};
 use melspec::{LOG_EPS, LogMel, LogMelConfig, Spectrogram};
 use serde::{Deserialize, Serialize};
 use ssl_framework::config::{ConfigError, ConfigSection, check_f64, check_positive};
+use ssl_framework::data::folder::FolderLabels;
 use ssl_framework::data::{DataError, Datasets};
 use ssl_framework::modality::Modality;
 use std::path::Path;
@@ -51,6 +52,14 @@ pub struct AudioDataConfig {
     pub train_subset: usize,
     /// Use a seeded subset of this many test clips (0: all).
     pub test_subset: usize,
+    /// Folders of WAVs: `"folders"` (class folders label a split whose entries are only
+    /// folders) or `"none"` (every clip unlabelled).
+    #[serde(skip_serializing_if = "is_folder_labels")]
+    pub labels: FolderLabels,
+}
+
+fn is_folder_labels(l: &FolderLabels) -> bool {
+    *l == FolderLabels::Folders
 }
 
 impl Default for AudioDataConfig {
@@ -68,6 +77,7 @@ impl Default for AudioDataConfig {
             min_frames: 96,
             train_subset: 0,
             test_subset: 0,
+            labels: FolderLabels::Folders,
         }
     }
 }
@@ -237,7 +247,7 @@ impl Modality for AudioModality {
 
     fn load(&self, cfg: &AudioDataConfig, root: &Path) -> Result<Datasets<Spectrogram>, DataError> {
         let front = LogMel::new(cfg.logmel());
-        let mut d = dataset::load(root, cfg.layout, &front)?;
+        let mut d = dataset::load_with_labels(root, cfg.layout, cfg.labels, &front)?;
         if cfg.train_subset > 0 {
             d.train = d.train.subset(cfg.train_subset, 0);
         }
@@ -248,6 +258,14 @@ impl Modality for AudioModality {
         *self.stats.write().expect("stats lock") = Some(NormStats::of(&d.train.items));
         *self.pad_frames.write().expect("lock") = cfg.min_frames;
         Ok(d)
+    }
+
+    fn eval_data_config(&self, cfg: &AudioDataConfig) -> Option<AudioDataConfig> {
+        // `data.labels = "none"` is for the pre-training clips; the probes need labels.
+        (cfg.labels == FolderLabels::None).then(|| AudioDataConfig {
+            labels: FolderLabels::Folders,
+            ..cfg.clone()
+        })
     }
 
     fn to_sample(&self, item: &Spectrogram) -> Spectrogram {
