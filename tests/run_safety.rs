@@ -132,7 +132,8 @@ fn failed_runs_warn_and_a_healthy_run_does_not() {
     assert!(warnings(&run)[0].starts_with("byol.tau_base = 0.01"));
 }
 
-/// `ssl train` of `run` on `data`: 24 steps, a metrics line per step, no periodic checkpoint.
+/// `ssl train` of `run` on `data`: 64 steps (long enough that the run is still going while the
+/// test starts a second process and signals), a metrics line per step, no periodic checkpoint.
 fn run_args(data: &Path, run: &Path) -> Vec<String> {
     let mut a: Vec<String> = [
         "train",
@@ -148,7 +149,7 @@ fn run_args(data: &Path, run: &Path) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     for kv in [
-        "train.epochs=3",
+        "train.epochs=8",
         "train.batch_size=25",
         "train.checkpoint_every=0",
         "train.log_every=1",
@@ -220,7 +221,7 @@ fn a_run_folder_has_one_owner_and_sigterm_checkpoints_for_an_exact_resume() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(metrics(&full).len(), 24);
+    assert_eq!(metrics(&full).len(), 64);
 
     let run = tmp.path().join("interrupted");
     let args = run_args(&data, &run);
@@ -247,7 +248,7 @@ fn a_run_folder_has_one_owner_and_sigterm_checkpoints_for_an_exact_resume() {
     );
     // The checkpoint is the last logged step, though no periodic checkpoint was due.
     let logged = metric_lines(&run);
-    assert!((5..24).contains(&logged), "stopped mid-run: {logged}");
+    assert!((5..62).contains(&logged), "stopped mid-run: {logged}");
     let ckpts: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

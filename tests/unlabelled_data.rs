@@ -233,6 +233,25 @@ fn eval_data_probes_on_a_separate_labelled_set_and_eval_finds_the_runs_data() {
         (Some(150), Some(50))
     );
     assert_eq!(r["probes"].as_array().unwrap().len(), 2);
+    // A held-out split of one image: probed, and the label-free metrics read the training
+    // split (a rank needs 2 samples).
+    let one_test = tmp.path().join("one-test");
+    copy_tree(&train_only, &one_test);
+    let cat = std::fs::read_dir(slice.join("test/cat"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::create_dir_all(one_test.join("test/cat")).unwrap();
+    std::fs::copy(&cat, one_test.join("test/cat/only.jpg")).unwrap();
+    let run = tmp.path().join("run-one-test");
+    let o = train_vision(&one_test, &run, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = results(&run);
+    assert_eq!(r["test_samples"], 1);
+    assert_eq!(r["representation"]["split"], "train");
+    assert_eq!(r["representation"]["samples"], 200);
     // Without eval.split = "validation" it trains too, and says how to probe.
     let run = tmp.path().join("run-no-test");
     let o = train_vision(&train_only, &run, &[]);

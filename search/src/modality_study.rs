@@ -91,7 +91,12 @@ impl<M: Modality, F: Fn() -> M + Sync> ModalityRunner<'_, M, F> {
             progress: self.opts.progress && self.opts.devices.len() == 1,
             pause_at_step,
             random_init,
-            stop: self.opts.stop.clone(),
+            // Trials on several devices run at once: each stops at a step boundary.
+            stop: if self.opts.devices.len() > 1 {
+                self.opts.stop.shared_by_concurrent_runs()
+            } else {
+                self.opts.stop.clone()
+            },
         };
         match train_and_evaluate((self.make)(), cfg, &opts) {
             Ok(report) => {

@@ -88,11 +88,15 @@ pub fn load_pretrained<M: Modality>(
     device: &Device,
 ) -> Result<Pretrained<M>, TrainError> {
     let (config, _) = checkpoint_config::<M>(dir, overrides)?;
-    let mut datasets = modality.load(&config.data, data_root)?;
     // As in training: `eval.split` carves the evaluation data, which is the pre-training data
-    // unless the run had a separate `eval.data` (then the pre-training data stays whole).
+    // unless the run had a separate `eval.data` (then the pre-training data stays whole), and
+    // the separate evaluation data is read with its labels on.
     let separate_eval = !config.eval.data.is_empty();
-    let is_eval_data = same_folder(data_root, Path::new(&config.eval.data));
+    let is_eval_data = separate_eval && same_folder(data_root, Path::new(&config.eval.data));
+    let eval_cfg = is_eval_data
+        .then(|| modality.eval_data_config(&config.data))
+        .flatten();
+    let mut datasets = modality.load(eval_cfg.as_ref().unwrap_or(&config.data), data_root)?;
     if !separate_eval || is_eval_data {
         apply_eval_split(&mut datasets, &config.eval, config.seed);
     }

@@ -222,10 +222,14 @@ fn scan_split(
         .flatten()
         .map(|e| e.path())
         .collect();
+    // Hidden entries are neither samples nor classes (they are counted by the walks below).
     let top_files = entries
         .iter()
-        .any(|p| p.is_file() && has_extension(p, extensions));
-    let mut sub_dirs: Vec<PathBuf> = entries.into_iter().filter(|p| p.is_dir()).collect();
+        .any(|p| p.is_file() && !hidden(p) && has_extension(p, extensions));
+    let mut sub_dirs: Vec<PathBuf> = entries
+        .into_iter()
+        .filter(|p| p.is_dir() && !hidden(p))
+        .collect();
     sub_dirs.sort();
     let class_folders = labels == FolderLabels::Folders && !top_files && !sub_dirs.is_empty();
     if !class_folders {
@@ -349,6 +353,15 @@ mod tests {
             ignored.sort();
             assert_eq!(ignored, [".hidden.jpg", ".thumbs", "dangling.jpg"]);
         }
+        // A hidden folder beside class folders is no class (`.ipynb_checkpoints/`).
+        let d = tempfile::tempdir().unwrap();
+        for f in ["a/1.jpg", "b/2.jpg", ".ipynb_checkpoints/3.jpg", ".x.jpg"] {
+            touch(d.path(), f);
+        }
+        let s = scan(d.path(), &["jpg"], FolderLabels::Folders).unwrap();
+        assert_eq!(s.train.labels.unwrap().0, ["a", "b"]);
+        assert_eq!(s.train.files.len(), 2);
+        assert_eq!(s.ignored.len(), 2);
         // Nothing usable: an error naming the folder and what it holds.
         let d = tempfile::tempdir().unwrap();
         touch(d.path(), "a.txt");

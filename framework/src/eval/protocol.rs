@@ -168,8 +168,10 @@ pub fn evaluate_encoder<M: Modality>(
             random_init_top1: random_f.as_ref().map(linear),
         });
     }
-    let rank_of = |(_, te): &(crate::eval::Features, crate::eval::Features)| {
-        representation(&te.select(&rank_rows))
+    // The rows index the split they were drawn from: the held-out one, else the training one.
+    let rank_of = |(tr, te): &(crate::eval::Features, crate::eval::Features)| {
+        let drawn_from = if split == "held-out" { te } else { tr };
+        representation(&drawn_from.select(&rank_rows))
     };
     let report = rank_of(&trained_f).map(|t| RepresentationReport {
         split: split.into(),

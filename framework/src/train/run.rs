@@ -286,7 +286,7 @@ pub fn train_and_evaluate<M: Modality>(
     };
     // The final checkpoint is written: a signal from now on may end the process at once.
     opts.stop.allow_immediate_exit();
-    let hint = if opts.stop.is_handled() {
+    let hint = if opts.stop.allows_immediate_exit() {
         "; Ctrl-C now quits at once, --resume evaluates again"
     } else {
         ""

@@ -15,6 +15,9 @@ pub struct StopRequest {
     signal: Arc<AtomicUsize>,
     immediate: Arc<AtomicBool>,
     handled: Arc<AtomicBool>,
+    /// Other runs share the process (several trials at once): no run may allow an immediate
+    /// exit, which would cut the others short without their checkpoints.
+    shared: bool,
 }
 
 impl StopRequest {
@@ -47,9 +50,27 @@ impl StopRequest {
         self.handled.load(Ordering::SeqCst)
     }
 
-    /// From now on a signal may end the process at once.
+    /// The same request for runs that share the process with others at the same time (the
+    /// search's trials on several devices): [`allow_immediate_exit`](Self::allow_immediate_exit)
+    /// does nothing, so every run stops at a step boundary with its checkpoint.
+    pub fn shared_by_concurrent_runs(&self) -> Self {
+        Self {
+            shared: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a signal now ends the process at once, not at a step boundary.
+    pub fn allows_immediate_exit(&self) -> bool {
+        !self.shared && self.is_handled()
+    }
+
+    /// From now on a signal may end the process at once (unless the request is shared by
+    /// concurrent runs).
     pub fn allow_immediate_exit(&self) {
-        self.immediate.store(true, Ordering::SeqCst);
+        if !self.shared {
+            self.immediate.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Training (again): a first signal stops at the next step boundary, unless a stop was
