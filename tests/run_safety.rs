@@ -190,13 +190,12 @@ fn spawn(args: &[String], resume: bool) -> std::process::Child {
         .unwrap()
 }
 
-fn signal(child: &std::process::Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([format!("-{name}"), child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{name}");
+/// Sends `signal` (libc's number) to `child`, without needing a `kill` program on the machine.
+fn signal(child: &std::process::Child, signal: i32) {
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
 
 #[test]
@@ -234,7 +233,7 @@ fn a_run_folder_has_one_owner_and_sigterm_checkpoints_for_an_exact_resume() {
         .output()
         .unwrap();
     assert_one_line_error(&o, &["is in use by process", &child.id().to_string()]);
-    signal(&child, "TERM");
+    signal(&child, libc::SIGTERM);
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(143), "{err}");
@@ -259,7 +258,7 @@ fn a_run_folder_has_one_owner_and_sigterm_checkpoints_for_an_exact_resume() {
     // Killed outright (SIGKILL: no clean-up), the lock it leaves is taken over on resume.
     let mut child = spawn(&args, true);
     wait_for_steps(&mut child, &run, logged + 2);
-    signal(&child, "KILL");
+    signal(&child, libc::SIGKILL);
     let _ = child.wait();
     let o = Command::new(env!("CARGO_BIN_EXE_ssl"))
         .args(&args)

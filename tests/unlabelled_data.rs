@@ -376,6 +376,30 @@ fn mixed_sizes_and_formats_train_and_evaluate_with_the_default_config() {
     assert_eq!(r["probes"].as_array().unwrap().len(), 2);
 }
 
+/// The default audio config on `data`, shrunk for a test: one epoch, batch 25, a small encoder.
+fn train_audio(data: &Path, run: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "--modality",
+        "audio",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--no-progress",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=25",
+        "--set",
+        "encoder.channels=8",
+        "--set",
+        "encoder.dim=64",
+    ];
+    args.extend_from_slice(extra);
+    ssl(&args)
+}
+
 #[test]
 fn unlabelled_wavs_pretrain_and_report_label_free_metrics() {
     let Some(fsdd) = ssl_test_support::unpack_all("unlabelled_wavs", "fsdd-recordings.tar.gz")
@@ -397,24 +421,7 @@ fn unlabelled_wavs_pretrain_and_report_label_free_metrics() {
         std::fs::copy(f, data.join(format!("clip-{i:03}.wav"))).unwrap();
     }
     let run = tmp.path().join("run");
-    let o = ssl(&[
-        "train",
-        "--modality",
-        "audio",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--no-progress",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.batch_size=25",
-        "--set",
-        "encoder.channels=8",
-        "--set",
-        "encoder.dim=64",
-    ]);
+    let o = train_audio(&data, &run, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let r = results(&run);
     assert_eq!(r["steps"], 4);
@@ -428,26 +435,7 @@ fn unlabelled_wavs_pretrain_and_report_label_free_metrics() {
         std::fs::copy(f, dir.join(format!("clip-{i:03}.wav"))).unwrap();
     }
     let run = tmp.path().join("run-sorted");
-    let o = ssl(&[
-        "train",
-        "--modality",
-        "audio",
-        "--data",
-        sorted.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--no-progress",
-        "--set",
-        "data.labels=\"none\"",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.batch_size=25",
-        "--set",
-        "encoder.channels=8",
-        "--set",
-        "encoder.dim=64",
-    ]);
+    let o = train_audio(&sorted, &run, &["--set", "data.labels=\"none\""]);
     assert!(o.status.success(), "{}", text(&o));
     let r = results(&run);
     assert_label_free(&r, 100);
