@@ -6,6 +6,8 @@ the figure that counts (issue #7). Writes the table as JSON with --json.
 
 usage: python3 scripts/bench_vs_pytorch.py --cifar DIR [--rounds 2] [--steps 10]
        [--workloads step-smallcnn,step-resnet18-cifar,augment-cifar] [--json FILE]
+       python3 scripts/bench_vs_pytorch.py --imagenet DIR --workloads augment-imagenet
+       [--images 500] [--rounds 3]
        python3 scripts/bench_vs_pytorch.py --ops [--rounds 2]
 
 --ops: the small CNN's step op by op instead (`ssl bench --workloads ops-smallcnn` against
@@ -15,7 +17,9 @@ listed, so the table is also a minimal benchmark of burn-flex's slow ops against
 
 Needs: `cargo build --release` (the script runs target/release/ssl, or $SSL_BIN), and torch
 and torchvision in the Python that runs it (not a dependency of ssl; see ../shared/bench/README.md).
-DIR: an unpacked CIFAR-10 JPEG ImageFolder (both sides read the same images).
+DIR: an unpacked CIFAR-10 JPEG ImageFolder (both sides read the same images); for
+augment-imagenet, a folder of ImageNet-sized JPEGs (scripts/make_imagenet_like.py; at most 1000
+of them are read, the twin's first ones by path and ours a seeded subset).
 """
 import argparse
 import json
@@ -33,25 +37,33 @@ WORKLOADS = {
     "step-smallcnn": (["torch_step.py", "smallcnn", "128"], 128, "images_per_s"),
     "step-resnet18-cifar": (["torch_step.py", "resnet18", "64"], 64, "images_per_s"),
     "augment-cifar": (["torch_augment.py"], 1, "pairs_per_s"),
+    # Ours: read + decode + view 1 of configs/vision/imagenet.toml, one thread; twin in scripts/.
+    "augment-imagenet": (["bench_imagenet_torch.py"], 1, "images_per_s"),
 }
+# Workloads on --imagenet DIR (ImageNet-sized JPEGs, scripts/make_imagenet_like.py) instead of --cifar.
+IMAGENET = {"augment-imagenet"}
 
 
-def ours(binary, workload, steps, cifar, images):
+def ours(binary, workload, steps, data, images):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [binary, "bench", "--workloads", workload, "--steps", str(steps), "--json", f.name]
-        if workload == "augment-cifar":
-            cmd += ["--data", cifar, "--images", str(images)]
+        if workload.startswith("augment-"):
+            cmd += ["--data", data, "--images", str(images)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rows = json.load(open(f.name))["rows"]
-    # augment-cifar: the one-thread row is the one PyTorch's twin measures.
+    if workload == "augment-imagenet":
+        # One decode and one view per image, as the twin.
+        rows = [r for r in rows if r["workload"] == "augment-imagenet (view)"]
+    # augment-*: the one-thread row is the one PyTorch's twin measures.
     return min(rows, key=lambda r: r["threads"])["figure"], rows
 
 
-def twin(workload, steps, cifar, images):
+def twin(workload, steps, data, images):
     tail, _, field = WORKLOADS[workload]
-    cmd = [sys.executable, os.path.join(TWINS, tail[0])] + tail[1:]
-    if workload == "augment-cifar":
-        cmd += [cifar, str(images)]
+    folder = os.path.join(ROOT, "scripts") if workload in IMAGENET else TWINS
+    cmd = [sys.executable, os.path.join(folder, tail[0])] + tail[1:]
+    if workload.startswith("augment-"):
+        cmd += [data, str(images)]
     else:
         cmd += [str(steps)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -90,11 +102,12 @@ def ops_rounds(binary, rounds, reps):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cifar", help="unpacked CIFAR-10 JPEG folder (the workloads)")
+    p.add_argument("--imagenet", help="folder of ImageNet-sized JPEGs (augment-imagenet; scripts/make_imagenet_like.py)")
     p.add_argument("--ops", action="store_true", help="compare the small CNN's ops instead")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--workloads", default="step-smallcnn,step-resnet18-cifar,augment-cifar")
     p.add_argument("--json")
     a = p.parse_args()
     binary = os.environ.get("SSL_BIN", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "ssl"))
@@ -107,17 +120,22 @@ def main():
         if a.json:
             json.dump({"torch": torch.__version__, "ops": table}, open(a.json, "w"), indent=2)
         return
-    if not a.cifar:
+    workloads = a.workloads.split(",")
+    if not a.cifar and any(w not in IMAGENET for w in workloads):
         sys.exit("--cifar DIR is required for the workloads (or use --ops)")
+    if a.imagenet is None and any(w in IMAGENET for w in workloads):
+        sys.exit("--imagenet DIR is required for augment-imagenet")
 
     table = []
-    for w in a.workloads.split(","):
+    for w in workloads:
         if w not in WORKLOADS:
             sys.exit(f"unknown workload {w!r}: expected one of {', '.join(WORKLOADS)}")
         rounds = []
         for r in range(a.rounds):
-            mine, _ = ours(binary, w, a.steps, a.cifar, a.images)
-            theirs, line = twin(w, a.steps, a.cifar, a.images)
+            data = a.imagenet if w in IMAGENET else a.cifar
+            images = min(a.images, 1000) if w in IMAGENET else a.images
+            mine, _ = ours(binary, w, a.steps, data, images)
+            theirs, line = twin(w, a.steps, data, images)
             rounds.append({"ours": mine, "pytorch": theirs, "ratio": mine / theirs})
             print(f"{w:<22} round {r + 1}: ours {mine:9.1f}  pytorch {theirs:9.1f}  ratio {mine / theirs:5.2f}", flush=True)
         ratio = statistics.median(x["ratio"] for x in rounds)

@@ -39,7 +39,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
-    /// all); also augment-audio (log-mel front end and BYOL-A views on FSDD), ops-smallcnn (the small CNN's step op by op, milliseconds) and
+    /// all); also augment-imagenet (read + JPEG decode + the ImageNet config's views on
+    /// ImageNet-sized JPEGs in --data, at most 1000 of --images), augment-audio (log-mel
+    /// front end and BYOL-A views on FSDD), ops-smallcnn (the small CNN's step op by op, milliseconds) and
     /// epoch-cifar10-quick (one epoch of the default vision config through the trainer: seconds,
     /// data-wait fraction, peak memory), not in the default set.
     #[arg(long, value_delimiter = ',')]
@@ -257,6 +259,62 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
     ))
 }
 
+/// `augment-imagenet`: images per second through what a streaming ImageNet run does per
+/// image, on `threads` threads: read the JPEG file, decode it, then view 1 of
+/// `configs/vision/imagenet.toml` (random resized crop 224, flip, colour jitter, grayscale,
+/// blur 23x23, normalize) or, with `both_views`, views 1 and 2 (what the trainer makes of one
+/// decode). The images are the first `images` of `data` (an image folder).
+fn augment_imagenet_workload(
+    data: &std::path::Path,
+    images: usize,
+    threads: usize,
+    both_views: bool,
+) -> Result<f64> {
+    let modality = VisionModality;
+    let cfg = VisionDataConfig {
+        streaming: ssl_vision::Streaming::On,
+        train_subset: images,
+        ..Default::default()
+    };
+    let d = modality
+        .load(&cfg, data)
+        .with_context(|| format!("--data {}", data.display()))?;
+    let exp = ssl_framework::config::load_config::<VisionModality>(
+        include_str!("../configs/vision/imagenet.toml"),
+        "configs/vision/imagenet.toml",
+        &[],
+    )?;
+    let items = &d.train.items;
+    let (v1, v2) = (&exp.augment.view1, &exp.augment.view2);
+    let copies = if both_views { 2 } else { 1 };
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (failed, modality) = (&failed, &modality);
+            s.spawn(move || {
+                for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
+                    let mut rng = StdRng::seed_from_u64(sample_seed(0, 0, i));
+                    let Ok(mut samples) = modality.try_samples(item, copies) else {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    };
+                    let mut ctx = ssl_framework::AugmentContext::new(&mut rng);
+                    let a = v1.apply(samples.remove(0), &mut ctx);
+                    let b = samples.pop().map(|x| v2.apply(x, &mut ctx));
+                    std::hint::black_box((a, b));
+                }
+            });
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let failed = failed.into_inner();
+    if failed > 0 {
+        eprintln!("warning: {failed} images did not decode (not counted)");
+    }
+    Ok((items.len() - failed) as f64 / seconds)
+}
+
 /// View-1 + view-2 pairs per second over `items` on `threads` threads, each sample seeded as in
 /// training, with mixing ops drawing from the same items (as the trainer's loader does).
 fn view_pairs_per_sec<M: Modality>(
@@ -274,11 +332,17 @@ fn view_pairs_per_sec<M: Modality>(
                 for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
                     let mut rng = StdRng::seed_from_u64(sample_seed(0, 0, i));
                     let a = v1.apply(
-                        modality.to_sample(item),
+                        modality
+                            .try_samples(item, 1)
+                            .expect("bench data is readable")
+                            .remove(0),
                         &mut ssl_framework::AugmentContext::with_source(&mut rng, source),
                     );
                     let b = v2.apply(
-                        modality.to_sample(item),
+                        modality
+                            .try_samples(item, 1)
+                            .expect("bench data is readable")
+                            .remove(0),
                         &mut ssl_framework::AugmentContext::with_source(&mut rng, source),
                     );
                     std::hint::black_box((a, b));
@@ -441,6 +505,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     });
                 }
             }
+            "augment-imagenet" => {
+                let data = args.data.clone().context(
+                    "augment-imagenet needs --data DIR: a folder of ImageNet-sized JPEGs (scripts/make_imagenet_like.py writes one)",
+                )?;
+                let images = args.images.min(1000);
+                for (both, name) in [
+                    (false, "augment-imagenet (view)"),
+                    (true, "augment-imagenet (2 views)"),
+                ] {
+                    for threads in [1, cores] {
+                        eprintln!("{name}: {images} images, {threads} thread(s)...");
+                        let figure = augment_imagenet_workload(&data, images, threads, both)?;
+                        rows.push(Row {
+                            workload: name.into(),
+                            batch: 1,
+                            threads,
+                            figure,
+                            unit: "images/s",
+                            memory: None,
+                        });
+                    }
+                }
+            }
             "epoch-cifar10-quick" => {
                 let data = ssl_vision::locate::locate_data(args.data.clone(), "cifar10")?;
                 eprintln!("epoch-cifar10-quick: one epoch of the default vision config...");
@@ -515,7 +602,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 ops_batch = batch;
             }
             other => bail!(
-                "unknown workload `{other}` (expected one of {}, augment-audio, ops-smallcnn or epoch-cifar10-quick)",
+                "unknown workload `{other}` (expected one of {}, augment-imagenet, augment-audio, ops-smallcnn or epoch-cifar10-quick)",
                 all.join(", ")
             ),
         }

@@ -1,4 +1,5 @@
-//! Command-line interface: `ssl train`, `eval`, `embed`, `export`, `bench`, `search-augment`.
+//! Command-line interface: `ssl train`, `eval`, `embed`, `export`, `shard`, `bench`,
+//! `search-augment`.
 
 use crate::checkpoint_cmds::{CheckpointArgs, CheckpointCommand};
 use crate::common::{one_line, parse_device, read_config};
@@ -99,6 +100,27 @@ enum Command {
         /// Output FILE.safetensors.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Writes an image folder as WebDataset-style tar shards (`train-0000.tar`, ...,
+    /// `test-0000.tar`, ...: each image's file unchanged as `<key>.<ext>`, its class index as
+    /// `<key>.cls`, `classes.txt` beside them), shuffled so every shard mixes the classes; then
+    /// `ssl train --modality vision --data 'OUT/train-{0000..NNNN}.tar'` streams them.
+    Shard {
+        /// The image folder (`train/` and `test/` or `val/` class folders, or unlabelled).
+        #[arg(long)]
+        data: PathBuf,
+        /// The folder the shards are written into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Samples per shard.
+        #[arg(long, default_value_t = 1000)]
+        per_shard: usize,
+        /// Seed of the shuffle.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// `folders` (class folders are labels, written as `.cls`) or `none`.
+        #[arg(long, default_value = "folders", value_parser = ["folders", "none"])]
+        labels: String,
     },
     /// Benchmarks: a config-driven grid of runs (`--config configs/bench/<name>.toml`: table and
     /// plots), or throughput (build with --release): BYOL steps and the augmentation pipeline.
@@ -366,6 +388,45 @@ pub fn run() -> Result<()> {
         } => {
             let (dir, modality, _) = open_checkpoint(&checkpoint, modality)?;
             modality.visit(CheckpointCommand::Export { dir, out })
+        }
+        Command::Shard {
+            data,
+            out,
+            per_shard,
+            seed,
+            labels,
+        } => {
+            use ssl_framework::data::folder::FolderLabels;
+            if per_shard == 0 {
+                bail!("--per-shard 0: expected at least one sample per shard");
+            }
+            let labels = if labels == "none" {
+                FolderLabels::None
+            } else {
+                FolderLabels::Folders
+            };
+            let written =
+                ssl_vision::readers::tar_shards::write_shards(&data, labels, &out, per_shard, seed)
+                    .with_context(|| format!("ssl shard --data {}", data.display()))?;
+            println!(
+                "wrote {} training samples in {} shards{} to {}",
+                written.train.1,
+                written.train.0,
+                if written.test.0 > 0 {
+                    format!(
+                        ", {} held-out samples in {} shards",
+                        written.test.1, written.test.0
+                    )
+                } else {
+                    String::new()
+                },
+                out.display()
+            );
+            println!(
+                "train on them: ssl train --modality vision --data '{}'",
+                written.train_pattern.display()
+            );
+            Ok(())
         }
         Command::Bench(args) => crate::bench::run(args),
         Command::SearchAugment(args) => crate::search_cmd::run(args),

@@ -177,6 +177,31 @@ pub trait Modality: Send + Sync + Sized + 'static {
     /// Converts a stored record into the working representation, before augmentation.
     fn to_sample(&self, item: &Self::Item) -> Self::Sample;
 
+    /// Reads a stored record into `copies` working samples (one per view), reading and
+    /// decoding it once. The loaders call this, not [`to_sample`](Modality::to_sample).
+    /// Default: `to_sample` `copies` times, never failing. A modality whose records are read
+    /// when used (vision's streaming image folders and tar shards) overrides it.
+    ///
+    /// # Errors
+    /// [`DataError`] naming the file when the record cannot be read or decoded; the loaders
+    /// then skip the record, count it, and use another.
+    fn try_samples(
+        &self,
+        item: &Self::Item,
+        copies: usize,
+    ) -> Result<Vec<Self::Sample>, DataError> {
+        Ok((0..copies).map(|_| self.to_sample(item)).collect())
+    }
+
+    /// The order in which pre-training reads the training records in `epoch`: a permutation of
+    /// `0..items.len()` that depends only on the records, `seed` and `epoch` (so a resumed run
+    /// reads what an uninterrupted one did). Default: a seeded uniform shuffle
+    /// ([`epoch_order`](crate::data::loader::epoch_order)); vision reads tar shards
+    /// sequentially through a shuffle buffer instead.
+    fn epoch_order(&self, items: &[Self::Item], seed: u64, epoch: usize) -> Vec<usize> {
+        crate::data::loader::epoch_order(items.len(), seed, epoch)
+    }
+
     /// Collates augmented samples into one host-side batch (runs on worker threads).
     fn collate(&self, samples: Vec<Self::Sample>) -> Self::Batch;
 

@@ -131,3 +131,23 @@ pub fn unpack_all(test: &str, archive_name: &str) -> Option<PathBuf> {
     }
     Some(dest)
 }
+
+/// A `width x height` PNG whose header reads (an index that reads headers keeps it) and whose
+/// pixel data is corrupt (decoding it fails): a file that breaks mid-stream.
+pub fn png_corrupt_after_header(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::RgbImage::from_pixel(width, height, image::Rgb([200, 10, 10]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encode a PNG");
+    let idat = bytes
+        .windows(4)
+        .position(|w| w == b"IDAT")
+        .expect("an IDAT chunk");
+    for b in &mut bytes[idat + 8..idat + 30] {
+        *b ^= 0x5A;
+    }
+    bytes
+}

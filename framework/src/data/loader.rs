@@ -6,6 +6,7 @@
 //! and a run resumed at batch `b` of an epoch sees exactly the batches it would have seen.
 
 use crate::augmentation::{AugmentContext, Augmentation, SampleSource};
+use crate::data::DataError;
 use crate::modality::Modality;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -205,6 +206,70 @@ pub fn resolve_workers(requested: usize) -> usize {
     }
 }
 
+/// Records that could not be read while streaming (a truncated or corrupt file met in a worker),
+/// shared by the workers of a run: each is counted, and the first ten are named in a warning.
+#[derive(Debug, Default)]
+pub struct StreamSkips {
+    count: AtomicUsize,
+}
+
+impl StreamSkips {
+    /// How many warnings name their file; later skips are only counted.
+    pub const NAMED: usize = 10;
+
+    /// Counts one unreadable record and warns about it (the first [`Self::NAMED`]).
+    pub fn record(&self, error: &DataError) {
+        let n = self.count.fetch_add(1, Ordering::SeqCst);
+        if n < Self::NAMED {
+            eprintln!("warning: skipping unreadable sample: {error}");
+        } else if n == Self::NAMED {
+            eprintln!("warning: more unreadable samples are skipped; only their count is reported");
+        }
+    }
+
+    /// The number of records skipped so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// The most consecutive unreadable records a worker passes over before it stops the run.
+pub const MAX_CONSECUTIVE_UNREADABLE: usize = 64;
+
+/// Reads the record `order[pos]` into `copies` samples; when it cannot be read, counts it in
+/// `skips` and reads the next record of the order instead (wrapping), so a corrupt file costs
+/// one substitution, never a stall. The substitute is a pure function of the data and `pos`,
+/// so the batches stay deterministic.
+///
+/// # Panics
+/// When [`MAX_CONSECUTIVE_UNREADABLE`] records in a row (or the whole split) cannot be read:
+/// the worker's panic stops the run with the last file named ([`WorkerError`]).
+pub fn read_or_substitute<M: Modality>(
+    modality: &M,
+    items: &[M::Item],
+    order: impl Fn(usize) -> usize,
+    pos: usize,
+    copies: usize,
+    skips: &StreamSkips,
+) -> Vec<M::Sample> {
+    let n = items.len();
+    let tries = n.min(MAX_CONSECUTIVE_UNREADABLE);
+    let mut last = None;
+    for k in 0..tries {
+        match modality.try_samples(&items[order((pos + k) % n)], copies) {
+            Ok(samples) => return samples,
+            Err(e) => {
+                skips.record(&e);
+                last = Some(e);
+            }
+        }
+    }
+    panic!(
+        "{tries} records in a row could not be read; the last: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
+}
+
 /// Random training samples for mixing ops, drawn from the dataset with the caller's rng.
 pub struct DatasetSamples<'a, M: Modality> {
     /// The modality (for `to_sample`).
@@ -219,15 +284,16 @@ impl<M: Modality> SampleSource<M::Sample> for DatasetSamples<'_, M> {
         if self.items.is_empty() {
             return None;
         }
-        Some(
-            self.modality
-                .to_sample(&self.items[rng.random_range(0..self.items.len())]),
-        )
+        self.modality
+            .try_samples(&self.items[rng.random_range(0..self.items.len())], 1)
+            .ok()?
+            .pop()
     }
 }
 
 /// The batches of one pre-training epoch from batch `start` on: the seeded order, full batches
 /// only (the last incomplete one is dropped), each sample through view-1 and view-2 pipelines.
+/// A record that cannot be read is counted in `skips` and replaced ([`read_or_substitute`]).
 #[allow(clippy::too_many_arguments)]
 pub fn two_view_epoch<M: Modality>(
     modality: Arc<M>,
@@ -239,8 +305,9 @@ pub fn two_view_epoch<M: Modality>(
     start: usize,
     workers: usize,
     ahead: usize,
+    skips: Arc<StreamSkips>,
 ) -> OrderedParallel<TwoViews<M::Batch>> {
-    let order = Arc::new(epoch_order(items.len(), seed, epoch));
+    let order = Arc::new(modality.epoch_order(&items, seed, epoch));
     let batches = items.len() / batch_size;
     OrderedParallel::new(start.min(batches)..batches, workers, ahead, move |b| {
         let mut v1 = Vec::with_capacity(batch_size);
@@ -250,14 +317,15 @@ pub fn two_view_epoch<M: Modality>(
             items: &items[..],
         };
         for pos in b * batch_size..(b + 1) * batch_size {
-            let item = &items[order[pos]];
+            let mut samples = read_or_substitute(&*modality, &items, |p| order[p], pos, 2, &skips);
+            let (s2, s1) = (samples.pop(), samples.pop());
             let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
             v1.push(views.0.apply(
-                modality.to_sample(item),
+                s1.expect("two samples"),
                 &mut AugmentContext::with_source(&mut rng, &source),
             ));
             v2.push(views.1.apply(
-                modality.to_sample(item),
+                s2.expect("two samples"),
                 &mut AugmentContext::with_source(&mut rng, &source),
             ));
         }
@@ -281,7 +349,9 @@ pub fn eval_batches<M: Modality>(
     eval_batches_of_rows(modality, items, rows, ops, batch_size, workers)
 }
 
-/// As [`eval_batches`], over the items `rows` (indices into `items`, in that order).
+/// As [`eval_batches`], over the items `rows` (indices into `items`, in that order). A record
+/// that cannot be read is warned about and replaced by the next readable row (its features
+/// then stand in for it; [`read_or_substitute`]).
 pub fn eval_batches_of_rows<M: Modality>(
     modality: Arc<M>,
     items: Arc<Vec<M::Item>>,
@@ -292,15 +362,15 @@ pub fn eval_batches_of_rows<M: Modality>(
 ) -> OrderedParallel<M::Batch> {
     let n = rows.len();
     let batches = n.div_ceil(batch_size);
+    let skips = Arc::new(StreamSkips::default());
     OrderedParallel::new(0..batches, workers, 4, move |b| {
         let mut rng = StdRng::seed_from_u64(0);
-        let samples = rows[b * batch_size..((b + 1) * batch_size).min(n)]
-            .iter()
-            .map(|&i| {
-                ops.apply(
-                    modality.to_sample(&items[i]),
-                    &mut AugmentContext::new(&mut rng),
-                )
+        let samples = (b * batch_size..((b + 1) * batch_size).min(n))
+            .map(|pos| {
+                let sample = read_or_substitute(&*modality, &items, |p| rows[p], pos, 1, &skips)
+                    .pop()
+                    .expect("one sample");
+                ops.apply(sample, &mut AugmentContext::new(&mut rng))
             })
             .collect();
         modality.collate(samples)

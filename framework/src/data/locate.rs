@@ -86,6 +86,11 @@ pub fn explicit_data(d: PathBuf) -> Result<PathBuf, LocateError> {
     if is_archive(&d) {
         return unpack_archive(&d);
     }
+    // Tar shards (`train-{0000..0127}.tar`): the modality expands the pattern and says which
+    // shard is missing.
+    if d.extension().is_some_and(|e| e == "tar") {
+        return Ok(d);
+    }
     if !d.exists() {
         return Err(LocateError::NotFound(format!(
             "--data {}: no such file or folder",

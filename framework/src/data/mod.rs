@@ -42,6 +42,31 @@ pub enum DataError {
     Unusable(String),
 }
 
+/// `f` applied to every element of `items` on all cores (at most 16 threads, each a contiguous
+/// chunk), the results in the order of `items`: the parallel part of reading a dataset
+/// (decoding files, reading headers, indexing shards).
+///
+/// # Panics
+/// When `f` panics (the panic is passed on).
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(16);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// `text` on one line: every run of whitespace (line breaks included) becomes one space, and
 /// the ends are trimmed. Library error messages are passed through this before a user sees them.
 pub fn one_line(text: &str) -> String {

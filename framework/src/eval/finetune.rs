@@ -5,7 +5,9 @@
 //! the same labels.
 
 use crate::augmentation::{AugmentContext, Augmentation};
-use crate::data::loader::{OrderedParallel, WorkerError, eval_batches, mix64, sample_seed};
+use crate::data::loader::{
+    OrderedParallel, StreamSkips, WorkerError, eval_batches, mix64, read_or_substitute, sample_seed,
+};
 use crate::encoder::Encoder;
 use crate::modality::Modality;
 use crate::optim::warmup_cosine_lr;
@@ -134,13 +136,16 @@ pub fn finetune_top1<M: Modality>(
         ));
         let (m, items, ops2, seed) = (modality.clone(), train.clone(), ops.clone(), cfg.seed);
         let shared = batches.clone();
+        let skips = Arc::new(StreamSkips::default());
         let loader = OrderedParallel::new(0..batches_per_epoch, cfg.workers, 4, move |b| {
-            let samples = shared[b]
-                .iter()
-                .enumerate()
-                .map(|(i, &row)| {
+            let ids = &shared[b];
+            let samples = (0..ids.len())
+                .map(|i| {
                     let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
-                    ops2.apply(m.to_sample(&items[row]), &mut AugmentContext::new(&mut rng))
+                    let sample = read_or_substitute(&*m, &items, |p| ids[p], i, 1, &skips)
+                        .pop()
+                        .expect("one sample");
+                    ops2.apply(sample, &mut AugmentContext::new(&mut rng))
                 })
                 .collect();
             m.collate(samples)

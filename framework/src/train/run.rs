@@ -13,7 +13,7 @@ use super::train_loop::{LoopSetup, run_steps};
 use crate::byol::{ByolState, OnlineNetwork, StepSchedules, TargetEma};
 use crate::checkpoint;
 use crate::config::{ExperimentConfig, OnNan};
-use crate::data::loader::resolve_workers;
+use crate::data::loader::{StreamSkips, resolve_workers};
 use crate::data::{DataError, Datasets, EvalData, LabelSet};
 use crate::error::{TrainError, io_err};
 use crate::eval::{ProbeResult, evaluate_encoder, prepare_eval_data};
@@ -220,11 +220,13 @@ pub fn train_and_evaluate<M: Modality>(
         .pause_at_step
         .map_or(total_steps, |p| p.clamp(start_step.max(1), total_steps));
     let paused = stop_step < total_steps;
+    let skips = Arc::new(StreamSkips::default());
     let setup = LoopSetup {
         modality: &modality,
         cfg: &cfg,
         train_items: train_items.clone(),
         views,
+        skips: skips.clone(),
         workers,
         steps_per_epoch: spe,
         total_steps,
@@ -246,6 +248,13 @@ pub fn train_and_evaluate<M: Modality>(
         &mut metrics,
     )?;
     progress.finish();
+    if skips.count() > 0 {
+        eprintln!(
+            "warning: {} training samples could not be read and were replaced by the next ones (the first {} named above); counted in results.json skipped_files",
+            skips.count(),
+            StreamSkips::NAMED.min(skips.count())
+        );
+    }
     let train_seconds = train_start.elapsed().as_secs_f64();
     let step = state.step;
     let images_per_sec = ((step - start_step) * global_batch) as f64 / train_seconds.max(1e-9);
@@ -348,7 +357,7 @@ pub fn train_and_evaluate<M: Modality>(
         "test_samples": eval_data.test.len(),
         "eval_notes": eval_notes,
         "representation": evaluation.representation,
-        "skipped_files": datasets.skipped,
+        "skipped_files": datasets.skipped + skips.count(),
         "modality_state": modality.state(),
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "train_seconds": total_train_seconds,

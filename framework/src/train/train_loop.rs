@@ -13,7 +13,7 @@ use crate::byol::{ByolState, StepOutcome, StepSchedules, UpdateError, Views, upd
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::DataError;
-use crate::data::loader::two_view_epoch;
+use crate::data::loader::{StreamSkips, two_view_epoch};
 use crate::error::{TrainError, io_err};
 use crate::modality::Modality;
 use burn::prelude::*;
@@ -31,6 +31,8 @@ pub(super) struct LoopSetup<'a, M: Modality> {
     pub train_items: Arc<Vec<M::Item>>,
     /// The view-1 and view-2 pipelines.
     pub views: Arc<(Vec<M::Op>, Vec<M::Op>)>,
+    /// Training records that could not be read when their batch was prepared.
+    pub skips: Arc<StreamSkips>,
     /// Data worker threads.
     pub workers: usize,
     /// Optimizer steps per epoch.
@@ -103,6 +105,7 @@ pub(super) fn run_steps<M: Modality>(
             first_micro,
             setup.workers,
             cfg.train.prefetch_batches,
+            setup.skips.clone(),
         )
         .take(spe * accum - first_micro);
         while state.step < stop_step && state.step / spe == epoch {

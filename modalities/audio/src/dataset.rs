@@ -51,32 +51,12 @@ pub fn clip_spectrogram(
 /// Decodes, resamples and transforms `files` in parallel; returns per file its spectrogram or
 /// the error.
 pub fn load_spectrograms(files: &[PathBuf], front: &LogMel) -> Vec<Result<Spectrogram, DataError>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(16);
-    let chunk = files.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|p| {
-                            let bytes = std::fs::read(p).map_err(|source| DataError::Io {
-                                path: p.clone(),
-                                source,
-                            })?;
-                            clip_spectrogram(p, &bytes, front)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("audio decoder thread"))
-            .collect()
+    ssl_framework::data::parallel_map(files, |p| {
+        let bytes = std::fs::read(p).map_err(|source| DataError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        clip_spectrogram(p, &bytes, front)
     })
 }
 

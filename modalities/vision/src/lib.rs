@@ -13,7 +13,7 @@ pub mod readers;
 use augment::VisionOp;
 use burn::prelude::*;
 use encoders::{ResNet, SmallCnn, Stem, VisionEncoder};
-use image::{Image, StoredImage};
+use image::{Image, ImageRecord};
 use readers::Format;
 use serde::{Deserialize, Serialize};
 use ssl_framework::config::{ConfigError, ConfigSection, check_positive};
@@ -44,6 +44,28 @@ pub struct VisionDataConfig {
     /// folders) or `"none"` (every image unlabelled, e.g. photos sorted into date folders).
     #[serde(skip_serializing_if = "is_folder_labels")]
     pub labels: FolderLabels,
+    /// Image folders and tar shards: `"auto"` decodes everything into memory at load when the
+    /// estimated decoded size (from the image headers) is at most `in_memory_limit_mb`, and
+    /// streams otherwise (each image read and decoded by the loader's workers when its batch
+    /// is prepared: memory bounded by the prefetch depth and batch, not the dataset); `"on"`
+    /// always streams, `"off"` never does. Both give the same batches for the same seed. Tar
+    /// shards always stream.
+    pub streaming: Streaming,
+    /// The largest estimated decoded size, in MiB, that `streaming = "auto"` keeps in memory.
+    pub in_memory_limit_mb: usize,
+}
+
+/// Whether image folders are decoded into memory at load or streamed (`data.streaming`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Streaming {
+    /// Stream when the estimated decoded size exceeds `data.in_memory_limit_mb`.
+    #[default]
+    Auto,
+    /// Always stream.
+    On,
+    /// Always decode into memory.
+    Off,
 }
 
 fn is_folder_labels(l: &FolderLabels) -> bool {
@@ -60,6 +82,8 @@ impl Default for VisionDataConfig {
             subset_seed: 0,
             image_size: 32,
             labels: FolderLabels::Folders,
+            streaming: Streaming::Auto,
+            in_memory_limit_mb: 2048,
         }
     }
 }
@@ -68,6 +92,77 @@ impl ConfigSection for VisionDataConfig {
     fn validate(&self, p: &str) -> Result<(), ConfigError> {
         check_positive(&format!("{p}.image_size"), self.image_size)
     }
+}
+
+/// Decodes the datasets' encoded records into memory, or keeps them for streaming
+/// (`data.streaming`; see [`VisionDataConfig::streaming`]), and says which on stderr when
+/// there was a choice. Records that do not decode are dropped and added to `d.skipped`.
+///
+/// # Errors
+/// [`DataError::NoData`] when none of the training images decodes.
+pub fn stream_or_decode(
+    d: &mut Datasets<ImageRecord>,
+    mode: Streaming,
+    limit_mb: usize,
+) -> Result<(), DataError> {
+    let encoded = |s: &ssl_framework::data::Split<ImageRecord>| {
+        s.items
+            .iter()
+            .filter_map(|r| match r {
+                ImageRecord::Encoded(e) => Some(e.decoded_bytes()),
+                ImageRecord::Decoded(_) => None,
+            })
+            .fold((0usize, 0u64), |(n, b), x| (n + 1, b + x))
+    };
+    let ((n1, b1), (n2, b2)) = (encoded(&d.train), encoded(&d.test));
+    if n1 + n2 == 0 {
+        return Ok(());
+    }
+    // Tar shards always stream: their epoch order reads them shard by shard.
+    let shards = readers::tar_shards::all_tar_members(&d.train.items);
+    let mib = (b1 + b2) as f64 / (1024.0 * 1024.0);
+    let stream = shards
+        || match mode {
+            Streaming::On => true,
+            Streaming::Off => false,
+            Streaming::Auto => mib > limit_mb as f64,
+        };
+    if stream {
+        let why = match mode {
+            _ if shards => "tar shards are always streamed".to_string(),
+            Streaming::On => "data.streaming = \"on\"".to_string(),
+            _ => format!("decoded about {mib:.0} MiB > data.in_memory_limit_mb = {limit_mb}"),
+        };
+        eprintln!(
+            "streaming {} images from storage ({why}): each is decoded when its batch is prepared",
+            n1 + n2
+        );
+        return Ok(());
+    }
+    let (train, s1) = readers::image_folder::decode_split(std::mem::replace(
+        &mut d.train,
+        ssl_framework::data::Split {
+            items: Vec::new(),
+            label_sets: Vec::new(),
+        },
+    ));
+    let (test, s2) = readers::image_folder::decode_split(std::mem::replace(
+        &mut d.test,
+        ssl_framework::data::Split {
+            items: Vec::new(),
+            label_sets: Vec::new(),
+        },
+    ));
+    if train.is_empty() {
+        return Err(DataError::NoData {
+            path: d.name.clone().into(),
+            reason: format!("none of its {n1} training images decodes"),
+        });
+    }
+    d.train = train;
+    d.test = test;
+    d.skipped += s1 + s2;
+    Ok(())
 }
 
 /// Encoder architectures.
@@ -151,7 +246,7 @@ pub struct VisionBatch {
 pub struct VisionModality;
 
 impl Modality for VisionModality {
-    type Item = StoredImage;
+    type Item = ImageRecord;
     type Sample = Image;
     type Op = VisionOp;
     type DataConfig = VisionDataConfig;
@@ -167,8 +262,17 @@ impl Modality for VisionModality {
         &self,
         cfg: &VisionDataConfig,
         root: &Path,
-    ) -> Result<Datasets<StoredImage>, DataError> {
-        let mut d = readers::load(root, cfg.format, cfg.labels)?;
+    ) -> Result<Datasets<ImageRecord>, DataError> {
+        let mut d = if readers::tar_shards::is_shard_spec(root) {
+            let mut d = readers::tar_shards::load(root)?;
+            if cfg.labels == FolderLabels::None {
+                d.train.label_sets.clear();
+                d.test.label_sets.clear();
+            }
+            d
+        } else {
+            readers::load(root, cfg.format, cfg.labels)?
+        };
         if cfg.train_subset > 0 {
             d.train = d.train.subset(cfg.train_subset, cfg.subset_seed);
         }
@@ -177,6 +281,13 @@ impl Modality for VisionModality {
                 .test
                 .subset(cfg.test_subset, cfg.subset_seed.wrapping_add(1));
         }
+        stream_or_decode(&mut d, cfg.streaming, cfg.in_memory_limit_mb).map_err(|e| match e {
+            DataError::NoData { reason, .. } => DataError::NoData {
+                path: root.to_path_buf(),
+                reason,
+            },
+            e => e,
+        })?;
         // A folder in a known layout is the configured dataset; any other folder of images is
         // named after itself (the report of a run on `~/photos` says `photos`, not `cifar10`).
         if cfg.format != Format::Auto || readers::detect(root).is_ok() {
@@ -193,8 +304,33 @@ impl Modality for VisionModality {
         })
     }
 
-    fn to_sample(&self, item: &StoredImage) -> Image {
-        Image::from_stored(item)
+    /// # Panics
+    /// When a streamed image cannot be read or decoded (naming the file); the loaders use
+    /// [`try_samples`](Modality::try_samples), which returns the error instead.
+    fn to_sample(&self, item: &ImageRecord) -> Image {
+        match item.decode() {
+            Ok(img) => Image::from_stored(&img),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn epoch_order(&self, items: &[ImageRecord], seed: u64, epoch: usize) -> Vec<usize> {
+        if readers::tar_shards::all_tar_members(items) {
+            let shard_of = readers::tar_shards::shard_indices(items);
+            readers::tar_shards::shard_order(
+                &shard_of,
+                seed,
+                epoch,
+                readers::tar_shards::SHUFFLE_BUFFER,
+            )
+        } else {
+            ssl_framework::data::loader::epoch_order(items.len(), seed, epoch)
+        }
+    }
+
+    fn try_samples(&self, item: &ImageRecord, copies: usize) -> Result<Vec<Image>, DataError> {
+        let img = item.decode()?;
+        Ok((0..copies).map(|_| Image::from_stored(&img)).collect())
     }
 
     fn collate(&self, samples: Vec<Image>) -> VisionBatch {

@@ -12,7 +12,7 @@ fn image_folder_reads_real_cifar_jpegs() {
     else {
         return;
     };
-    let d = readers::load(&dir, Format::Auto, FolderLabels::Folders).unwrap();
+    let d = load_decoded(&dir, Format::Auto);
     assert_eq!(d.train.len(), 200);
     assert_eq!(d.test.len(), 50);
     assert_eq!(d.skipped, 0);
@@ -24,6 +24,7 @@ fn image_folder_reads_real_cifar_jpegs() {
         d.train
             .items
             .iter()
+            .map(|r| r.decode().unwrap())
             .all(|i| i.width == 32 && i.height == 32 && i.pixels.len() == 3072)
     );
 }
@@ -62,6 +63,10 @@ fn image_folder_skips_and_counts_corrupt_files() {
     std::fs::write(cat.join("empty.png"), b"").unwrap();
     std::fs::write(cat.join("notes.txt"), b"not an image extension: counted").unwrap();
     let d = readers::load(tmp.path(), Format::ImageFolder, FolderLabels::Folders).unwrap();
+    // The index already skips these: their headers do not read (a JPEG cut inside its header).
+    assert_eq!(d.skipped, 4);
+    assert_eq!(d.train.len(), 30);
+    let d = load_decoded(tmp.path(), Format::ImageFolder);
     // Three undecodable images and the text file, each counted.
     assert_eq!(d.skipped, 4);
     assert_eq!(d.train.len(), 30);
@@ -73,7 +78,7 @@ fn image_folder_skips_and_counts_corrupt_files() {
     let e = readers::load(empty.path(), Format::ImageFolder, FolderLabels::Folders)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("none of its 1 images decodes"), "{e}");
+    assert!(e.contains("none of its 1 images can be read"), "{e}");
     let e = readers::load(
         &tmp.path().join("nope"),
         Format::Auto,
@@ -82,6 +87,16 @@ fn image_folder_skips_and_counts_corrupt_files() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("nope"), "{e}");
+}
+
+/// Reads `dir` and decodes every image into memory, as `data.streaming = "off"` does.
+fn load_decoded(
+    dir: &Path,
+    format: Format,
+) -> ssl_framework::data::Datasets<ssl_vision::image::ImageRecord> {
+    let mut d = readers::load(dir, format, FolderLabels::Folders).unwrap();
+    ssl_vision::stream_or_decode(&mut d, ssl_vision::Streaming::Off, 0).unwrap();
+    d
 }
 
 fn cifar_record(label: u8, fill: u8) -> Vec<u8> {
@@ -107,7 +122,7 @@ fn cifar_binary_reads_planes_and_rejects_partial_records() {
     let d = readers::load(tmp.path(), Format::Auto, FolderLabels::Folders).unwrap();
     assert_eq!((d.train.len(), d.test.len()), (8, 4));
     assert_eq!(d.name, "cifar10");
-    let img = &d.train.items[1];
+    let img = d.train.items[1].decode().unwrap();
     assert_eq!(&img.pixels[..3], &[1, 2, 3], "R, G, B planes interleaved");
     assert_eq!(d.train.label_sets[0].labels[..4], [0, 1, 2, 3]);
     let mut bytes = std::fs::read(tmp.path().join("test_batch.bin")).unwrap();
@@ -141,7 +156,8 @@ fn idx_reads_real_fashion_mnist_and_rejects_bad_headers() {
     )
     .unwrap();
     assert_eq!((d.train.len(), d.test.len()), (60000, 10000));
-    assert_eq!((d.train.items[0].width, d.train.items[0].height), (28, 28));
+    let first = d.train.items[0].decode().unwrap();
+    assert_eq!((first.width, first.height), (28, 28));
     assert_eq!(d.train.label_sets[0].classes.len(), 10);
     let mut header = vec![0, 0, 8, 1, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
     assert!(

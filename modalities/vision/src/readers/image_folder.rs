@@ -2,12 +2,14 @@
 //! the training split, or folders of unlabelled images at any depth (see
 //! [`ssl_framework::data::folder`]). JPEG, PNG, WebP, BMP, TIFF and GIF (first frame), in any
 //! colour type the `image` crate decodes (grey, CMYK JPEG, 16-bit, alpha), become 8-bit RGB.
-//! Decoding runs on all cores.
+//! Reading indexes the folder without decoding; decoding into memory runs on all cores, and a
+//! streaming run decodes in the loader's workers instead.
 
-use crate::image::StoredImage;
-use ssl_framework::data::folder::{self, FolderLabels, SplitFiles};
+use super::image_index::{self, IndexedSplit};
+use crate::image::{EncodedImage, ImageRecord, ImageSource, StoredImage};
+use ssl_framework::data::folder::{self, FolderLabels};
 use ssl_framework::data::{DataError, Datasets, LabelSet, Split};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The file extensions read as images (any case).
 pub const EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"];
@@ -24,66 +26,32 @@ pub fn decode_file(path: &Path) -> Result<StoredImage, DataError> {
     decode_bytes(path, &bytes)
 }
 
-/// Decodes the bytes of an image file (any format of [`EXTENSIONS`]) into 8-bit RGB (`path` only names it in errors).
-/// The `image` crate's default limits apply (at most 512 MiB decoded).
-///
-/// # Errors
-/// [`DataError::Corrupt`] naming `path` when the bytes are not a decodable image.
-pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<StoredImage, DataError> {
-    let img = image::load_from_memory(bytes).map_err(|e| DataError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let rgb = img.to_rgb8();
-    if rgb.width() == 0 || rgb.height() == 0 {
-        return Err(DataError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "empty image".into(),
-        });
-    }
-    Ok(StoredImage {
-        width: rgb.width(),
-        height: rgb.height(),
-        pixels: rgb.into_raw(),
+pub use crate::image::decode_bytes;
+
+/// Decodes the encoded records of `items` on all cores, in order; decoded ones pass through.
+fn decode_all(items: Vec<ImageRecord>) -> Vec<Result<ImageRecord, DataError>> {
+    ssl_framework::data::parallel_map(&items, |r| match r {
+        ImageRecord::Encoded(enc) => enc.decode().map(ImageRecord::Decoded),
+        decoded => Ok(decoded.clone()),
     })
 }
 
-/// Decodes `files` on all cores (at most 16 threads), in order.
-fn decode_all(files: &[PathBuf]) -> Vec<Result<StoredImage, DataError>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(16);
-    let chunk = files.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|p| decode_file(p)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("decoder thread"))
-            .collect()
-    })
-}
-
-/// Decodes the files of one split; returns the split (one label set `class` when the split
-/// is labelled, none otherwise) and the number of skipped (undecodable) files, the first ten
+/// Decodes every record of `split` into memory, on all cores; returns the split (label sets
+/// kept aligned) and the number of records dropped because they do not decode, the first ten
 /// named in a warning.
-pub fn load_split(files: &SplitFiles) -> (Split<StoredImage>, usize) {
-    let decoded = decode_all(&files.files);
+pub fn decode_split(split: Split<ImageRecord>) -> (Split<ImageRecord>, usize) {
+    let decoded = decode_all(split.items);
+    let mut keep = Vec::with_capacity(decoded.len());
     let mut items = Vec::with_capacity(decoded.len());
-    let mut labels = Vec::with_capacity(decoded.len());
     let mut skipped = 0;
-    for (i, result) in decoded.into_iter().enumerate() {
+    for result in decoded {
         match result {
             Ok(img) => {
+                keep.push(true);
                 items.push(img);
-                if let Some((_, l)) = &files.labels {
-                    labels.push(l[i]);
-                }
             }
             Err(e) => {
+                keep.push(false);
                 if skipped < 10 {
                     eprintln!("warning: skipping unreadable image: {e}");
                 }
@@ -91,15 +59,40 @@ pub fn load_split(files: &SplitFiles) -> (Split<StoredImage>, usize) {
             }
         }
     }
-    let label_sets = match &files.labels {
-        Some((classes, _)) => vec![LabelSet {
-            name: "class".into(),
-            classes: classes.clone(),
-            labels,
-        }],
-        None => Vec::new(),
-    };
+    let label_sets = split
+        .label_sets
+        .into_iter()
+        .map(|ls| LabelSet {
+            labels: ls
+                .labels
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(l, _)| *l)
+                .collect(),
+            ..ls
+        })
+        .collect();
     (Split { items, label_sets }, skipped)
+}
+
+/// The split of an index: one [`ImageRecord::Encoded`] per file, with its size.
+fn encoded_split(split: &IndexedSplit) -> Split<ImageRecord> {
+    Split {
+        items: split
+            .files
+            .iter()
+            .zip(&split.sizes)
+            .map(|(path, &(width, height))| {
+                ImageRecord::Encoded(EncodedImage {
+                    source: ImageSource::File(path.clone()),
+                    width,
+                    height,
+                })
+            })
+            .collect(),
+        label_sets: split.label_sets(),
+    }
 }
 
 /// Reads an image folder (see [`ssl_framework::data::folder`]): `root/train/` with
@@ -107,26 +100,44 @@ pub fn load_split(files: &SplitFiles) -> (Split<StoredImage>, usize) {
 /// whose entries are only folders (unless `labels` is `None`), otherwise its images, at any
 /// depth, are unlabelled. Files of other kinds are counted as skipped and named in a warning.
 ///
+/// The records are [`ImageRecord::Encoded`]: the folder is indexed (paths, labels, sizes
+/// from the headers; [`image_index`]) and no pixel is decoded. [`decode_split`] decodes a
+/// split into memory. Images whose header cannot be read are skipped, counted and named.
+///
 /// # Errors
-/// [`DataError::NoData`] when the folder holds no image, or none of the training images decodes.
-pub fn load(root: &Path, labels: FolderLabels) -> Result<Datasets<StoredImage>, DataError> {
-    let scan = folder::scan(root, &EXTENSIONS, labels)?;
-    if !scan.ignored.is_empty() {
+/// [`DataError::NoData`] when the folder holds no image, or no training image has a readable
+/// header.
+pub fn load(root: &Path, labels: FolderLabels) -> Result<Datasets<ImageRecord>, DataError> {
+    let (index, _cached) = image_index::index(root, labels)?;
+    if !index.ignored.is_empty() {
         eprintln!(
             "warning: skipping {} in {}",
-            folder::ignored_summary(&scan.ignored),
+            folder::ignored_summary(&index.ignored),
             root.display()
         );
     }
-    let (train, s1) = load_split(&scan.train);
-    let (test, s2) = match &scan.test {
-        Some(files) => load_split(files),
-        None => (Split::empty_like(&train), 0),
+    for (path, reason) in index.unreadable.iter().take(10) {
+        eprintln!(
+            "warning: skipping unreadable image: {}: {reason}",
+            path.display()
+        );
+    }
+    let train = encoded_split(&index.train);
+    let test = match &index.test {
+        Some(t) => encoded_split(t),
+        None => Split::empty_like(&train),
     };
     if train.is_empty() {
         return Err(DataError::NoData {
-            path: scan.train.dir.clone(),
-            reason: format!("none of its {} images decodes", scan.train.files.len()),
+            path: index.train.dir.clone(),
+            reason: format!(
+                "none of its {} images can be read",
+                index
+                    .unreadable
+                    .iter()
+                    .filter(|(p, _)| p.starts_with(&index.train.dir))
+                    .count()
+            ),
         });
     }
     let name = root
@@ -137,6 +148,6 @@ pub fn load(root: &Path, labels: FolderLabels) -> Result<Datasets<StoredImage>, 
         name,
         train,
         test,
-        skipped: s1 + s2 + scan.ignored.len(),
+        skipped: index.ignored.len() + index.unreadable.len(),
     })
 }

@@ -6,8 +6,10 @@
 pub mod cifar_binary;
 pub mod idx;
 pub mod image_folder;
+pub mod image_index;
+pub mod tar_shards;
 
-use crate::image::StoredImage;
+use crate::image::{ImageRecord, StoredImage};
 use serde::{Deserialize, Serialize};
 use ssl_framework::data::folder::FolderLabels;
 use ssl_framework::data::{DataError, Datasets};
@@ -68,7 +70,8 @@ pub fn detect(root: &Path) -> Result<(Format, std::path::PathBuf), DataError> {
 
 /// Reads the train and test splits of `root` in `format`. With `Format::Auto`, a folder in
 /// none of the known layouts ([`detect`]) is read as an image folder (labelled by its class
-/// folders, or unlabelled).
+/// folders, or unlabelled). Image folders come back indexed, not decoded
+/// ([`ImageRecord::Encoded`]); the binary formats come back decoded.
 ///
 /// # Errors
 /// [`DataError`] naming the folder or file.
@@ -76,7 +79,7 @@ pub fn load(
     root: &Path,
     format: Format,
     labels: FolderLabels,
-) -> Result<Datasets<StoredImage>, DataError> {
+) -> Result<Datasets<ImageRecord>, DataError> {
     let (format, dir) = match format {
         Format::Auto => match detect(root) {
             Ok(found) => found,
@@ -87,8 +90,22 @@ pub fn load(
     };
     match format {
         Format::ImageFolder => image_folder::load(&dir, labels),
-        Format::CifarBinary => cifar_binary::load(&dir),
-        Format::Idx => idx::load(&dir),
+        Format::CifarBinary => cifar_binary::load(&dir).map(decoded),
+        Format::Idx => idx::load(&dir).map(decoded),
         Format::Auto => unreachable!("resolved above"),
+    }
+}
+
+/// Decoded images as records.
+fn decoded(d: Datasets<StoredImage>) -> Datasets<ImageRecord> {
+    let wrap = |s: ssl_framework::data::Split<StoredImage>| ssl_framework::data::Split {
+        items: s.items.into_iter().map(ImageRecord::Decoded).collect(),
+        label_sets: s.label_sets,
+    };
+    Datasets {
+        name: d.name,
+        train: wrap(d.train),
+        test: wrap(d.test),
+        skipped: d.skipped,
     }
 }
