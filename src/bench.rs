@@ -269,11 +269,13 @@ fn augment_imagenet_workload(
     images: usize,
     threads: usize,
     both_views: bool,
+    decode_at_crop_scale: bool,
 ) -> Result<f64> {
     let modality = VisionModality;
     let cfg = VisionDataConfig {
         streaming: ssl_vision::Streaming::On,
         train_subset: images,
+        decode_at_crop_scale,
         ..Default::default()
     };
     let d = modality
@@ -295,14 +297,17 @@ fn augment_imagenet_workload(
             s.spawn(move || {
                 for (i, item) in items.iter().enumerate().skip(t).step_by(threads) {
                     let mut rng = StdRng::seed_from_u64(sample_seed(0, 0, i));
-                    let Ok(mut samples) = modality.try_samples(item, copies) else {
+                    let pipelines: [&[_]; 2] = [v1, v2];
+                    let views = modality.try_views(
+                        item,
+                        &pipelines[..copies],
+                        &mut rng,
+                        &ssl_framework::augmentation::NoSamples,
+                    );
+                    if views.is_err() {
                         failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        continue;
-                    };
-                    let mut ctx = ssl_framework::AugmentContext::new(&mut rng);
-                    let a = v1.apply(samples.remove(0), &mut ctx);
-                    let b = samples.pop().map(|x| v2.apply(x, &mut ctx));
-                    std::hint::black_box((a, b));
+                    }
+                    std::hint::black_box(views.ok());
                 }
             });
         }
@@ -510,13 +515,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "augment-imagenet needs --data DIR: a folder of ImageNet-sized JPEGs (scripts/make_imagenet_like.py writes one)",
                 )?;
                 let images = args.images.min(1000);
-                for (both, name) in [
-                    (false, "augment-imagenet (view)"),
-                    (true, "augment-imagenet (2 views)"),
-                ] {
-                    for threads in [1, cores] {
+                let runs = [
+                    (false, true, "augment-imagenet (view)", cores),
+                    (true, true, "augment-imagenet (2 views)", cores),
+                    (true, false, "augment-imagenet (2v, full)", 1),
+                ];
+                for (both, at_crop_scale, name, most_threads) in runs {
+                    let threads: std::collections::BTreeSet<usize> = [1, most_threads].into();
+                    for threads in threads {
                         eprintln!("{name}: {images} images, {threads} thread(s)...");
-                        let figure = augment_imagenet_workload(&data, images, threads, both)?;
+                        let figure =
+                            augment_imagenet_workload(&data, images, threads, both, at_crop_scale)?;
                         rows.push(Row {
                             workload: name.into(),
                             batch: 1,

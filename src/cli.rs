@@ -32,8 +32,9 @@ enum Command {
         /// Config file (TOML); default: the modality's CPU-scale config.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Dataset folder or .tar.gz archive (unpacked once into the cache); default:
-        /// $SSL_DATA_DIR, then the cache folder (downloading CIFAR-10 there when needed).
+        /// Dataset folder or .tar.gz archive (unpacked once into the cache), or vision tar shards
+        /// (quoted: 'shards/train-{0000..0127}.tar', see `ssl shard`); default: $SSL_DATA_DIR,
+        /// then the cache folder (downloading CIFAR-10 there when needed).
         #[arg(long)]
         data: Option<PathBuf>,
         /// A separate labelled dataset (folder or .tar.gz) for the kNN and linear probes, read
@@ -138,8 +139,9 @@ struct CheckpointSource {
     /// A run folder, or one of its checkpoints/step-N folders (default: the newest).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Dataset folder or .tar.gz archive; default: the data the run recorded (for `ssl eval`,
-    /// its eval.data when it had one), else as `ssl train` finds the run's dataset.
+    /// Dataset folder, .tar.gz archive or vision tar shards; default: the data the run
+    /// recorded (for `ssl eval`, its eval.data when it had one), else as `ssl train` finds the
+    /// run's dataset.
     #[arg(long)]
     data: Option<PathBuf>,
     /// The checkpoint's modality (default: the one it records).
@@ -208,7 +210,7 @@ fn checkpoint_args(
             eprintln!("data: the run's eval.data, {}", d.display());
             (modality.locate_data)(Some(d), dataset).context("the run's eval.data")?
         }
-        (None, None, Some(d)) if d.exists() => {
+        (None, None, Some(d)) if ssl_framework::data::locate::data_present(&d) => {
             eprintln!("data: the run's own, {}", d.display());
             d
         }

@@ -135,6 +135,20 @@ fn streamed_folder_and_tar_shards_train_like_memory_and_resume_mid_epoch() {
     assert_eq!(r["probes"].as_array().unwrap().len(), 2, "{r}");
     let expected = metrics(&full);
     assert_eq!(expected.len(), 8);
+    // `ssl embed` finds the run's shards by itself.
+    let embeddings = tmp.path().join("embeddings.safetensors");
+    let o = ssl(&[
+        "embed",
+        "--checkpoint",
+        full.to_str().unwrap(),
+        "--out",
+        embeddings.to_str().unwrap(),
+        "--split",
+        "test",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("data: the run's own"), "{}", text(&o));
+    assert!(embeddings.is_file());
 
     // Interrupted after step 3, in the middle of the first epoch: --resume continues with the
     // very losses of the uninterrupted run.

@@ -1,6 +1,6 @@
 //! The `Modality` plugin trait: everything that depends on the kind of data.
 
-use crate::augmentation::Augmentation;
+use crate::augmentation::{AugmentContext, Augmentation, SampleSource};
 use crate::config::{ConfigError, ConfigSection, ExperimentConfig};
 use crate::data::{DataError, Datasets};
 use crate::encoder::Encoder;
@@ -193,6 +193,23 @@ pub trait Modality: Send + Sync + Sized + 'static {
         Ok((0..copies).map(|_| self.to_sample(item)).collect())
     }
 
+    /// The views of one record for pre-training: reads it once and applies each pipeline of
+    /// `views` to its own copy, in order, every op drawing from `rng` (view 1's ops first) with
+    /// other training samples from `source`. Default: [`apply_views`]. Vision overrides it to
+    /// decode a large JPEG at the reduced scale its random crop needs.
+    ///
+    /// # Errors
+    /// [`DataError`] naming the file when the record cannot be read or decoded.
+    fn try_views(
+        &self,
+        item: &Self::Item,
+        views: &[&[Self::Op]],
+        rng: &mut rand::rngs::StdRng,
+        source: &dyn SampleSource<Self::Sample>,
+    ) -> Result<Vec<Self::Sample>, DataError> {
+        apply_views(self, item, views, rng, source)
+    }
+
     /// The order in which pre-training reads the training records in `epoch`: a permutation of
     /// `0..items.len()` that depends only on the records, `seed` and `epoch` (so a resumed run
     /// reads what an uninterrupted one did). Default: a seeded uniform shuffle
@@ -252,4 +269,27 @@ pub trait Modality: Send + Sync + Sized + 'static {
         let _ = base;
         None
     }
+}
+
+/// The default of [`Modality::try_views`]: [`Modality::try_samples`] once with one copy per
+/// view, then each view's ops in order on its copy, drawing from `rng`.
+///
+/// # Errors
+/// The error of `try_samples`.
+pub fn apply_views<M: Modality>(
+    modality: &M,
+    item: &M::Item,
+    views: &[&[M::Op]],
+    rng: &mut rand::rngs::StdRng,
+    source: &dyn SampleSource<M::Sample>,
+) -> Result<Vec<M::Sample>, DataError> {
+    let samples = modality.try_samples(item, views.len())?;
+    Ok(samples
+        .into_iter()
+        .zip(views)
+        .map(|(sample, ops)| {
+            let mut ctx = AugmentContext::with_source(rng, source);
+            ops.iter().fold(sample, |x, op| op.apply(x, &mut ctx))
+        })
+        .collect())
 }

@@ -236,28 +236,27 @@ impl StreamSkips {
 /// The most consecutive unreadable records a worker passes over before it stops the run.
 pub const MAX_CONSECUTIVE_UNREADABLE: usize = 64;
 
-/// Reads the record `order[pos]` into `copies` samples; when it cannot be read, counts it in
-/// `skips` and reads the next record of the order instead (wrapping), so a corrupt file costs
-/// one substitution, never a stall. The substitute is a pure function of the data and `pos`,
-/// so the batches stay deterministic.
+/// `read(record)` of the record `order[pos]`; when it cannot be read, counts it in `skips`
+/// and reads the next record of the order instead (wrapping), so a corrupt file costs one
+/// substitution, never a stall. The substitute is a pure function of the data and `pos`, so
+/// the batches stay deterministic (`read` must draw any randomness afresh on each call).
 ///
 /// # Panics
 /// When [`MAX_CONSECUTIVE_UNREADABLE`] records in a row (or the whole split) cannot be read:
 /// the worker's panic stops the run with the last file named ([`WorkerError`]).
-pub fn read_or_substitute<M: Modality>(
-    modality: &M,
-    items: &[M::Item],
+pub fn read_or_substitute<I, T>(
+    items: &[I],
     order: impl Fn(usize) -> usize,
     pos: usize,
-    copies: usize,
     skips: &StreamSkips,
-) -> Vec<M::Sample> {
+    mut read: impl FnMut(&I) -> Result<T, DataError>,
+) -> T {
     let n = items.len();
     let tries = n.min(MAX_CONSECUTIVE_UNREADABLE);
     let mut last = None;
     for k in 0..tries {
-        match modality.try_samples(&items[order((pos + k) % n)], copies) {
-            Ok(samples) => return samples,
+        match read(&items[order((pos + k) % n)]) {
+            Ok(value) => return value,
             Err(e) => {
                 skips.record(&e);
                 last = Some(e);
@@ -268,6 +267,21 @@ pub fn read_or_substitute<M: Modality>(
         "{tries} records in a row could not be read; the last: {}",
         last.map(|e| e.to_string()).unwrap_or_default()
     )
+}
+
+/// One working sample of the record `order[pos]` (see [`read_or_substitute`]).
+pub fn sample_or_substitute<M: Modality>(
+    modality: &M,
+    items: &[M::Item],
+    order: impl Fn(usize) -> usize,
+    pos: usize,
+    skips: &StreamSkips,
+) -> M::Sample {
+    read_or_substitute(items, order, pos, skips, |item| {
+        modality.try_samples(item, 1)
+    })
+    .pop()
+    .expect("one sample")
 }
 
 /// Random training samples for mixing ops, drawn from the dataset with the caller's rng.
@@ -316,18 +330,22 @@ pub fn two_view_epoch<M: Modality>(
             modality: &*modality,
             items: &items[..],
         };
+        let pipelines: [&[M::Op]; 2] = [&views.0, &views.1];
         for pos in b * batch_size..(b + 1) * batch_size {
-            let mut samples = read_or_substitute(&*modality, &items, |p| order[p], pos, 2, &skips);
-            let (s2, s1) = (samples.pop(), samples.pop());
-            let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
-            v1.push(views.0.apply(
-                s1.expect("two samples"),
-                &mut AugmentContext::with_source(&mut rng, &source),
-            ));
-            v2.push(views.1.apply(
-                s2.expect("two samples"),
-                &mut AugmentContext::with_source(&mut rng, &source),
-            ));
+            let mut pair = read_or_substitute(
+                &items,
+                |p| order[p],
+                pos,
+                &skips,
+                |item| {
+                    // A substitute draws from the position's stream afresh.
+                    let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
+                    modality.try_views(item, &pipelines, &mut rng, &source)
+                },
+            );
+            let (view2, view1) = (pair.pop(), pair.pop());
+            v1.push(view1.expect("two views"));
+            v2.push(view2.expect("two views"));
         }
         TwoViews {
             view1: modality.collate(v1),
@@ -367,9 +385,7 @@ pub fn eval_batches_of_rows<M: Modality>(
         let mut rng = StdRng::seed_from_u64(0);
         let samples = (b * batch_size..((b + 1) * batch_size).min(n))
             .map(|pos| {
-                let sample = read_or_substitute(&*modality, &items, |p| rows[p], pos, 1, &skips)
-                    .pop()
-                    .expect("one sample");
+                let sample = sample_or_substitute(&*modality, &items, |p| rows[p], pos, &skips);
                 ops.apply(sample, &mut AugmentContext::new(&mut rng))
             })
             .collect();

@@ -106,6 +106,16 @@ pub fn explicit_data(d: PathBuf) -> Result<PathBuf, LocateError> {
     Ok(d)
 }
 
+/// Whether the data `p` names is there: an existing folder or file, or tar shards
+/// (`dir/train-{0000..0127}.tar`, a name ending in `.tar`) in an existing folder (the modality
+/// names a missing shard when it reads them).
+pub fn data_present(p: &Path) -> bool {
+    p.exists()
+        || (p.extension().is_some_and(|e| e == "tar")
+            && p.parent()
+                .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir()))
+}
+
 /// Whether `p` is an existing `.tar.gz` or `.tgz` file.
 pub fn is_archive(p: &Path) -> bool {
     let name = p

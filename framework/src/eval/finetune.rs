@@ -6,7 +6,8 @@
 
 use crate::augmentation::{AugmentContext, Augmentation};
 use crate::data::loader::{
-    OrderedParallel, StreamSkips, WorkerError, eval_batches, mix64, read_or_substitute, sample_seed,
+    OrderedParallel, StreamSkips, WorkerError, eval_batches, mix64, sample_or_substitute,
+    sample_seed,
 };
 use crate::encoder::Encoder;
 use crate::modality::Modality;
@@ -142,9 +143,7 @@ pub fn finetune_top1<M: Modality>(
             let samples = (0..ids.len())
                 .map(|i| {
                     let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
-                    let sample = read_or_substitute(&*m, &items, |p| ids[p], i, 1, &skips)
-                        .pop()
-                        .expect("one sample");
+                    let sample = sample_or_substitute(&*m, &items, |p| ids[p], i, &skips);
                     ops2.apply(sample, &mut AugmentContext::new(&mut rng))
                 })
                 .collect();

@@ -47,6 +47,30 @@ impl Image {
         }
     }
 
+    /// Converts the `width x height` region at `(left, top)` of an 8-bit image to floats in
+    /// `[0, 1]` (clamped to the image).
+    pub fn from_stored_region(
+        s: &StoredImage,
+        left: usize,
+        top: usize,
+        width: usize,
+        height: usize,
+    ) -> Self {
+        let (sw, sh) = (s.width as usize, s.height as usize);
+        let (left, top) = (left.min(sw), top.min(sh));
+        let (width, height) = (width.min(sw - left), height.min(sh - top));
+        let mut data = Vec::with_capacity(width * height * 3);
+        for y in top..top + height {
+            let row = &s.pixels[(y * sw + left) * 3..(y * sw + left + width) * 3];
+            data.extend(row.iter().map(|&v| v as f32 * (1.0 / 255.0)));
+        }
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
     /// The pixel at `(x, y)`.
     pub fn pixel(&self, x: usize, y: usize) -> [f32; 3] {
         let i = (y * self.width + x) * 3;
@@ -120,6 +144,10 @@ pub struct EncodedImage {
     pub width: u32,
     /// Height in pixels (0 when not read).
     pub height: u32,
+    /// Whether a view that starts with a random resized crop may decode this image (a JPEG)
+    /// at a reduced scale when the crop is at least 4 times its output size
+    /// (`data.decode_at_crop_scale`; see [`crate::crop_decode`]).
+    pub decode_at_crop_scale: bool,
 }
 
 impl EncodedImage {

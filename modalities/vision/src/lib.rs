@@ -4,6 +4,7 @@
 //! augmentations of the paper's Table 6, and encoders (small CNN, ResNet-18/34/50).
 
 pub mod augment;
+pub mod crop_decode;
 pub mod download;
 pub mod encoders;
 pub mod image;
@@ -53,6 +54,11 @@ pub struct VisionDataConfig {
     pub streaming: Streaming,
     /// The largest estimated decoded size, in MiB, that `streaming = "auto"` keeps in memory.
     pub in_memory_limit_mb: usize,
+    /// Streaming only: a view that starts with `RandomResizedCrop` decodes a JPEG at 1/4 or 1/8
+    /// of its size when its crop box is at least that many times the output size (JPEG's
+    /// scaled IDCT; see [`crop_decode`]): large photos cost a fraction of a full decode. The
+    /// pixels then differ slightly from a full decode's; `false` always decodes in full.
+    pub decode_at_crop_scale: bool,
 }
 
 /// Whether image folders are decoded into memory at load or streamed (`data.streaming`).
@@ -84,6 +90,7 @@ impl Default for VisionDataConfig {
             labels: FolderLabels::Folders,
             streaming: Streaming::Auto,
             in_memory_limit_mb: 2048,
+            decode_at_crop_scale: true,
         }
     }
 }
@@ -281,6 +288,13 @@ impl Modality for VisionModality {
                 .test
                 .subset(cfg.test_subset, cfg.subset_seed.wrapping_add(1));
         }
+        if !cfg.decode_at_crop_scale {
+            for r in d.train.items.iter_mut().chain(d.test.items.iter_mut()) {
+                if let ImageRecord::Encoded(e) = r {
+                    e.decode_at_crop_scale = false;
+                }
+            }
+        }
         stream_or_decode(&mut d, cfg.streaming, cfg.in_memory_limit_mb).map_err(|e| match e {
             DataError::NoData { reason, .. } => DataError::NoData {
                 path: root.to_path_buf(),
@@ -325,6 +339,21 @@ impl Modality for VisionModality {
             )
         } else {
             ssl_framework::data::loader::epoch_order(items.len(), seed, epoch)
+        }
+    }
+
+    fn try_views(
+        &self,
+        item: &ImageRecord,
+        views: &[&[VisionOp]],
+        rng: &mut rand::rngs::StdRng,
+        source: &dyn ssl_framework::augmentation::SampleSource<Image>,
+    ) -> Result<Vec<Image>, DataError> {
+        match item {
+            ImageRecord::Encoded(enc) => crop_decode::views(enc, views, rng, source),
+            ImageRecord::Decoded(_) => {
+                ssl_framework::modality::apply_views(self, item, views, rng, source)
+            }
         }
     }
 

@@ -291,3 +291,79 @@ fn a_split_of_images_that_all_fail_to_decode_stops_the_run_with_the_file_named()
         err.message
     );
 }
+
+/// The views of one record with `decode_at_crop_scale` on and off, from the same seed.
+fn crop_views(path: &Path, pipeline: &str, at_crop_scale: bool) -> Vec<ssl_vision::image::Image> {
+    let ops: Vec<ssl_vision::augment::VisionOp> =
+        toml::from_str::<std::collections::BTreeMap<String, Vec<_>>>(pipeline)
+            .unwrap()
+            .remove("view")
+            .unwrap();
+    let (w, h) = ssl_vision::readers::image_index::header_size(path).unwrap();
+    let record = ImageRecord::Encoded(ssl_vision::image::EncodedImage {
+        source: ssl_vision::image::ImageSource::File(path.to_path_buf()),
+        width: w,
+        height: h,
+        decode_at_crop_scale: at_crop_scale,
+    });
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    VisionModality
+        .try_views(
+            &record,
+            &[&ops, &ops],
+            &mut rng,
+            &ssl_framework::augmentation::NoSamples,
+        )
+        .unwrap()
+}
+
+#[test]
+fn large_jpegs_decode_at_the_scale_their_crop_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("photo.jpg");
+    let mut seed = 9u64;
+    image::RgbImage::from_fn(1600, 1200, |x, y| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let n = (seed >> 60) as u32;
+        image::Rgb([
+            (x * 255 / 1600) as u8,
+            (y * 255 / 1200) as u8,
+            (((x / 40 + y / 40) % 2) * 160 + n) as u8,
+        ])
+    })
+    .save(&path)
+    .unwrap();
+    let stats = |a: &[ssl_vision::image::Image], b: &[ssl_vision::image::Image]| {
+        let d: Vec<f32> = a
+            .iter()
+            .zip(b)
+            .flat_map(|(x, y)| x.data.iter().zip(&y.data).map(|(p, q)| (p - q).abs()))
+            .collect();
+        (
+            d.iter().sum::<f32>() / d.len() as f32,
+            d.iter().cloned().fold(0.0, f32::max),
+        )
+    };
+    // Crops of at least 1200 * sqrt(0.5) = 848 pixels to 64: decoded at 1/8 (1/4 at least).
+    let small = r#"view = [{ type = "RandomResizedCrop", size = 64, scale = [0.5, 1.0] }]"#;
+    let (reduced, full) = (
+        crop_views(&path, small, true),
+        crop_views(&path, small, false),
+    );
+    assert!(reduced.iter().all(|v| (v.width, v.height) == (64, 64)));
+    let (mean, _) = stats(&reduced, &full);
+    assert!(mean > 0.0, "the reduced decode was taken");
+    assert!(
+        mean < 0.02,
+        "the same crop, up to resampling: mean difference {mean}"
+    );
+    // Crops to 400 pixels leave no reduction: a full decode, of which only the crop's region
+    // becomes floats; the same values as converting the whole image.
+    let large = r#"view = [{ type = "RandomResizedCrop", size = 400, scale = [0.5, 1.0] }]"#;
+    let (region, whole) = (
+        crop_views(&path, large, true),
+        crop_views(&path, large, false),
+    );
+    let (_, max) = stats(&region, &whole);
+    assert!(max < 1e-5, "largest difference {max}");
+}

@@ -14,7 +14,7 @@ pub mod search;
 
 pub use blur::GaussianBlur;
 pub use color::{ColorJitter, Grayscale, Solarize};
-pub use crop::{CenterCrop, Interpolation, RandomResizedCrop, Resize};
+pub use crop::{CenterCrop, Interpolation, RandomResizedCrop, Resize, crop_resize};
 pub use flip::HorizontalFlip;
 pub use normalize::Normalize;
 

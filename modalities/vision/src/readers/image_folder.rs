@@ -88,6 +88,7 @@ fn encoded_split(split: &IndexedSplit) -> Split<ImageRecord> {
                     source: ImageSource::File(path.clone()),
                     width,
                     height,
+                    decode_at_crop_scale: true,
                 })
             })
             .collect(),

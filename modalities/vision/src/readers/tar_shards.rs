@@ -151,6 +151,7 @@ fn index_shard(shard: &Arc<PathBuf>) -> Result<(Vec<ShardSample>, usize), DataEr
                     },
                     width: 0,
                     height: 0,
+                    decode_at_crop_scale: true,
                 }),
                 None,
             ));

@@ -1,0 +1,197 @@
+//! Views of a streamed JPEG decoded at the scale its random crop needs: a view that starts with
+//! [`RandomResizedCrop`] draws its crop box on the image's size (from the header, before any
+//! pixel is decoded) and, when the box is at least 4 times the crop's output size in both
+//! sides, decodes the image with JPEG's scaled IDCT at 1/4 or 1/8 of its size (`jpeg-decoder`)
+//! and crops the scaled box. A 4000x3000 photo cropped to 224 then costs a 1000x750 or 500x375
+//! decode instead of a 12-megapixel one.
+//!
+//! Only 1/4 and 1/8 are used: measured on 500x375 JPEGs (BENCHMARKS.md), `jpeg-decoder`'s 1/2
+//! decode is slower than the `image` crate's full decode (zune-jpeg), and its 1/4 decode about
+//! as fast. Every other view, and every image that is not a JPEG, takes the full decode, once
+//! per record. The random draws are those of the full path (the crop box is drawn by the same
+//! [`RandomResizedCrop::sample_box`], then the rest of the view's ops), so only the pixels
+//! differ, by the difference between the IDCT's scaling and the crop's resampling.
+
+use crate::augment::{RandomResizedCrop, VisionOp};
+use crate::image::{EncodedImage, Image, StoredImage};
+use rand::rngs::StdRng;
+use ssl_framework::augmentation::{AugmentContext, SampleSource};
+use ssl_framework::data::DataError;
+
+/// The reduced scales tried, largest reduction first (the denominator of the scale).
+const SCALES: [usize; 2] = [8, 4];
+
+/// The images smaller than this (either side) never take a reduced scale: a 1/4 scale of a
+/// box inside them is below any useful crop size.
+const MIN_SIDE: u32 = 256;
+
+/// The crop op of a pipeline that starts with one.
+fn leading_crop(ops: &[VisionOp]) -> Option<RandomResizedCrop> {
+    let first = ops.first()?;
+    if first.name() != "RandomResizedCrop" {
+        return None;
+    }
+    // The op's config form (`{ type = "RandomResizedCrop", size = ..., ... }`) without its tag.
+    let mut value = serde_json::to_value(first).ok()?;
+    value.as_object_mut()?.remove("type");
+    serde_json::from_value(value).ok()
+}
+
+/// The largest reduction `k` (8 or 4) at which a `cw x ch` box still has `size` pixels a side.
+pub fn reduction(cw: usize, ch: usize, size: usize) -> Option<usize> {
+    SCALES
+        .into_iter()
+        .find(|&k| cw / k >= size && ch / k >= size)
+}
+
+/// Decodes the JPEG `bytes` at about `1 / k` of its size (`jpeg-decoder`'s scaled IDCT) into
+/// 8-bit RGB; `None` when it is not a JPEG in RGB or grey (CMYK goes the full path).
+fn decode_scaled(
+    enc: &EncodedImage,
+    bytes: &[u8],
+    k: usize,
+) -> Result<Option<StoredImage>, DataError> {
+    let corrupt = |e: jpeg_decoder::Error| DataError::Corrupt {
+        path: enc.source.path(),
+        reason: e.to_string(),
+    };
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().map_err(corrupt)?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (info.width as usize, info.height as usize);
+    let (sw, sh) = decoder
+        .scale(w.div_ceil(k) as u16, h.div_ceil(k) as u16)
+        .map_err(corrupt)?;
+    let pixels = decoder.decode().map_err(corrupt)?;
+    let (sw, sh) = (sw as u32, sh as u32);
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => pixels,
+        jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => return Ok(None),
+    };
+    if rgb.len() != (sw * sh * 3) as usize || sw == 0 || sh == 0 {
+        return Ok(None);
+    }
+    Ok(Some(StoredImage {
+        width: sw,
+        height: sh,
+        pixels: rgb,
+    }))
+}
+
+/// The views of an encoded image (see the module documentation): reads the bytes once, decodes
+/// at a reduced scale the views whose crop allows it and in full (once) the others, then
+/// applies each view's ops, drawing from `rng` in the order of the full path.
+///
+/// # Errors
+/// [`DataError`] naming the file when it cannot be read or decoded.
+pub fn views(
+    enc: &EncodedImage,
+    views: &[&[VisionOp]],
+    rng: &mut StdRng,
+    source: &dyn SampleSource<Image>,
+) -> Result<Vec<Image>, DataError> {
+    let bytes = enc.source.read()?;
+    let jpeg = bytes.starts_with(&[0xFF, 0xD8]);
+    let (w, h) = match (enc.width, enc.height) {
+        // Tar members are indexed without their headers: read this one's now.
+        (0, _) | (_, 0) if jpeg && enc.decode_at_crop_scale => {
+            let mut d = jpeg_decoder::Decoder::new(&bytes[..]);
+            match d.read_info().ok().and(d.info()) {
+                Some(info) => (info.width as usize, info.height as usize),
+                None => (0, 0),
+            }
+        }
+        (w, h) => (w as usize, h as usize),
+    };
+    let mut full: Option<StoredImage> = None;
+    // Decodes at 1/8 and 1/4, each made at most once for the record's views.
+    let mut reduced: [Option<Option<StoredImage>>; 2] = [None, None];
+    let mut out = Vec::with_capacity(views.len());
+    for ops in views {
+        let mut ctx = AugmentContext::with_source(rng, source);
+        let crop = (jpeg && enc.decode_at_crop_scale && w.min(h) >= MIN_SIDE as usize)
+            .then(|| leading_crop(ops))
+            .flatten();
+        if let Some(crop) = crop {
+            let (l, t, cw, ch) = crop.sample_box(w, h, ctx.rng);
+            let scaled = match reduction(cw, ch, crop.size) {
+                Some(k) => {
+                    let slot = &mut reduced[SCALES.iter().position(|&s| s == k).unwrap_or(0)];
+                    if slot.is_none() {
+                        *slot = Some(decode_scaled(enc, &bytes, k)?);
+                    }
+                    slot.as_ref().and_then(Option::as_ref)
+                }
+                None => None,
+            };
+            let (img, sx, sy) = match scaled {
+                Some(s) => {
+                    let (sx, sy) = (s.width as f64 / w as f64, s.height as f64 / h as f64);
+                    (Image::from_stored(s), sx, sy)
+                }
+                None => {
+                    let f = full.get_or_insert(decode_full(enc, &bytes)?);
+                    // Only the box and the resampling filter's reach around it become floats
+                    // (a bicubic filter reaches 2 output pixels, `2 * cw / size` input pixels).
+                    let reach = 2 * cw.max(ch).div_ceil(crop.size) + 2;
+                    let (x0, y0) = (l.saturating_sub(reach), t.saturating_sub(reach));
+                    let region = Image::from_stored_region(
+                        f,
+                        x0,
+                        y0,
+                        cw + l - x0 + reach,
+                        ch + t - y0 + reach,
+                    );
+                    let cropped = crate::augment::crop_resize(
+                        &region,
+                        (l - x0) as f64,
+                        (t - y0) as f64,
+                        cw as f64,
+                        ch as f64,
+                        crop.size,
+                        crop.size,
+                        crop.interpolation,
+                    );
+                    out.push(ops[1..].iter().fold(cropped, |x, op| op.apply(x, &mut ctx)));
+                    continue;
+                }
+            };
+            let cropped = crate::augment::crop_resize(
+                &img,
+                l as f64 * sx,
+                t as f64 * sy,
+                cw as f64 * sx,
+                ch as f64 * sy,
+                crop.size,
+                crop.size,
+                crop.interpolation,
+            );
+            out.push(ops[1..].iter().fold(cropped, |x, op| op.apply(x, &mut ctx)));
+        } else {
+            let f = full.get_or_insert(decode_full(enc, &bytes)?);
+            let img = Image::from_stored(f);
+            out.push(ops.iter().fold(img, |x, op| op.apply(x, &mut ctx)));
+        }
+    }
+    Ok(out)
+}
+
+fn decode_full(enc: &EncodedImage, bytes: &[u8]) -> Result<StoredImage, DataError> {
+    crate::image::decode_bytes(&enc.source.path(), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduction_keeps_the_crop_size_and_prefers_the_larger_reduction() {
+        assert_eq!(reduction(2000, 1800, 224), Some(8));
+        assert_eq!(reduction(1000, 1800, 224), Some(4));
+        assert_eq!(reduction(895, 2000, 224), None);
+        assert_eq!(reduction(500, 375, 224), None);
+    }
+}
