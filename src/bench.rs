@@ -263,7 +263,9 @@ fn augment_workload(data: &std::path::Path, images: usize, threads: usize) -> Re
 /// image, on `threads` threads: read the JPEG file, decode it, then view 1 of
 /// `configs/vision/imagenet.toml` (random resized crop 224, flip, colour jitter, grayscale,
 /// blur 23x23, normalize) or, with `both_views`, views 1 and 2 (what the trainer makes of one
-/// decode). The images are the first `images` of `data` (an image folder).
+/// record), decoding at the crop's scale where it allows unless `decode_at_crop_scale` is off
+/// (`data.decode_at_crop_scale`). The images: a seeded subset of `images` of `data` (an image
+/// folder).
 fn augment_imagenet_workload(
     data: &std::path::Path,
     images: usize,

@@ -207,58 +207,66 @@ pub fn resolve_workers(requested: usize) -> usize {
 }
 
 /// Records that could not be read while streaming (a truncated or corrupt file met in a worker),
-/// shared by the workers of a run: each is counted, and the first ten are named in a warning.
+/// shared by the workers of a run: each distinct record is counted once, however often it is
+/// met, and the first ten are named in a warning.
 #[derive(Debug, Default)]
 pub struct StreamSkips {
-    count: AtomicUsize,
+    records: Mutex<std::collections::HashSet<usize>>,
 }
 
 impl StreamSkips {
     /// How many warnings name their file; later skips are only counted.
     pub const NAMED: usize = 10;
 
-    /// Counts one unreadable record and warns about it (the first [`Self::NAMED`]).
-    pub fn record(&self, error: &DataError) {
-        let n = self.count.fetch_add(1, Ordering::SeqCst);
-        if n < Self::NAMED {
+    /// Counts the unreadable record `index` (of the split) and warns about it the first time
+    /// (the first [`Self::NAMED`] records).
+    pub fn record(&self, index: usize, error: &DataError) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if !records.insert(index) {
+            return;
+        }
+        let n = records.len();
+        if n <= Self::NAMED {
             eprintln!("warning: skipping unreadable sample: {error}");
-        } else if n == Self::NAMED {
+        } else if n == Self::NAMED + 1 {
             eprintln!("warning: more unreadable samples are skipped; only their count is reported");
         }
     }
 
-    /// The number of records skipped so far.
+    /// The number of distinct records skipped so far.
     pub fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
+        self.records.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
 /// The most consecutive unreadable records a worker passes over before it stops the run.
 pub const MAX_CONSECUTIVE_UNREADABLE: usize = 64;
 
-/// `read(record)` of the record `order[pos]`; when it cannot be read, counts it in `skips`
-/// and reads the next record of the order instead (wrapping), so a corrupt file costs one
-/// substitution, never a stall. The substitute is a pure function of the data and `pos`, so
-/// the batches stay deterministic (`read` must draw any randomness afresh on each call).
+/// `read(record)` of the record `items[order[pos]]`; when it cannot be read, counts it in
+/// `skips` and reads the record at the next position of `order` instead (wrapping), so a
+/// corrupt file costs one substitution, never a stall. The substitute is a pure function of
+/// the data and `pos`, so the batches stay deterministic (`read` must draw any randomness
+/// afresh on each call).
 ///
 /// # Panics
-/// When [`MAX_CONSECUTIVE_UNREADABLE`] records in a row (or the whole split) cannot be read:
+/// When [`MAX_CONSECUTIVE_UNREADABLE`] records in a row (or all of `order`) cannot be read:
 /// the worker's panic stops the run with the last file named ([`WorkerError`]).
 pub fn read_or_substitute<I, T>(
     items: &[I],
-    order: impl Fn(usize) -> usize,
+    order: &[usize],
     pos: usize,
     skips: &StreamSkips,
     mut read: impl FnMut(&I) -> Result<T, DataError>,
 ) -> T {
-    let n = items.len();
+    let n = order.len();
     let tries = n.min(MAX_CONSECUTIVE_UNREADABLE);
     let mut last = None;
     for k in 0..tries {
-        match read(&items[order((pos + k) % n)]) {
+        let index = order[(pos + k) % n];
+        match read(&items[index]) {
             Ok(value) => return value,
             Err(e) => {
-                skips.record(&e);
+                skips.record(index, &e);
                 last = Some(e);
             }
         }
@@ -273,7 +281,7 @@ pub fn read_or_substitute<I, T>(
 pub fn sample_or_substitute<M: Modality>(
     modality: &M,
     items: &[M::Item],
-    order: impl Fn(usize) -> usize,
+    order: &[usize],
     pos: usize,
     skips: &StreamSkips,
 ) -> M::Sample {
@@ -332,17 +340,11 @@ pub fn two_view_epoch<M: Modality>(
         };
         let pipelines: [&[M::Op]; 2] = [&views.0, &views.1];
         for pos in b * batch_size..(b + 1) * batch_size {
-            let mut pair = read_or_substitute(
-                &items,
-                |p| order[p],
-                pos,
-                &skips,
-                |item| {
-                    // A substitute draws from the position's stream afresh.
-                    let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
-                    modality.try_views(item, &pipelines, &mut rng, &source)
-                },
-            );
+            let mut pair = read_or_substitute(&items, &order, pos, &skips, |item| {
+                // A substitute draws from the position's stream afresh.
+                let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
+                modality.try_views(item, &pipelines, &mut rng, &source)
+            });
             let (view2, view1) = (pair.pop(), pair.pop());
             v1.push(view1.expect("two views"));
             v2.push(view2.expect("two views"));
@@ -385,7 +387,7 @@ pub fn eval_batches_of_rows<M: Modality>(
         let mut rng = StdRng::seed_from_u64(0);
         let samples = (b * batch_size..((b + 1) * batch_size).min(n))
             .map(|pos| {
-                let sample = sample_or_substitute(&*modality, &items, |p| rows[p], pos, &skips);
+                let sample = sample_or_substitute(&*modality, &items, &rows, pos, &skips);
                 ops.apply(sample, &mut AugmentContext::new(&mut rng))
             })
             .collect();
@@ -430,6 +432,35 @@ mod tests {
             .expect("an error");
         assert_eq!(err.batch, 4);
         assert!(err.message.contains("bad sample"));
+    }
+
+    #[test]
+    fn unreadable_records_are_replaced_within_the_order_and_counted_once() {
+        let items: Vec<usize> = (0..10).collect();
+        let read = |&i: &usize| {
+            if i == 9 || i == 4 {
+                Err(DataError::Unusable(format!("record {i}")))
+            } else {
+                Ok(i * 10)
+            }
+        };
+        let skips = StreamSkips::default();
+        // The order is a subset of the records (evaluation rows, one batch): the substitute
+        // wraps within it, never past its end.
+        let order = [7, 8, 9];
+        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), 70);
+        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), 70);
+        assert_eq!(read_or_substitute(&items, &[4, 9, 3], 0, &skips, read), 30);
+        // Records 9 and 4, each counted once however often met.
+        assert_eq!(skips.count(), 2);
+        let all_bad = std::panic::catch_unwind(|| {
+            read_or_substitute(&items, &[4, 9], 0, &StreamSkips::default(), read)
+        });
+        let message = all_bad.unwrap_err().downcast::<String>().unwrap();
+        assert!(
+            message.contains("2 records in a row") && message.contains("record"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub fn finetune_top1<M: Modality>(
             let samples = (0..ids.len())
                 .map(|i| {
                     let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
-                    let sample = sample_or_substitute(&*m, &items, |p| ids[p], i, &skips);
+                    let sample = sample_or_substitute(&*m, &items, ids, i, &skips);
                     ops2.apply(sample, &mut AugmentContext::new(&mut rng))
                 })
                 .collect();

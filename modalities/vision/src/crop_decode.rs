@@ -45,40 +45,36 @@ pub fn reduction(cw: usize, ch: usize, size: usize) -> Option<usize> {
 }
 
 /// Decodes the JPEG `bytes` at about `1 / k` of its size (`jpeg-decoder`'s scaled IDCT) into
-/// 8-bit RGB; `None` when it is not a JPEG in RGB or grey (CMYK goes the full path).
-fn decode_scaled(
-    enc: &EncodedImage,
-    bytes: &[u8],
-    k: usize,
-) -> Result<Option<StoredImage>, DataError> {
-    let corrupt = |e: jpeg_decoder::Error| DataError::Corrupt {
-        path: enc.source.path(),
-        reason: e.to_string(),
-    };
+/// 8-bit RGB; `None` when `jpeg-decoder` cannot (a CMYK JPEG, a coding it lacks, a corrupt
+/// file): the full decode then decides.
+fn decode_scaled(bytes: &[u8], k: usize) -> Option<StoredImage> {
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder.read_info().map_err(corrupt)?;
-    let Some(info) = decoder.info() else {
-        return Ok(None);
-    };
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
     let (w, h) = (info.width as usize, info.height as usize);
     let (sw, sh) = decoder
         .scale(w.div_ceil(k) as u16, h.div_ceil(k) as u16)
-        .map_err(corrupt)?;
-    let pixels = decoder.decode().map_err(corrupt)?;
+        .ok()?;
+    let pixels = decoder.decode().ok()?;
     let (sw, sh) = (sw as u32, sh as u32);
     let rgb = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&v| [v, v, v]).collect(),
-        _ => return Ok(None),
+        _ => return None,
     };
-    if rgb.len() != (sw * sh * 3) as usize || sw == 0 || sh == 0 {
-        return Ok(None);
-    }
-    Ok(Some(StoredImage {
+    (rgb.len() == (sw * sh * 3) as usize && sw > 0 && sh > 0).then_some(StoredImage {
         width: sw,
         height: sh,
         pixels: rgb,
-    }))
+    })
+}
+
+/// The `(width, height)` in a JPEG's header, `None` when it does not parse.
+fn jpeg_size(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
+    Some((info.width as usize, info.height as usize))
 }
 
 /// The views of an encoded image (see the module documentation): reads the bytes once, decodes
@@ -95,16 +91,11 @@ pub fn views(
 ) -> Result<Vec<Image>, DataError> {
     let bytes = enc.source.read()?;
     let jpeg = bytes.starts_with(&[0xFF, 0xD8]);
-    let (w, h) = match (enc.width, enc.height) {
-        // Tar members are indexed without their headers: read this one's now.
-        (0, _) | (_, 0) if jpeg && enc.decode_at_crop_scale => {
-            let mut d = jpeg_decoder::Decoder::new(&bytes[..]);
-            match d.read_info().ok().and(d.info()) {
-                Some(info) => (info.width as usize, info.height as usize),
-                None => (0, 0),
-            }
-        }
-        (w, h) => (w as usize, h as usize),
+    // The size from the header in hand (the index's may be stale, and tar members have none).
+    let (w, h) = if jpeg && enc.decode_at_crop_scale {
+        jpeg_size(&bytes).unwrap_or((0, 0))
+    } else {
+        (0, 0)
     };
     let mut full: Option<StoredImage> = None;
     // Decodes at 1/8 and 1/4, each made at most once for the record's views.
@@ -121,19 +112,45 @@ pub fn views(
                 Some(k) => {
                     let slot = &mut reduced[SCALES.iter().position(|&s| s == k).unwrap_or(0)];
                     if slot.is_none() {
-                        *slot = Some(decode_scaled(enc, &bytes, k)?);
+                        *slot = Some(decode_scaled(&bytes, k));
                     }
                     slot.as_ref().and_then(Option::as_ref)
                 }
                 None => None,
             };
-            let (img, sx, sy) = match scaled {
+            let cropped = match scaled {
                 Some(s) => {
-                    let (sx, sy) = (s.width as f64 / w as f64, s.height as f64 / h as f64);
-                    (Image::from_stored(s), sx, sy)
+                    // The box in the reduced image's pixels, kept inside it (the reduced size is
+                    // rounded up, so the scaled box can overshoot by a fraction of a pixel).
+                    let (sw, sh) = (s.width as f64, s.height as f64);
+                    let (x, y) = (l as f64 * sw / w as f64, t as f64 * sh / h as f64);
+                    let bw = (cw as f64 * sw / w as f64).min(sw - x);
+                    let bh = (ch as f64 * sh / h as f64).min(sh - y);
+                    crate::augment::crop_resize(
+                        &Image::from_stored(s),
+                        x,
+                        y,
+                        bw,
+                        bh,
+                        crop.size,
+                        crop.size,
+                        crop.interpolation,
+                    )
                 }
                 None => {
-                    let f = full.get_or_insert(decode_full(enc, &bytes)?);
+                    if full.is_none() {
+                        full = Some(decode_full(enc, &bytes)?);
+                    }
+                    let f = full.as_ref().expect("decoded above");
+                    if (f.width as usize, f.height as usize) != (w, h) {
+                        return Err(DataError::Corrupt {
+                            path: enc.source.path(),
+                            reason: format!(
+                                "its header says {w}x{h}, its pixels are {}x{}",
+                                f.width, f.height
+                            ),
+                        });
+                    }
                     // Only the box and the resampling filter's reach around it become floats
                     // (a bicubic filter reaches 2 output pixels, `2 * cw / size` input pixels).
                     let reach = 2 * cw.max(ch).div_ceil(crop.size) + 2;
@@ -145,7 +162,7 @@ pub fn views(
                         cw + l - x0 + reach,
                         ch + t - y0 + reach,
                     );
-                    let cropped = crate::augment::crop_resize(
+                    crate::augment::crop_resize(
                         &region,
                         (l - x0) as f64,
                         (t - y0) as f64,
@@ -154,25 +171,15 @@ pub fn views(
                         crop.size,
                         crop.size,
                         crop.interpolation,
-                    );
-                    out.push(ops[1..].iter().fold(cropped, |x, op| op.apply(x, &mut ctx)));
-                    continue;
+                    )
                 }
             };
-            let cropped = crate::augment::crop_resize(
-                &img,
-                l as f64 * sx,
-                t as f64 * sy,
-                cw as f64 * sx,
-                ch as f64 * sy,
-                crop.size,
-                crop.size,
-                crop.interpolation,
-            );
             out.push(ops[1..].iter().fold(cropped, |x, op| op.apply(x, &mut ctx)));
         } else {
-            let f = full.get_or_insert(decode_full(enc, &bytes)?);
-            let img = Image::from_stored(f);
+            if full.is_none() {
+                full = Some(decode_full(enc, &bytes)?);
+            }
+            let img = Image::from_stored(full.as_ref().expect("decoded above"));
             out.push(ops.iter().fold(img, |x, op| op.apply(x, &mut ctx)));
         }
     }

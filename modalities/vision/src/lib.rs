@@ -49,8 +49,9 @@ pub struct VisionDataConfig {
     /// estimated decoded size (from the image headers) is at most `in_memory_limit_mb`, and
     /// streams otherwise (each image read and decoded by the loader's workers when its batch
     /// is prepared: memory bounded by the prefetch depth and batch, not the dataset); `"on"`
-    /// always streams, `"off"` never does. Both give the same batches for the same seed. Tar
-    /// shards always stream.
+    /// always streams, `"off"` never does. Tar shards always stream. Both give the same
+    /// batches for the same seed when every image decodes and `decode_at_crop_scale` is off (or
+    /// the images are under 256 pixels a side); otherwise crops agree up to resampling.
     pub streaming: Streaming,
     /// The largest estimated decoded size, in MiB, that `streaming = "auto"` keeps in memory.
     pub in_memory_limit_mb: usize,

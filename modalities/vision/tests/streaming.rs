@@ -168,6 +168,17 @@ fn shards_hold_the_folders_samples_and_labels_and_read_in_shard_runs() {
     assert_eq!(written.train, (4, 20));
     assert_eq!(written.test, (4, 20));
     assert!(written.train_pattern.ends_with("train-{0000..0003}.tar"));
+    // Writing into a folder that holds shards already is refused (they would mix).
+    let e = tar_shards::write_shards(
+        dir.path(),
+        ssl_framework::data::folder::FolderLabels::Folders,
+        shards.path(),
+        6,
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("holds .tar files already"), "{e}");
     let folder = load(dir.path(), Streaming::Off);
     let sharded = load(&written.train_pattern, Streaming::Auto);
     // Shards stream by default; the class names come from classes.txt.
@@ -205,6 +216,15 @@ fn shards_hold_the_folders_samples_and_labels_and_read_in_shard_runs() {
         e.contains("train-0004.tar") && e.contains("no such shard"),
         "{e}"
     );
+    // A member whose header claims more bytes than the shard holds is named, not read.
+    let mut cut = std::fs::read(shards.path().join("train-0000.tar")).unwrap();
+    cut.truncate(cut.len() / 2);
+    std::fs::write(shards.path().join("cut.tar"), cut).unwrap();
+    let e = VisionModality
+        .load(&VisionDataConfig::default(), &shards.path().join("cut.tar"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cut.tar"), "{e}");
     // A file that is not a tar file is named.
     std::fs::write(shards.path().join("junk.tar"), vec![7u8; 2000]).unwrap();
     let e = VisionModality

@@ -94,6 +94,13 @@ fn folders_of(root: &Path, index: &FolderIndex) -> BTreeSet<PathBuf> {
     let mut dirs = BTreeSet::new();
     dirs.insert(root.to_path_buf());
     let splits = std::iter::once(&index.train).chain(index.test.as_ref());
+    // Class folders, even empty ones: an image added to one changes only its time.
+    for split in splits.clone() {
+        dirs.insert(split.dir.clone());
+        if let Some((classes, _)) = &split.labels {
+            dirs.extend(classes.iter().map(|c| split.dir.join(c)));
+        }
+    }
     let files = splits
         .flat_map(|s| s.files.iter())
         .chain(index.ignored.iter())

@@ -102,6 +102,7 @@ fn index_shard(shard: &Arc<PathBuf>) -> Result<(Vec<ShardSample>, usize), DataEr
         reason,
     };
     let file = std::fs::File::open(shard.as_path()).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
     let mut archive = tar::Archive::new(file);
     let mut samples: Vec<ShardSample> = Vec::new();
     let mut classes: HashMap<String, usize> = HashMap::new();
@@ -140,14 +141,20 @@ fn index_shard(shard: &Arc<PathBuf>) -> Result<(Vec<ShardSample>, usize), DataEr
                 }
             }
         } else if EXTENSIONS.contains(&kind.as_str()) {
+            let (offset, len) = (entry.raw_file_position(), entry.size());
+            if offset.checked_add(len).is_none_or(|end| end > file_len) {
+                return Err(corrupt(format!(
+                    "{name}: its header says {len} bytes at byte {offset}, past the end of the file ({file_len} bytes)"
+                )));
+            }
             keys.insert(key.to_string(), samples.len());
             samples.push((
                 ImageRecord::Encoded(EncodedImage {
                     source: ImageSource::TarMember {
                         shard: shard.clone(),
                         name: name.clone().into_boxed_str(),
-                        offset: entry.raw_file_position(),
-                        len: entry.size(),
+                        offset,
+                        len,
                     },
                     width: 0,
                     height: 0,
@@ -219,7 +226,10 @@ fn held_out_shards(pattern: &Path) -> Option<Vec<PathBuf>> {
     if !name.contains("train") {
         return None;
     }
-    let dir = pattern.parent().unwrap_or(Path::new("."));
+    let dir = match pattern.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     ["test", "val"].iter().find_map(|other| {
         let candidate = name.replacen("train", other, 1);
         let shards: Vec<PathBuf> = match (candidate.find('{'), candidate.find('}')) {
@@ -268,7 +278,10 @@ pub fn load(pattern: &Path) -> Result<Datasets<ImageRecord>, DataError> {
             ),
         });
     }
-    let dir = pattern.parent().unwrap_or(Path::new("."));
+    let dir = match pattern.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let class_names: Option<Vec<String>> = std::fs::read_to_string(dir.join("classes.txt"))
         .ok()
         .map(|t| t.lines().map(str::to_string).collect());
@@ -401,6 +414,16 @@ pub fn write_shards(
     per_shard: usize,
     seed: u64,
 ) -> Result<ShardsWritten, DataError> {
+    let has_shards = std::fs::read_dir(out).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "tar"))
+    });
+    if has_shards {
+        return Err(DataError::Unusable(format!(
+            "--out {}: holds .tar files already (shards of another run would mix with these): choose an empty or new folder",
+            out.display()
+        )));
+    }
     let d = super::image_folder::load(folder, labels)?;
     std::fs::create_dir_all(out).map_err(|source| DataError::Io {
         path: out.to_path_buf(),
