@@ -4,13 +4,15 @@
 //! torchvision's names for ResNets).
 
 use crate::modalities::{BuiltIn, Visitor};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use ssl_framework::Encoder;
 use ssl_framework::checkpoint::{Pretrained, load_encoder, load_pretrained};
 use ssl_framework::data::loader::resolve_workers;
-use ssl_framework::eval::{EvalOptions, ProbeResult, evaluate_pretrained, extract_features};
+use ssl_framework::eval::{
+    EvalOptions, ProbeResult, evaluate_pretrained, extract_readable_features,
+};
 use ssl_framework::export::{
     EmbeddingFormat, ExportError, SplitEmbeddings, export_encoder, write_embeddings,
 };
@@ -246,15 +248,23 @@ pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Pa
             continue;
         }
         eprintln!("embedding the {name} split ({} samples)", items.len());
-        let features = extract_features(
+        let (features, unreadable) = extract_readable_features(
             &p.modality,
             &encoder,
             items.clone(),
+            Arc::new((0..items.len()).collect()),
             ops.clone(),
             p.config.eval.batch_size,
             workers,
             &p.device,
         )?;
+        if !unreadable.is_empty() {
+            bail!(
+                "{} samples of the {name} split could not be read (named above; rows {:?}...): an embeddings file needs every row; remove or replace those files",
+                unreadable.len(),
+                &unreadable[..unreadable.len().min(5)]
+            );
+        }
         splits.push(SplitEmbeddings {
             name,
             features,

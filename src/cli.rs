@@ -289,7 +289,7 @@ impl Visitor for Train {
         let mut c = self.0;
         let name = entry.name;
         if let Some(d) = c.eval_data.take() {
-            if !d.exists() {
+            if !ssl_framework::data::locate::data_present(&d) {
                 bail!("--eval-data {}: no such file or folder", d.display());
             }
             let dir = (entry.locate_data)(Some(d), "").context("--eval-data")?;
@@ -410,14 +410,22 @@ pub fn run() -> Result<()> {
             let written =
                 ssl_vision::readers::tar_shards::write_shards(&data, labels, &out, per_shard, seed)
                     .with_context(|| format!("ssl shard --data {}", data.display()))?;
+            let shards = |n: usize| {
+                if n == 1 {
+                    "1 shard".to_string()
+                } else {
+                    format!("{n} shards")
+                }
+            };
             println!(
-                "wrote {} training samples in {} shards{} to {}",
+                "wrote {} training samples in {}{} to {}",
                 written.train.1,
-                written.train.0,
+                shards(written.train.0),
                 if written.test.0 > 0 {
                     format!(
-                        ", {} held-out samples in {} shards",
-                        written.test.1, written.test.0
+                        ", {} held-out samples in {}",
+                        written.test.1,
+                        shards(written.test.0)
                     )
                 } else {
                     String::new()

@@ -75,6 +75,17 @@ impl<T: Send + 'static> OrderedParallel<T> {
         ahead: usize,
         job: impl Fn(usize) -> T + Send + Sync + 'static,
     ) -> Self {
+        Self::new_fallible(range, workers, ahead, move |i| Ok(job(i)))
+    }
+
+    /// As [`new`](Self::new), for a job that can fail: its error, like a panic, ends the
+    /// iteration with a [`WorkerError`] for that index.
+    pub fn new_fallible(
+        range: Range<usize>,
+        workers: usize,
+        ahead: usize,
+        job: impl Fn(usize) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Self {
         let workers = workers.max(1);
         let ahead = ahead.max(1);
         let (tx, rx) = sync_channel(ahead + workers);
@@ -116,7 +127,8 @@ impl<T: Send + 'static> OrderedParallel<T> {
                                                 e.downcast_ref::<&str>().map(|s| s.to_string())
                                             })
                                             .unwrap_or_else(|| "panic".into())
-                                    });
+                                    })
+                                    .and_then(|result| result);
                             let failed = out.is_err();
                             if tx.send((i, out)).is_err() || failed {
                                 return;
@@ -233,6 +245,19 @@ impl StreamSkips {
         }
     }
 
+    /// The records skipped so far (indices into the split), sorted.
+    pub fn indices(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The number of distinct records skipped so far.
     pub fn count(&self) -> usize {
         self.records.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -248,48 +273,50 @@ pub const MAX_CONSECUTIVE_UNREADABLE: usize = 64;
 /// the data and `pos`, so the batches stay deterministic (`read` must draw any randomness
 /// afresh on each call).
 ///
-/// # Panics
+/// # Errors
 /// When [`MAX_CONSECUTIVE_UNREADABLE`] records in a row (or all of `order`) cannot be read:
-/// the worker's panic stops the run with the last file named ([`WorkerError`]).
+/// a message naming the last file, which stops the run ([`WorkerError`]).
 pub fn read_or_substitute<I, T>(
     items: &[I],
     order: &[usize],
     pos: usize,
     skips: &StreamSkips,
     mut read: impl FnMut(&I) -> Result<T, DataError>,
-) -> T {
+) -> Result<T, String> {
     let n = order.len();
     let tries = n.min(MAX_CONSECUTIVE_UNREADABLE);
     let mut last = None;
     for k in 0..tries {
         let index = order[(pos + k) % n];
         match read(&items[index]) {
-            Ok(value) => return value,
+            Ok(value) => return Ok(value),
             Err(e) => {
                 skips.record(index, &e);
                 last = Some(e);
             }
         }
     }
-    panic!(
+    Err(format!(
         "{tries} records in a row could not be read; the last: {}",
         last.map(|e| e.to_string()).unwrap_or_default()
-    )
+    ))
 }
 
 /// One working sample of the record `order[pos]` (see [`read_or_substitute`]).
+///
+/// # Errors
+/// As [`read_or_substitute`].
 pub fn sample_or_substitute<M: Modality>(
     modality: &M,
     items: &[M::Item],
     order: &[usize],
     pos: usize,
     skips: &StreamSkips,
-) -> M::Sample {
-    read_or_substitute(items, order, pos, skips, |item| {
+) -> Result<M::Sample, String> {
+    let mut samples = read_or_substitute(items, order, pos, skips, |item| {
         modality.try_samples(item, 1)
-    })
-    .pop()
-    .expect("one sample")
+    })?;
+    samples.pop().ok_or_else(|| "no sample".to_string())
 }
 
 /// Random training samples for mixing ops, drawn from the dataset with the caller's rng.
@@ -331,7 +358,7 @@ pub fn two_view_epoch<M: Modality>(
 ) -> OrderedParallel<TwoViews<M::Batch>> {
     let order = Arc::new(modality.epoch_order(&items, seed, epoch));
     let batches = items.len() / batch_size;
-    OrderedParallel::new(start.min(batches)..batches, workers, ahead, move |b| {
+    OrderedParallel::new_fallible(start.min(batches)..batches, workers, ahead, move |b| {
         let mut v1 = Vec::with_capacity(batch_size);
         let mut v2 = Vec::with_capacity(batch_size);
         let source = DatasetSamples {
@@ -344,15 +371,15 @@ pub fn two_view_epoch<M: Modality>(
                 // A substitute draws from the position's stream afresh.
                 let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
                 modality.try_views(item, &pipelines, &mut rng, &source)
-            });
+            })?;
             let (view2, view1) = (pair.pop(), pair.pop());
-            v1.push(view1.expect("two views"));
-            v2.push(view2.expect("two views"));
+            v1.push(view1.ok_or("a modality returned no views")?);
+            v2.push(view2.ok_or("a modality returned one view")?);
         }
-        TwoViews {
+        Ok(TwoViews {
             view1: modality.collate(v1),
             view2: modality.collate(v2),
-        }
+        })
     })
 }
 
@@ -366,12 +393,13 @@ pub fn eval_batches<M: Modality>(
     workers: usize,
 ) -> OrderedParallel<M::Batch> {
     let rows = Arc::new((0..items.len()).collect());
-    eval_batches_of_rows(modality, items, rows, ops, batch_size, workers)
+    let skips = Arc::new(StreamSkips::default());
+    eval_batches_of_rows(modality, items, rows, ops, batch_size, workers, skips)
 }
 
 /// As [`eval_batches`], over the items `rows` (indices into `items`, in that order). A record
-/// that cannot be read is warned about and replaced by the next readable row (its features
-/// then stand in for it; [`read_or_substitute`]).
+/// that cannot be read is recorded in `skips` and replaced by the next readable row
+/// ([`read_or_substitute`]): the caller leaves its row out.
 pub fn eval_batches_of_rows<M: Modality>(
     modality: Arc<M>,
     items: Arc<Vec<M::Item>>,
@@ -379,19 +407,19 @@ pub fn eval_batches_of_rows<M: Modality>(
     ops: Arc<Vec<M::Op>>,
     batch_size: usize,
     workers: usize,
+    skips: Arc<StreamSkips>,
 ) -> OrderedParallel<M::Batch> {
     let n = rows.len();
     let batches = n.div_ceil(batch_size);
-    let skips = Arc::new(StreamSkips::default());
-    OrderedParallel::new(0..batches, workers, 4, move |b| {
+    OrderedParallel::new_fallible(0..batches, workers, 4, move |b| {
         let mut rng = StdRng::seed_from_u64(0);
         let samples = (b * batch_size..((b + 1) * batch_size).min(n))
             .map(|pos| {
-                let sample = sample_or_substitute(&*modality, &items, &rows, pos, &skips);
-                ops.apply(sample, &mut AugmentContext::new(&mut rng))
+                let sample = sample_or_substitute(&*modality, &items, &rows, pos, &skips)?;
+                Ok(ops.apply(sample, &mut AugmentContext::new(&mut rng)))
             })
-            .collect();
-        modality.collate(samples)
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(modality.collate(samples))
     })
 }
 
@@ -448,17 +476,19 @@ mod tests {
         // The order is a subset of the records (evaluation rows, one batch): the substitute
         // wraps within it, never past its end.
         let order = [7, 8, 9];
-        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), 70);
-        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), 70);
-        assert_eq!(read_or_substitute(&items, &[4, 9, 3], 0, &skips, read), 30);
+        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), Ok(70));
+        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), Ok(70));
+        assert_eq!(
+            read_or_substitute(&items, &[4, 9, 3], 0, &skips, read),
+            Ok(30)
+        );
         // Records 9 and 4, each counted once however often met.
         assert_eq!(skips.count(), 2);
-        let all_bad = std::panic::catch_unwind(|| {
-            read_or_substitute(&items, &[4, 9], 0, &StreamSkips::default(), read)
-        });
-        let message = all_bad.unwrap_err().downcast::<String>().unwrap();
+        assert_eq!(skips.indices(), vec![4, 9]);
+        let message =
+            read_or_substitute(&items, &[4, 9], 0, &StreamSkips::default(), read).unwrap_err();
         assert!(
-            message.contains("2 records in a row") && message.contains("record"),
+            message.contains("2 records in a row") && message.contains("record 9"),
             "{message}"
         );
     }

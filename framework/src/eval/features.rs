@@ -1,6 +1,6 @@
 //! Feature extraction with a frozen encoder.
 
-use crate::data::loader::{WorkerError, eval_batches_of_rows};
+use crate::data::loader::{StreamSkips, WorkerError, eval_batches_of_rows};
 use crate::encoder::Encoder;
 use crate::modality::Modality;
 use burn::prelude::*;
@@ -60,7 +60,8 @@ pub fn extract_features<M: Modality>(
 }
 
 /// As [`extract_features`], for the items `rows` only (indices into `items`, in that order):
-/// `[rows.len(), encoder.dim()]` features.
+/// `[rows.len(), encoder.dim()]` features. A row whose record cannot be read holds the
+/// features of the next readable one (see [`extract_readable_features`]).
 ///
 /// # Errors
 /// [`WorkerError`] when a data worker fails.
@@ -75,9 +76,42 @@ pub fn extract_features_of_rows<M: Modality>(
     workers: usize,
     device: &Device,
 ) -> Result<Features, WorkerError> {
+    extract_readable_features(
+        modality, encoder, items, rows, ops, batch_size, workers, device,
+    )
+    .map(|(features, _)| features)
+}
+
+/// As [`extract_features_of_rows`], with the positions in `rows` (sorted) whose record could
+/// not be read (a file that broke after it was indexed): their rows hold the features of the
+/// next readable record and must be left out of anything labelled.
+///
+/// # Errors
+/// [`WorkerError`] when a data worker fails.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_readable_features<M: Modality>(
+    modality: &Arc<M>,
+    encoder: &M::Encoder,
+    items: Arc<Vec<M::Item>>,
+    rows: Arc<Vec<usize>>,
+    ops: Arc<Vec<M::Op>>,
+    batch_size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<(Features, Vec<usize>), WorkerError> {
     let dim = encoder.dim();
     let mut data = Vec::with_capacity(rows.len() * dim);
-    for batch in eval_batches_of_rows(modality.clone(), items, rows, ops, batch_size, workers) {
+    let skips = Arc::new(StreamSkips::default());
+    let batches = eval_batches_of_rows(
+        modality.clone(),
+        items,
+        rows.clone(),
+        ops,
+        batch_size,
+        workers,
+        skips.clone(),
+    );
+    for batch in batches {
         let input = modality.to_input(batch?, device);
         let out = encoder.forward(input);
         let values = out
@@ -87,5 +121,13 @@ pub fn extract_features_of_rows<M: Modality>(
             .expect("f32 features");
         data.extend_from_slice(&values);
     }
-    Ok(Features { data, dim })
+    let unreadable: std::collections::HashSet<usize> = skips.indices().into_iter().collect();
+    let positions = if unreadable.is_empty() {
+        Vec::new()
+    } else {
+        (0..rows.len())
+            .filter(|&p| unreadable.contains(&rows[p]))
+            .collect()
+    };
+    Ok((Features { data, dim }, positions))
 }

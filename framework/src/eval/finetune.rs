@@ -138,17 +138,19 @@ pub fn finetune_top1<M: Modality>(
         let (m, items, ops2, seed) = (modality.clone(), train.clone(), ops.clone(), cfg.seed);
         let shared = batches.clone();
         let skips = Arc::new(StreamSkips::default());
-        let loader = OrderedParallel::new(0..batches_per_epoch, cfg.workers, 4, move |b| {
-            let ids = &shared[b];
-            let samples = (0..ids.len())
-                .map(|i| {
-                    let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
-                    let sample = sample_or_substitute(&*m, &items, ids, i, &skips);
-                    ops2.apply(sample, &mut AugmentContext::new(&mut rng))
-                })
-                .collect();
-            m.collate(samples)
-        });
+        let loader =
+            OrderedParallel::new_fallible(0..batches_per_epoch, cfg.workers, 4, move |b| {
+                let ids = &shared[b];
+                let samples = (0..ids.len())
+                    .map(|i| {
+                        let mut rng =
+                            StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
+                        let sample = sample_or_substitute(&*m, &items, ids, i, &skips)?;
+                        Ok(ops2.apply(sample, &mut AugmentContext::new(&mut rng)))
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                Ok(m.collate(samples))
+            });
         for (b, collated) in loader.enumerate() {
             let ids = &batches[b];
             let y = Tensor::<1, Int>::from_data(

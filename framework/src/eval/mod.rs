@@ -13,7 +13,9 @@ pub mod representation;
 
 pub use crate::byol::collapse::collapse_std;
 pub use eval_data::prepare_eval_data;
-pub use features::{Features, extract_features, extract_features_of_rows};
+pub use features::{
+    Features, extract_features, extract_features_of_rows, extract_readable_features,
+};
 pub use finetune::{Classifier, FinetuneConfig, balanced_fraction, finetune_top1};
 pub use knn::knn_top1;
 pub use linear_probe::{ProbeConfig, linear_probe_top1};

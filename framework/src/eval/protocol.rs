@@ -5,8 +5,8 @@
 
 use super::representation::{RepresentationReport, feature_metrics, sample_rows};
 use super::{
-    FinetuneConfig, ProbeConfig, ProbeResult, balanced_fraction, extract_features,
-    extract_features_of_rows, finetune_top1, knn_top1, linear_probe_top1,
+    FinetuneConfig, ProbeConfig, ProbeResult, balanced_fraction, extract_features_of_rows,
+    extract_readable_features, finetune_top1, knn_top1, linear_probe_top1,
 };
 use crate::checkpoint::{Pretrained, random_init_encoder};
 use crate::data::EvalData;
@@ -83,29 +83,36 @@ pub fn evaluate_encoder<M: Modality>(
             }),
         });
     }
+    // Records that broke after they were indexed: their rows are left out of the probes.
+    let unreadable = std::cell::RefCell::new((Vec::new(), Vec::new()));
     let features = |enc: &M::Encoder| -> Result<_, TrainError> {
-        let tr = extract_features(
-            modality,
-            enc,
-            data.train.clone(),
-            eval_ops.clone(),
-            eval.batch_size,
-            workers,
-            device,
-        )?;
-        let te = extract_features(
-            modality,
-            enc,
-            data.test.clone(),
-            eval_ops.clone(),
-            eval.batch_size,
-            workers,
-            device,
-        )?;
+        let of = |items: &Arc<Vec<M::Item>>| {
+            extract_readable_features(
+                modality,
+                enc,
+                items.clone(),
+                Arc::new((0..items.len()).collect()),
+                eval_ops.clone(),
+                eval.batch_size,
+                workers,
+                device,
+            )
+        };
+        let (tr, tr_bad) = of(&data.train)?;
+        let (te, te_bad) = of(&data.test)?;
+        *unreadable.borrow_mut() = (tr_bad, te_bad);
         Ok((tr, te))
     };
     let trained_f = features(trained)?;
     let random_f = random_init.map(features).transpose()?;
+    let (train_bad, test_bad) = unreadable.into_inner();
+    if !train_bad.is_empty() || !test_bad.is_empty() {
+        eprintln!(
+            "warning: {} training and {} held-out samples could not be read (named above): left out of the probes",
+            train_bad.len(),
+            test_bad.len()
+        );
+    }
     let probe_cfg = ProbeConfig {
         epochs: eval.probe_epochs,
         lr: eval.probe_lr,
@@ -117,7 +124,15 @@ pub fn evaluate_encoder<M: Modality>(
     for (train_ls, test_ls) in data.train_labels.iter().zip(&data.test_labels) {
         let classes = train_ls.classes.len().max(test_ls.classes.len());
         // Samples outside this labelling (`LabelSet::UNLABELED`) are left out of its probes.
-        let (train_rows, test_rows) = (train_ls.labelled(), test_ls.labelled());
+        let readable = |rows: Vec<usize>, bad: &[usize]| -> Vec<usize> {
+            rows.into_iter()
+                .filter(|r| bad.binary_search(r).is_err())
+                .collect()
+        };
+        let (train_rows, test_rows) = (
+            readable(train_ls.labelled(), &train_bad),
+            readable(test_ls.labelled(), &test_bad),
+        );
         let pick = |labels: &[usize], rows: &[usize]| -> Vec<usize> {
             rows.iter().map(|&i| labels[i]).collect()
         };

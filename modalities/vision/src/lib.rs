@@ -142,8 +142,7 @@ pub fn stream_or_decode(
             _ => format!("decoded about {mib:.0} MiB > data.in_memory_limit_mb = {limit_mb}"),
         };
         eprintln!(
-            "streaming {} images from storage ({why}): each is decoded when its batch is prepared",
-            n1 + n2
+            "streaming {n1} training and {n2} held-out images from storage ({why}): each is decoded when its batch is prepared"
         );
         return Ok(());
     }

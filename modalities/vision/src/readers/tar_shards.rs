@@ -261,6 +261,28 @@ fn held_out_shards(pattern: &Path) -> Option<Vec<PathBuf>> {
     })
 }
 
+/// A warning line when the numbered held-out shards skip a number (a shard missing from the
+/// set `ssl shard` wrote), `None` when they are consecutive.
+fn numbering_gap(shards: &[PathBuf]) -> Option<String> {
+    let number = |p: &PathBuf| -> Option<u64> {
+        let name = p.file_stem()?.to_str()?;
+        let digits: String = name
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.chars().rev().collect::<String>().parse().ok()
+    };
+    let numbers: Vec<u64> = shards.iter().filter_map(number).collect();
+    let gap = numbers.windows(2).find(|w| w[1] != w[0] + 1)?;
+    Some(format!(
+        "warning: the held-out shards skip from {} to {} in {}: is a shard missing?",
+        gap[0],
+        gap[1],
+        shards[0].parent().unwrap_or(Path::new(".")).display()
+    ))
+}
+
 /// Reads tar shards (see the module documentation).
 ///
 /// # Errors
@@ -296,7 +318,12 @@ pub fn load(pattern: &Path) -> Result<Datasets<ImageRecord>, DataError> {
         });
     }
     let (test, s2) = match held_out_shards(pattern) {
-        Some(shards) => index_split(&shards, class_names.as_deref())?,
+        Some(shards) => {
+            if let Some(warning) = numbering_gap(&shards) {
+                eprintln!("{warning}");
+            }
+            index_split(&shards, class_names.as_deref())?
+        }
         None => (Split::empty_like(&train), 0),
     };
     if s1 + s2 > 0 {
@@ -537,6 +564,21 @@ mod tests {
         }
         assert!(is_shard_spec(Path::new("d/train-{0..3}.tar")));
         assert!(!is_shard_spec(Path::new("d/train.tar.gz")));
+    }
+
+    #[test]
+    fn a_gap_in_the_held_out_shard_numbers_is_named() {
+        let p = |n: &[&str]| n.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            numbering_gap(&p(&["s/test-0000.tar", "s/test-0001.tar"])),
+            None
+        );
+        let w = numbering_gap(&p(&[
+            "s/test-0000.tar",
+            "s/test-0001.tar",
+            "s/test-0003.tar",
+        ]));
+        assert!(w.unwrap().contains("skip from 1 to 3"));
     }
 
     #[test]
