@@ -267,7 +267,8 @@ impl StreamSkips {
 /// The most consecutive unreadable records a worker passes over before it stops the run.
 pub const MAX_CONSECUTIVE_UNREADABLE: usize = 64;
 
-/// `read(record)` of the record `items[order[pos]]`; when it cannot be read, counts it in
+/// `read(record)` of the record `items[order[pos]]`, with the index of the record read; when it
+/// cannot be read, counts it in
 /// `skips` and reads the record at the next position of `order` instead (wrapping), so a
 /// corrupt file costs one substitution, never a stall. The substitute is a pure function of
 /// the data and `pos`, so the batches stay deterministic (`read` must draw any randomness
@@ -282,14 +283,14 @@ pub fn read_or_substitute<I, T>(
     pos: usize,
     skips: &StreamSkips,
     mut read: impl FnMut(&I) -> Result<T, DataError>,
-) -> Result<T, String> {
+) -> Result<(T, usize), String> {
     let n = order.len();
     let tries = n.min(MAX_CONSECUTIVE_UNREADABLE);
     let mut last = None;
     for k in 0..tries {
         let index = order[(pos + k) % n];
         match read(&items[index]) {
-            Ok(value) => return Ok(value),
+            Ok(value) => return Ok((value, index)),
             Err(e) => {
                 skips.record(index, &e);
                 last = Some(e);
@@ -313,7 +314,7 @@ pub fn sample_or_substitute<M: Modality>(
     pos: usize,
     skips: &StreamSkips,
 ) -> Result<M::Sample, String> {
-    let mut samples = read_or_substitute(items, order, pos, skips, |item| {
+    let (mut samples, _) = read_or_substitute(items, order, pos, skips, |item| {
         modality.try_samples(item, 1)
     })?;
     samples.pop().ok_or_else(|| "no sample".to_string())
@@ -367,7 +368,7 @@ pub fn two_view_epoch<M: Modality>(
         };
         let pipelines: [&[M::Op]; 2] = [&views.0, &views.1];
         for pos in b * batch_size..(b + 1) * batch_size {
-            let mut pair = read_or_substitute(&items, &order, pos, &skips, |item| {
+            let (mut pair, _) = read_or_substitute(&items, &order, pos, &skips, |item| {
                 // A substitute draws from the position's stream afresh.
                 let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
                 modality.try_views(item, &pipelines, &mut rng, &source)
@@ -476,11 +477,17 @@ mod tests {
         // The order is a subset of the records (evaluation rows, one batch): the substitute
         // wraps within it, never past its end.
         let order = [7, 8, 9];
-        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), Ok(70));
-        assert_eq!(read_or_substitute(&items, &order, 2, &skips, read), Ok(70));
+        assert_eq!(
+            read_or_substitute(&items, &order, 2, &skips, read),
+            Ok((70, 7))
+        );
+        assert_eq!(
+            read_or_substitute(&items, &order, 2, &skips, read),
+            Ok((70, 7))
+        );
         assert_eq!(
             read_or_substitute(&items, &[4, 9, 3], 0, &skips, read),
-            Ok(30)
+            Ok((30, 3))
         );
         // Records 9 and 4, each counted once however often met.
         assert_eq!(skips.count(), 2);

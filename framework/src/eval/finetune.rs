@@ -6,8 +6,7 @@
 
 use crate::augmentation::{AugmentContext, Augmentation};
 use crate::data::loader::{
-    OrderedParallel, StreamSkips, WorkerError, eval_batches, mix64, sample_or_substitute,
-    sample_seed,
+    OrderedParallel, StreamSkips, WorkerError, eval_batches, mix64, read_or_substitute, sample_seed,
 };
 use crate::encoder::Encoder;
 use crate::modality::Modality;
@@ -141,18 +140,23 @@ pub fn finetune_top1<M: Modality>(
         let loader =
             OrderedParallel::new_fallible(0..batches_per_epoch, cfg.workers, 4, move |b| {
                 let ids = &shared[b];
-                let samples = (0..ids.len())
-                    .map(|i| {
-                        let mut rng =
-                            StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
-                        let sample = sample_or_substitute(&*m, &items, ids, i, &skips)?;
-                        Ok(ops2.apply(sample, &mut AugmentContext::new(&mut rng)))
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
-                Ok(m.collate(samples))
+                // The rows actually read: an unreadable row is replaced by the next readable
+                // one of the batch, and that row's label goes with its image.
+                let mut used = Vec::with_capacity(ids.len());
+                let mut samples = Vec::with_capacity(ids.len());
+                for i in 0..ids.len() {
+                    let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, b * batch + i));
+                    let (mut sample, row) =
+                        read_or_substitute(&items, ids, i, &skips, |item| m.try_samples(item, 1))?;
+                    let sample = sample.pop().ok_or("no sample")?;
+                    samples.push(ops2.apply(sample, &mut AugmentContext::new(&mut rng)));
+                    used.push(row);
+                }
+                Ok((m.collate(samples), used))
             });
-        for (b, collated) in loader.enumerate() {
-            let ids = &batches[b];
+        for loaded in loader {
+            let (collated, ids) = loaded?;
+            let ids = &ids;
             let y = Tensor::<1, Int>::from_data(
                 TensorData::new(
                     ids.iter().map(|&r| labels[r] as i64).collect::<Vec<_>>(),
@@ -160,7 +164,7 @@ pub fn finetune_top1<M: Modality>(
                 ),
                 &ad,
             );
-            let logits = model.forward(modality.to_input(collated?, &ad));
+            let logits = model.forward(modality.to_input(collated, &ad));
             let loss = loss_fn.forward(logits, y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = warmup_cosine_lr(cfg.lr, step, 0, total);
