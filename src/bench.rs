@@ -53,14 +53,18 @@ pub struct BenchArgs {
     /// or repetitions per op of ops-smallcnn (the median is reported).
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// The dataset (for --config: as `ssl train --data`). CIFAR-10 for augment-cifar and epoch-cifar10-quick: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl train`.
+    /// The dataset (for --config: as `ssl train --data`). CIFAR-10 for augment-cifar and
+    /// epoch-cifar10-quick: a folder (ImageFolder or binary) or a .tar.gz; default as `ssl
+    /// train`. For augment-imagenet: a folder of ImageNet-sized JPEGs (required;
+    /// scripts/make_imagenet_like.py writes one).
     #[arg(long)]
     data: Option<PathBuf>,
     /// FSDD for augment-audio: a folder or the `.tar.gz` (default: as `ssl train --modality
     /// audio`).
     #[arg(long)]
     audio_data: Option<PathBuf>,
-    /// Images for augment-cifar.
+    /// Images for augment-cifar (for augment-imagenet: a seeded subset of at most 1000 of the
+    /// images in --data).
     #[arg(long, default_value_t = 2000)]
     images: usize,
     /// Write the table as JSON here.
