@@ -255,8 +255,9 @@ fn scan_split(
     // Files directly in the split folder that are not samples are reported too.
     let (_, top_others) = walk_depth(dir, extensions, 1);
     ignored.extend(top_others);
-    for sub in &sub_dirs {
-        let (samples, others) = walk(sub, extensions);
+    // The class folders are walked in parallel (ImageNet has 1,000 of them), in order.
+    let walks = super::parallel_map(&sub_dirs, |sub| walk(sub, extensions));
+    for (sub, (samples, others)) in sub_dirs.iter().zip(walks) {
         ignored.extend(others);
         let class = classes
             .iter()
