@@ -125,9 +125,19 @@ fn resident_mib() -> Option<(f64, f64)> {
 /// What a step workload measured: images/s at the median step time (the statistic of the
 /// PyTorch twin, `torch_step.py`: a step slowed by another process on this shared machine moves
 /// a mean, not a median), and (peak MiB, growth MiB, growth over the last half MiB) when known.
-type StepFigures = (f64, Option<(f64, f64, f64)>);
+/// Images/s of the global batch, the memory check, and under MPI the median milliseconds of one
+/// gradient all-reduce of the online network's size (with how many floats).
+type StepFigures = (f64, Option<(f64, f64, f64)>, Option<(f64, usize)>);
 
-fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> {
+/// One BYOL step of workload `name` at global batch `batch`, `steps` times (after 2 warm-up
+/// steps), on the ranks of `replicas` (each with `batch / ranks` samples; one process alone
+/// with a group of one).
+fn step_workload(
+    name: &str,
+    batch: usize,
+    steps: usize,
+    replicas: &ssl_framework::replicas::ReplicaGroup,
+) -> Result<StepFigures> {
     if steps == 0 {
         bail!("--steps must be at least 1 for {name} (its figure is the median timed step)");
     }
@@ -177,13 +187,20 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
         ema: TargetEma::constant(0.99),
         accumulation: 1,
     };
+    if !batch.is_multiple_of(replicas.ranks()) {
+        bail!(
+            "--batch {batch} does not split evenly over {} ranks",
+            replicas.ranks()
+        );
+    }
+    let local = batch / replicas.ranks();
     let x1 = Tensor::<4>::random(
-        [batch, 3, 32, 32],
+        [local, 3, 32, 32],
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &ad,
     );
     let x2 = Tensor::<4>::random(
-        [batch, 3, 32, 32],
+        [local, 3, 32, 32],
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &ad,
     );
@@ -200,6 +217,7 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
             std::iter::once(Ok::<_, std::convert::Infallible>(views)),
             &schedules,
             false,
+            replicas,
         )?;
         state = next;
         if let StepOutcome::Fault { what, .. } = outcome {
@@ -224,14 +242,55 @@ fn step_workload(name: &str, batch: usize, steps: usize) -> Result<StepFigures> 
     };
     let mean = step_seconds.iter().sum::<f64>() / steps.max(1) as f64;
     let median = median_seconds(&mut step_seconds);
-    eprintln!(
-        "{name}: median step {:.1} ms ({:.1} images/s), mean {:.1} ms ({:.1} images/s)",
-        median * 1e3,
-        batch as f64 / median,
-        mean * 1e3,
-        batch as f64 / mean
-    );
-    Ok((batch as f64 / median, memory))
+    // The communication a step adds under MPI: the gradient all-reduce alone, on a buffer of
+    // the online network's trainable size (SyncBN's exchanges, a few floats per channel, are
+    // in the step's time).
+    let all_reduce = if replicas.ranks() > 1 {
+        let floats = trainable_floats(&state.online);
+        let mut buffer = vec![1.0f32; floats];
+        let mut seconds = Vec::new();
+        for _ in 0..steps.max(5) {
+            let start = Instant::now();
+            replicas
+                .replicas()
+                .sum_f32(&mut buffer)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        Some((median_seconds(&mut seconds) * 1e3, floats))
+    } else {
+        None
+    };
+    if replicas.writes() {
+        eprintln!(
+            "{name}: median step {:.1} ms ({:.1} images/s), mean {:.1} ms ({:.1} images/s){}",
+            median * 1e3,
+            batch as f64 / median,
+            mean * 1e3,
+            batch as f64 / mean,
+            all_reduce.map_or(String::new(), |(ms, n)| format!(
+                "; {} ranks, gradient all-reduce of {n} floats {ms:.2} ms",
+                replicas.ranks()
+            ))
+        );
+    }
+    Ok((batch as f64 / median, memory, all_reduce))
+}
+
+/// The number of floats in the parameters of `module` that require gradients.
+fn trainable_floats<M: burn::module::Module>(module: &M) -> usize {
+    struct Count(usize);
+    impl burn::module::ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            let v = p.val();
+            if v.is_require_grad() {
+                self.0 += v.shape().num_elements();
+            }
+        }
+    }
+    let mut count = Count(0);
+    module.visit(&mut count);
+    count.0
 }
 
 /// The median of `seconds` (the upper middle value for an even count, as the PyTorch twin's
@@ -474,9 +533,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.workloads.clone()
     };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // Under `mpirun -np N`: the step workloads on N ranks (rank 0 reports), with each rank's
+    // share of the cores.
+    let (replicas, finish_mpi) = crate::ranks::replica_group(crate::signals::stop_request())?;
+    if replicas.ranks() > 1
+        && let Some(other) = selected.iter().find(|w| !w.starts_with("step-"))
+    {
+        bail!(
+            "under mpirun, ssl bench runs the step workloads only (step-smallcnn, step-resnet18-cifar), not {other}"
+        );
+    }
+    let cores = rayon::current_num_threads();
     let mut rows = Vec::new();
     // (op, median milliseconds) of ops-smallcnn.
     let mut ops: Vec<(String, f64)> = Vec::new();
@@ -487,16 +554,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let batch = args
                     .batch
                     .unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
-                eprintln!("{w}: batch {batch}, {} steps...", args.steps);
-                let (figure, memory) = step_workload(w, batch, args.steps)?;
+                if replicas.writes() {
+                    eprintln!("{w}: batch {batch}, {} steps...", args.steps);
+                }
+                let (figure, memory, all_reduce) = step_workload(w, batch, args.steps, &replicas)?;
+                let ranks = replicas.ranks();
+                let workload = if ranks > 1 {
+                    format!("{w} ({ranks} MPI ranks)")
+                } else {
+                    w.clone()
+                };
                 rows.push(Row {
-                    workload: w.clone(),
+                    workload,
                     batch,
                     threads: cores,
                     figure,
                     unit: "images/s",
                     memory,
                 });
+                if let Some((ms, floats)) = all_reduce {
+                    rows.push(Row {
+                        workload: format!(
+                            "{w} gradient all-reduce ({floats} floats, {ranks} ranks)"
+                        ),
+                        batch,
+                        threads: cores,
+                        figure: ms,
+                        unit: "ms",
+                        memory: None,
+                    });
+                }
             }
             "augment-cifar" => {
                 let data = ssl_vision::locate::locate_data(args.data.clone(), "cifar10")?;
@@ -627,6 +714,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         "flex+simd+rayon"
     };
+    // Every rank has finished its steps; rank 0 reports.
+    finish_mpi.now();
+    if !replicas.writes() {
+        return Ok(());
+    }
     println!(
         "ssl bench ({features}; {} build; {cores} cores)",
         if cfg!(debug_assertions) {

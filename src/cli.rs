@@ -301,11 +301,14 @@ impl Visitor for Train {
         let dataset = modalities::dataset(&cfg);
         let data_root = (entry.locate_data)(c.data, &dataset)?;
         let out_dir = c.out.unwrap_or_else(|| default_out(name, &dataset));
-        eprintln!(
-            "ssl train: {name}, data {}, output {}",
-            data_root.display(),
-            out_dir.display()
-        );
+        let (replicas, finish_mpi) = crate::ranks::replica_group(crate::signals::stop_request())?;
+        if replicas.writes() {
+            eprintln!(
+                "ssl train: {name}, data {}, output {}",
+                data_root.display(),
+                out_dir.display()
+            );
+        }
         let opts = RunOptions {
             out_dir: out_dir.clone(),
             data_root,
@@ -315,9 +318,17 @@ impl Visitor for Train {
             pause_at_step: None,
             random_init: true,
             stop: crate::signals::stop_request(),
+            replicas: replicas.clone(),
         };
         crate::signals::install().context("installing the SIGINT/SIGTERM handlers")?;
-        let report = train_and_evaluate(new(), cfg, &opts)?;
+        let report =
+            train_and_evaluate(new(), cfg, &opts).with_context(|| rank_context(&replicas))?;
+        // Every rank waits for the others (rank 0 evaluates) before MPI ends.
+        finish_mpi.now();
+        if !replicas.writes() {
+            // Rank 0 reports the run.
+            return Ok(());
+        }
         print_table(&report);
         let plot = out_dir.join("training.svg");
         match ssl_search::plot::training_curves(&out_dir.join("metrics.jsonl"), &plot) {
@@ -328,6 +339,15 @@ impl Visitor for Train {
         }
         println!("results: {}", out_dir.join("results.json").display());
         Ok(())
+    }
+}
+
+/// The context of a data-parallel rank's error: which rank it is (empty for one process).
+fn rank_context(replicas: &ssl_framework::replicas::ReplicaGroup) -> String {
+    if replicas.ranks() > 1 {
+        format!("rank {} of {}", replicas.rank(), replicas.ranks())
+    } else {
+        String::new()
     }
 }
 

@@ -13,6 +13,9 @@ pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();
+        if text.is_empty() {
+            continue;
+        }
         // A cause that its context already quotes (`path: error` over `error`) is said once.
         if !parts.last().is_some_and(|p| p.contains(&text)) {
             parts.push(text);

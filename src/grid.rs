@@ -343,6 +343,7 @@ impl Visitor for SettingRun<'_> {
             pause_at_step: None,
             random_init: true,
             stop: crate::signals::stop_request(),
+            replicas: Default::default(),
         };
         let report = train_and_evaluate(new(), cfg, &opts)?;
         if let Err(e) =

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod grid;
 mod modalities;
+mod ranks;
 mod search_cmd;
 mod signals;
 
@@ -15,6 +16,8 @@ use ssl_framework::train::TrainError;
 fn main() {
     allocator::keep_freed_buffers();
     signals::default_sigpipe();
+    // Under an MPI launcher, this rank's share of the machine's cores.
+    ranks::share_cores();
     #[cfg(feature = "flex")]
     if let Err(e) = ssl_kernels::conv2d::conv_choice_from_env() {
         eprintln!("error: {e}");

@@ -169,7 +169,10 @@ pub fn run(a: SearchArgs) -> Result<()> {
         resume: a.resume,
         progress,
     };
-    let summary = a.modality.visit(study)?;
+    let Some(summary) = a.modality.visit(study)? else {
+        // A worker rank of a study spread over MPI ranks: rank 0 reports.
+        return Ok(());
+    };
     if let Some((name, _, score)) = &summary.best {
         println!(
             "best searched policy: {name} ({:.2}% on the validation split): {}",
@@ -201,7 +204,8 @@ struct Study<'a> {
 }
 
 impl Visitor for Study<'_> {
-    type Out = Result<ssl_search::study::StudySummary>;
+    /// The study's summary; `None` on a worker rank of a study spread over MPI ranks.
+    type Out = Result<Option<ssl_search::study::StudySummary>>;
     fn visit<M: Modality>(self, entry: &'static BuiltIn, make: fn() -> M) -> Self::Out {
         ssl_search::modality_study::check(
             &make(),
@@ -211,33 +215,53 @@ impl Visitor for Study<'_> {
         )?;
         let base = load_config::<M>(self.base_text, self.base_origin, &self.settings.set)?;
         let data_root = (entry.locate_data)(self.data, &modalities::dataset(&base))?;
-        eprintln!(
-            "ssl search-augment: {} on {}, {} trials ({} sampler), output {}",
-            self.settings.name,
-            data_root.display(),
-            self.settings.trials,
-            serde_json::to_value(self.settings.sampler)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            self.out.display()
-        );
+        let (ranks, finish_mpi) = crate::ranks::study_ranks(crate::signals::stop_request())?;
+        let worker = ranks.as_ref().is_some_and(|r| r.0.rank() > 0);
+        if !worker {
+            eprintln!(
+                "ssl search-augment: {} on {}, {} trials ({} sampler), output {}",
+                self.settings.name,
+                data_root.display(),
+                self.settings.trials,
+                serde_json::to_value(self.settings.sampler)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                self.out.display()
+            );
+        }
+        if let Some(r) = &ranks
+            && !worker
+        {
+            eprintln!(
+                "MPI: rank 0 runs the study, ranks 1 to {} run its trials on their first device (each trial's folder must be on a filesystem every rank sees)",
+                r.0.ranks() - 1
+            );
+        }
         let opts = StudyOptions {
             out: self.out,
             data_root,
             devices: self.devices,
             resume: self.resume,
-            progress: self.progress,
+            progress: self.progress && !worker,
             stop: crate::signals::stop_request(),
+            ranks,
         };
         crate::signals::install()?;
-        Ok(search(
-            make,
-            self.base_text,
-            self.base_origin,
-            self.settings,
-            &opts,
-        )?)
+        if worker {
+            ssl_search::modality_study::serve_trials(
+                make,
+                self.base_text,
+                self.base_origin,
+                self.settings,
+                &opts,
+            )?;
+            finish_mpi.now();
+            return Ok(None);
+        }
+        let summary = search(make, self.base_text, self.base_origin, self.settings, &opts);
+        finish_mpi.now();
+        Ok(Some(summary?))
     }
 }
 

@@ -4,46 +4,11 @@
 
 mod common;
 
-use common::{assert_one_line_error, ssl, text};
+use common::{TINY_SEARCH as SEARCH, assert_one_line_error, events, of_kind, ssl, text};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const SEARCH: &str = r#"
-name = "tiny"
-modality = "vision"
-seed = 1
-trials = 5
-sampler = "tpe"
-set = ["train.batch_size=10", "eval.probe_epochs=2", "byol.projector_hidden=64", "byol.predictor_hidden=64", "encoder.channels=[8, 16]", "encoder.strides=[1, 2]", "eval.knn_k=5", "eval.validation_fraction=0.2", "train.log_every=1"]
-[objective]
-probe = "linear"
-labels = "class"
-[space]
-max_ops = 2
-[asha]
-min_steps = 2
-max_steps = 6
-eta = 3
-[tpe]
-startup_trials = 3
-[final]
-seeds = [0, 1]
-"#;
-
-/// The journal's events as JSON values.
-fn events(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("journal.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|e| e["event"] == kind).collect()
-}
 
 #[test]
 fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {

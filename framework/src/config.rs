@@ -213,7 +213,9 @@ impl ConfigSection for OptimConfig {
 pub struct TrainConfig {
     /// Passes over the pre-training split.
     pub epochs: usize,
-    /// Samples per forward pass (the global batch is `batch_size * accumulation_steps`).
+    /// Samples per forward pass (the global batch is `batch_size * accumulation_steps`). Under
+    /// data parallelism (`mpirun -np N`) this is the batch of all ranks together, split evenly:
+    /// `batch_size / N` per rank.
     pub batch_size: usize,
     /// Forward/backward passes per optimizer step (gradient accumulation).
     pub accumulation_steps: usize,
@@ -235,6 +237,13 @@ pub struct TrainConfig {
     pub on_nan: OnNan,
     /// With `on_nan = "skip"` or `"rollback"`: the run stops at the fault after this many.
     pub max_faults: usize,
+    /// Under data parallelism: BatchNorm normalizes with the statistics of the global batch,
+    /// exchanged between the ranks forward and backward (SyncBN; the paper's cross-replica
+    /// BatchNorm, Section 3.3). Off: each rank's own shard's statistics. No effect on one rank.
+    pub sync_batch_norm: bool,
+    /// Under data parallelism: compare a checksum of every rank's networks every this many
+    /// optimizer steps, and stop with an error naming the step when they differ (0: never).
+    pub replica_check_every: usize,
 }
 
 /// The response to a non-finite loss or gradient (see [`TrainConfig::on_nan`]).
@@ -267,6 +276,8 @@ impl Default for TrainConfig {
             log_every: 10,
             on_nan: OnNan::Stop,
             max_faults: 10,
+            sync_batch_norm: true,
+            replica_check_every: 100,
         }
     }
 }

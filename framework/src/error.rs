@@ -25,6 +25,19 @@ pub enum TrainError {
     /// The EMA could not match the networks.
     #[error(transparent)]
     Ema(#[from] EmaError),
+    /// A collective between the data-parallel ranks failed.
+    #[error(transparent)]
+    Replicas(#[from] crate::replicas::ReplicaError),
+    /// The data-parallel replicas no longer hold the same networks.
+    #[error(
+        "the data-parallel replicas diverged at optimizer step {step}: network checksums by rank {checksums}"
+    )]
+    Diverged {
+        /// The step after which the checksums were compared.
+        step: usize,
+        /// The checksums, in rank order.
+        checksums: String,
+    },
     /// A file of the run could not be written.
     #[error("{path}: {source}")]
     Io {

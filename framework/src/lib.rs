@@ -37,6 +37,7 @@ pub mod fsutil;
 pub mod layers;
 pub mod modality;
 pub mod optim;
+pub mod replicas;
 pub mod search_space;
 pub mod train;
 

@@ -11,6 +11,7 @@ use ssl_framework::byol::{
 };
 use ssl_framework::eval::collapse_std;
 use ssl_framework::optim::{Lars, LrSchedule};
+use ssl_framework::replicas::ReplicaGroup;
 use ssl_framework::train::metrics::read_metrics;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
 use std::collections::BTreeMap;
@@ -325,6 +326,7 @@ fn run_toy(
         pause_at_step: None,
         random_init: true,
         stop: Default::default(),
+        replicas: Default::default(),
     };
     train_and_evaluate(Toy, toy::config(overrides), &opts).unwrap()
 }
@@ -506,6 +508,7 @@ fn resume_continues_with_the_same_losses() {
         pause_at_step: None,
         random_init: true,
         stop: Default::default(),
+        replicas: Default::default(),
     };
     let e = train_and_evaluate(Toy, toy::config(&[]), &opts)
         .unwrap_err()
@@ -521,6 +524,7 @@ fn resume_continues_with_the_same_losses() {
         pause_at_step: None,
         random_init: true,
         stop: Default::default(),
+        replicas: Default::default(),
     };
     assert!(
         train_and_evaluate(Toy, toy::config(&[]), &opts)
@@ -542,6 +546,7 @@ fn batch_larger_than_the_dataset_is_a_clear_error() {
         pause_at_step: None,
         random_init: true,
         stop: Default::default(),
+        replicas: Default::default(),
     };
     let e = train_and_evaluate(Toy, toy::config(&["train.batch_size=500"]), &opts)
         .unwrap_err()
@@ -631,6 +636,7 @@ fn toy_options(dir: &std::path::Path) -> RunOptions {
         pause_at_step: None,
         random_init: true,
         stop: Default::default(),
+        replicas: Default::default(),
     }
 }
 
@@ -772,7 +778,14 @@ fn update_steps_the_optimizer_then_the_ema_and_a_fault_changes_nothing() {
     };
     // A NaN input: the loss is not finite, nothing moves.
     let nan = x1.clone().mul_scalar(f32::NAN);
-    let (state, outcome) = update(state, views(nan, x2.clone()), &schedules, false).unwrap();
+    let (state, outcome) = update(
+        state,
+        views(nan, x2.clone()),
+        &schedules,
+        false,
+        &ReplicaGroup::single(),
+    )
+    .unwrap();
     assert!(matches!(outcome, StepOutcome::Fault { .. }), "{outcome:?}");
     assert_eq!(state.step, 0);
     let trainable = |m: &OnlineNetwork<toy::ToyEncoder>| {
@@ -786,7 +799,14 @@ fn update_steps_the_optimizer_then_the_ema_and_a_fault_changes_nothing() {
         assert_eq!(now[id], online_before[id], "a faulty step moved {id}");
     }
     // A finite step: optimizer, then EMA with the updated online weights.
-    let (state, outcome) = update(state, views(x1, x2), &schedules, true).unwrap();
+    let (state, outcome) = update(
+        state,
+        views(x1, x2),
+        &schedules,
+        true,
+        &ReplicaGroup::single(),
+    )
+    .unwrap();
     let StepOutcome::Updated {
         loss,
         lr,

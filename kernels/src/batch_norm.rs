@@ -26,7 +26,7 @@
 //! ran beyond float rounding (a test compares the two). (`fused_batch_norm_apply`, which only
 //! [`super::conv_batch_norm()`] calls after checking, refuses other float types.)
 
-use super::{contiguous, is_flex, slice, written_output};
+use super::{contiguous, is_flex, slice, sync_batch_norm, written_output};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -528,6 +528,34 @@ impl FusedBatchNorm for Flex {
             gs.len() == c && bs.len() == c,
             "fused BatchNorm: gamma and beta need {c} values (one per channel)"
         );
+        if let Some(exchange) = sync_batch_norm::active() {
+            // SyncBN: this rank's statistics first, then the global batch's, then one pass.
+            let (mean, variance): (Vec<f32>, Vec<f32>) = if s == 1 {
+                feature_mean_variance(xs, n, c)
+            } else {
+                (0..c)
+                    .into_par_iter()
+                    .map(|ch| channel_mean_variance(xs, (n, c, s), ch))
+                    .unzip()
+            };
+            let (mean, variance) =
+                sync_batch_norm::global_moments(&*exchange, n * s, &mean, &variance);
+            let per_channel = burn::tensor::Shape::new([c]);
+            let (mean, variance) = (
+                new_tensor(mean, per_channel.clone()),
+                new_tensor(variance, per_channel),
+            );
+            let out = Self::fused_batch_norm_apply(
+                x,
+                gamma,
+                beta,
+                mean.clone(),
+                variance.clone(),
+                epsilon,
+                relu,
+            );
+            return (out, mean, variance);
+        }
         let (out, mean, variance) = if s == 1 {
             // `[batch, features]`: statistics over rows, then one affine pass.
             let (mean, variance) = feature_mean_variance(xs, n, c);
@@ -714,6 +742,9 @@ fn backward_flex(
                 .collect()
         });
         let relu = relu.as_deref();
+        // Under SyncBN the sums and the count are the global batch's ([`sync_batch_norm`]);
+        // gamma's and beta's gradients stay this rank's own sums.
+        let exchange = sync_batch_norm::active();
         let m = (n * s) as f64;
         // sum(dy) and sum(dy * x̂) over one plane (`g`, the plane of dy; with `relu`, first
         // zeroed where the forward's ReLU blocked).
@@ -747,12 +778,13 @@ fn backward_flex(
         };
         // dx = gamma inv_std (dy - mean(dy) - x̂ mean(dy x̂)) = a dy + b (x - mean) + k per
         // channel, from the channel's two sums.
-        let coefficients = |ch: usize, sums: [f64; 2]| {
+        let coefficients_over = |ch: usize, sums: [f64; 2], m: f64| {
             let (mean_dy, mean_dy_xhat) = ((sums[0] / m) as f32, (sums[1] / m) as f32);
             let is = inv_std[ch];
             let a = gs[ch] * is;
             (a, -a * is * mean_dy_xhat, -a * mean_dy)
         };
+        let coefficients = |ch: usize, sums: [f64; 2]| coefficients_over(ch, sums, m);
         let (dx, sums) = if s == 1 {
             // `[batch, features]`: the ReLU's gradient first (rows in parallel), then the
             // sums across rows.
@@ -775,16 +807,26 @@ fn backward_flex(
                 (g, g * (xs[i] - ms[ch]) * inv_std[ch])
             });
             let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
-            for ch in 0..c {
-                (a[ch], b[ch], k[ch]) = coefficients(ch, sums[ch]);
+            match &exchange {
+                Some(exchange) => {
+                    let (global, m) =
+                        sync_batch_norm::global_gradient_sums(&**exchange, n * s, &sums);
+                    for ch in 0..c {
+                        (a[ch], b[ch], k[ch]) = coefficients_over(ch, global[ch], m);
+                    }
+                }
+                None => {
+                    for ch in 0..c {
+                        (a[ch], b[ch], k[ch]) = coefficients(ch, sums[ch]);
+                    }
+                }
             }
             let dx = written_output(xs.len(), |dx| {
                 affine_rows(dx, xs, Some(dys), c, (&b, ms), &a, &k, false)
             });
             (dx, sums)
         } else {
-            // Channel by channel, as in the forward pass.
-            by_channel((n, c, s), |ch, planes| {
+            let channel_sums = |ch: usize| {
                 let relu = relu.map(|forward| forward[ch]);
                 let mut acc = [0.0f64; 2];
                 for b in 0..n {
@@ -793,7 +835,26 @@ fn backward_flex(
                     acc[0] += part[0];
                     acc[1] += part[1];
                 }
-                let (a, bx, k) = coefficients(ch, acc);
+                acc
+            };
+            // Under SyncBN every channel's sums first, then the global ones.
+            // (this rank's sums, the global ones, the global count) per channel.
+            type Synced = (Vec<[f64; 2]>, Vec<[f64; 2]>, f64);
+            let synced: Option<Synced> = exchange.map(|exchange| {
+                let local: Vec<[f64; 2]> = (0..c).into_par_iter().map(channel_sums).collect();
+                let (global, m) = sync_batch_norm::global_gradient_sums(&*exchange, n * s, &local);
+                (local, global, m)
+            });
+            // Channel by channel, as in the forward pass.
+            by_channel((n, c, s), |ch, planes| {
+                let relu = relu.map(|forward| forward[ch]);
+                let (acc, (a, bx, k)) = match &synced {
+                    Some((local, global, m)) => (local[ch], coefficients_over(ch, global[ch], *m)),
+                    None => {
+                        let acc = channel_sums(ch);
+                        (acc, coefficients(ch, acc))
+                    }
+                };
                 for (b, o) in planes.into_iter().enumerate() {
                     let start = (b * c + ch) * s;
                     let (x, g) = (&xs[start..start + s], &dys[start..start + s]);
@@ -1113,6 +1174,30 @@ pub(super) fn batch_norm_with_statistics(
     variance: Tensor<1>,
     relu: bool,
 ) -> Tensor<4> {
+    let (mean, variance) = match sync_batch_norm::active() {
+        Some(exchange) => {
+            // SyncBN: the convolution gathered this rank's statistics; the global batch's.
+            let [n, _, h, w] = input.dims();
+            let device = mean.device();
+            let host = |t: Tensor<1>| -> Vec<f32> {
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("float32 statistics")
+            };
+            let (m, v) = sync_batch_norm::global_moments(
+                &*exchange,
+                n * h * w,
+                &host(mean),
+                &host(variance),
+            );
+            (
+                Tensor::<1>::from_floats(m.as_slice(), &device),
+                Tensor::<1>::from_floats(v.as_slice(), &device),
+            )
+        }
+        None => (mean, variance),
+    };
     let output = <Dispatch as FusedBatchNorm>::fused_batch_norm_apply(
         input.into_dispatch(),
         bn.gamma.val().into_dispatch(),

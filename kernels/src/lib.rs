@@ -55,6 +55,7 @@ pub mod conv2d;
 pub mod conv_batch_norm;
 mod conv_shared;
 mod short_gemm;
+pub mod sync_batch_norm;
 pub mod winograd;
 
 pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
@@ -66,8 +67,9 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::Device;
 use std::mem::MaybeUninit;
 
-/// Whether `device` (autodiff or not) runs on the `flex` CPU backend.
-fn is_flex(device: &Device) -> bool {
+/// Whether `device` (autodiff or not) runs on the `flex` CPU backend, where these kernels (and
+/// SyncBN, [`sync_batch_norm`]) run.
+pub fn is_flex(device: &Device) -> bool {
     matches!(
         device.as_dispatch().clone().inner(),
         DispatchDevice::Flex(_)

@@ -12,6 +12,7 @@
 //! - [`journal`]: the append-only, crash-safe study store;
 //! - [`study`]: the study loop (trials, baselines, promotions, resume, final re-training);
 //! - [`modality_study`]: a study of a [`Modality`](ssl_framework::Modality) with `ssl train`'s trainer;
+//! - [`remote`]: a study spread over MPI ranks (rank 0 runs the study, the others its runs);
 //! - [`report`]: the Markdown report of a study;
 //! - [`plot`]: every plot of `ssl` (a run's training curves, a benchmark's, a study's);
 //! - [`stats`]: mean and standard deviation over seeds;
@@ -23,6 +24,7 @@ pub mod modality_study;
 pub mod params;
 pub mod plot;
 pub mod policy;
+pub mod remote;
 pub mod report;
 pub mod sampler;
 pub mod settings;
@@ -50,6 +52,10 @@ pub enum SearchError {
         /// The trainer's error.
         source: ssl_framework::train::TrainError,
     },
+    /// A run handed to another rank failed there for a reason other than its policy, or the
+    /// ranks could not exchange messages (the message names the rank).
+    #[error("{0}")]
+    Worker(String),
     /// A report file could not be written.
     #[error("{path}: {reason}")]
     Output {

@@ -47,6 +47,10 @@ pub struct StudyOptions {
     /// Stops every trial under way at its next optimizer step, with a checkpoint (the study
     /// then ends with the trial's [`TrainError::Interrupted`]; `resume` goes on from there).
     pub stop: ssl_framework::train::StopRequest,
+    /// Under MPI (`mpirun -np N ssl search-augment`): the job's ranks. Rank 0 runs the study
+    /// with [`search`] and hands every run to ranks 1 to N-1, which run [`serve_trials`] on
+    /// their first device; `None`: this process alone.
+    pub ranks: Option<crate::remote::StudyRanks>,
 }
 
 struct ModalityRunner<'a, M: Modality, F: Fn() -> M + Sync> {
@@ -97,6 +101,7 @@ impl<M: Modality, F: Fn() -> M + Sync> ModalityRunner<'_, M, F> {
             } else {
                 self.opts.stop.clone()
             },
+            replicas: Default::default(),
         };
         match train_and_evaluate((self.make)(), cfg, &opts) {
             Ok(report) => {
@@ -405,5 +410,47 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
             }
         })
     };
-    run_study(&plan, &runner, &opts.out, opts.resume, &write_policy)
+    match &opts.ranks {
+        Some(ranks) if ranks.0.ranks() > 1 => {
+            let remote = crate::remote::RemoteRunner {
+                messenger: &*ranks.0,
+                local: &runner,
+            };
+            let result = run_study(&plan, &remote, &opts.out, opts.resume, &write_policy);
+            remote.release();
+            result
+        }
+        _ => run_study(&plan, &runner, &opts.out, opts.resume, &write_policy),
+    }
+}
+
+/// A worker rank of a study spread over MPI ranks ([`StudyOptions::ranks`]): runs the trials and
+/// final runs that rank 0 hands it, with the same base config, search file and options as rank
+/// 0's [`search`], on its first device, until the study is over.
+///
+/// # Errors
+/// [`SearchError::Settings`] without ranks; [`SearchError::Worker`] when the messages fail.
+pub fn serve_trials<M: Modality, F: Fn() -> M + Sync>(
+    make: F,
+    base_text: &str,
+    base_origin: &str,
+    settings: &SearchSettings,
+    opts: &StudyOptions,
+) -> Result<(), SearchError> {
+    let Some(ranks) = &opts.ranks else {
+        return Err(SearchError::Settings(
+            "serve_trials: this process is not one of several ranks".into(),
+        ));
+    };
+    if opts.devices.is_empty() {
+        return Err(SearchError::Settings("no device given".into()));
+    }
+    let runner = ModalityRunner {
+        make: &make,
+        base_text,
+        base_origin,
+        settings,
+        opts,
+    };
+    crate::remote::serve(&*ranks.0, &runner)
 }

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Training one trial to one rung.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrialJob {
     /// Trial number.
     pub trial: usize,
@@ -37,7 +37,7 @@ pub struct TrialJob {
 }
 
 /// One final re-training.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FinalJob {
     /// Policy name (`best`, `default`, `crop-only`, `random`; its folder under `final/`).
     pub policy_name: String,
@@ -53,7 +53,7 @@ pub struct FinalJob {
 }
 
 /// A run's evaluation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// The objective in `[0, 1]`.
     pub score: f64,

@@ -39,3 +39,41 @@ pub fn assert_one_line_error(o: &Output, needles: &[&str]) -> String {
     }
     last.to_string()
 }
+
+/// A tiny study (tests/search_augment.rs, tests/mpi.rs): 3 baselines and 5 searched trials on
+/// rungs of 2 and 6 steps, then 4 policies x 2 seeds of final runs, on a small CNN.
+pub const TINY_SEARCH: &str = r#"
+name = "tiny"
+modality = "vision"
+seed = 1
+trials = 5
+sampler = "tpe"
+set = ["train.batch_size=10", "eval.probe_epochs=2", "byol.projector_hidden=64", "byol.predictor_hidden=64", "encoder.channels=[8, 16]", "encoder.strides=[1, 2]", "eval.knn_k=5", "eval.validation_fraction=0.2", "train.log_every=1"]
+[objective]
+probe = "linear"
+labels = "class"
+[space]
+max_ops = 2
+[asha]
+min_steps = 2
+max_steps = 6
+eta = 3
+[tpe]
+startup_trials = 3
+[final]
+seeds = [0, 1]
+"#;
+
+/// The journal's events of the study in `out`, as JSON values.
+pub fn events(out: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The events of one kind.
+pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}

@@ -10,6 +10,7 @@ use super::loss::{LossTerms, byol_loss};
 use super::network::{OnlineNetwork, TargetNetwork};
 use crate::encoder::Encoder;
 use crate::optim::LrSchedule;
+use crate::replicas::{ReplicaError, ReplicaGroup, all_reduce_mean};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
@@ -147,17 +148,26 @@ impl StepOutcome {
 /// `collapse_metric`: also compute the [`CollapseMetrics`] of the last micro-batch (host reads;
 /// the trainer asks at its logging interval).
 ///
+/// `replicas`: the ranks of a data-parallel run, each calling `update` with its shard of the
+/// global batch ([`crate::replicas`]). With several ranks the loss terms are averaged over them
+/// before the fault check (every rank decides alike), BatchNorm uses the global batch's
+/// statistics when `replicas.sync_batch_norm` (forward and backward), and the step's gradient
+/// is the mean over the ranks ([`all_reduce_mean`]), checked for NaN and infinities once after
+/// the reduction. With one rank nothing is exchanged.
+///
 /// # Errors
 /// The first error `micro_batches` yields (`Err(L)`), `Ok` otherwise; an iterator that ends
 /// before `schedules.accumulation` micro-batches is an [`UpdateError::MissingBatches`]; an
-/// [`UpdateError::Ema`] when the networks do not correspond. On an error the state is lost:
-/// each is fatal to a run.
+/// [`UpdateError::Ema`] when the networks do not correspond; an [`UpdateError::Replicas`] when
+/// a collective fails. On an error the state is lost: each is fatal to a run.
 pub fn update<E: Encoder, L>(
     state: ByolState<E>,
     micro_batches: impl Iterator<Item = Result<Views<E::Input>, L>>,
     schedules: &StepSchedules,
     collapse_metric: bool,
+    replicas: &ReplicaGroup,
 ) -> Result<(ByolState<E>, StepOutcome), UpdateError<L>> {
+    let data_parallel = replicas.ranks() > 1;
     let ByolState {
         online,
         target,
@@ -188,11 +198,19 @@ pub fn update<E: Encoder, L>(
         if fault.is_some() {
             continue;
         }
-        let (terms, projection) = forward(&online, &target, views);
+        let (terms, projection) = replicas.batch_norm_scope(|| forward(&online, &target, views));
         if collapse_metric && micro == accumulation {
             collapse = Some(CollapseMetrics::of(projection));
         }
-        let (v12, v21) = read_terms(&terms);
+        let (mut v12, mut v21) = read_terms(&terms);
+        if data_parallel {
+            // The global batch's loss: the mean of the ranks' (equal shards).
+            let mut both = [v12 as f64, v21 as f64];
+            replicas
+                .mean_f64(&mut both)
+                .map_err(UpdateError::Replicas)?;
+            (v12, v21) = (both[0] as f32, both[1] as f32);
+        }
         if !v12.is_finite() {
             fault = Some(format!("loss {v12} of online(view 1) -> target(view 2)"));
             continue;
@@ -210,10 +228,23 @@ pub fn update<E: Encoder, L>(
         } else {
             total
         };
-        let grads = GradientsParams::from_grads(total.backward(), &online);
+        let grads =
+            replicas.batch_norm_scope(|| GradientsParams::from_grads(total.backward(), &online));
+        if data_parallel {
+            // Checked once the ranks' gradients are reduced, below.
+            accumulator.accumulate(&online, grads);
+            continue;
+        }
         match non_finite_gradient(&online, &grads) {
             Some(param) => fault = Some(format!("gradient of {param}")),
             None => accumulator.accumulate(&online, grads),
+        }
+    }
+    let mut grads = accumulator.grads();
+    if data_parallel && fault.is_none() {
+        grads = all_reduce_mean(&online, grads, replicas).map_err(UpdateError::Replicas)?;
+        if let Some(param) = non_finite_gradient(&online, &grads) {
+            fault = Some(format!("gradient of {param} (the mean over the ranks)"));
         }
     }
     let state = |online, target, optimizer, step| ByolState {
@@ -233,7 +264,7 @@ pub fn update<E: Encoder, L>(
             },
         ));
     }
-    let online = optimizer.step(lr, online, accumulator.grads());
+    let online = optimizer.step(lr, online, grads);
     let (target, tau) = schedules
         .ema
         .update(target, &online, step)
@@ -266,6 +297,9 @@ pub enum UpdateError<L> {
     /// The target and online networks do not correspond.
     #[error(transparent)]
     Ema(EmaError),
+    /// A collective between the ranks failed.
+    #[error(transparent)]
+    Replicas(ReplicaError),
 }
 
 /// The online network on both views and the target network on both views, then the loss

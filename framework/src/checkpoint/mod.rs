@@ -41,6 +41,14 @@ pub struct CheckpointState {
     /// where `ssl eval` and `ssl embed` read by default. `None` in older checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_root: Option<PathBuf>,
+    /// The number of data-parallel ranks that wrote it (1 in older checkpoints). A resume may
+    /// use another number: the global batch stays the config's.
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// The folder of the checkpoint at `step`.
@@ -132,6 +140,7 @@ mod tests {
 
     fn state(step: usize) -> CheckpointState {
         CheckpointState {
+            ranks: 1,
             modality: "test".into(),
             step,
             total_steps: 100,

@@ -207,14 +207,13 @@ pub struct TwoViews<B> {
     pub view2: B,
 }
 
-/// The number of worker threads for `requested` (0: the machine's cores).
+/// The number of worker threads for `requested` (0: as many as the compute threads of rayon's
+/// global pool: the machine's cores, or this rank's share of them under data parallelism).
 pub fn resolve_workers(requested: usize) -> usize {
     if requested > 0 {
         requested
     } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        rayon::current_num_threads().max(1)
     }
 }
 
@@ -357,17 +356,70 @@ pub fn two_view_epoch<M: Modality>(
     ahead: usize,
     skips: Arc<StreamSkips>,
 ) -> OrderedParallel<TwoViews<M::Batch>> {
+    two_view_epoch_shard(
+        modality,
+        items,
+        views,
+        (seed, epoch),
+        batch_size,
+        start,
+        (workers, ahead),
+        skips,
+        BatchShard::WHOLE,
+    )
+}
+
+/// Which part of every batch a data-parallel rank prepares: rank `rank` of `ranks` takes the
+/// `batch_size / ranks` positions from `rank * batch_size / ranks` on. A sample's views depend
+/// only on the seed, the epoch and its position in the epoch, so the ranks' parts together are
+/// exactly the batch one process would prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShard {
+    /// This rank.
+    pub rank: usize,
+    /// Ranks in all (`batch_size` must be a multiple of it).
+    pub ranks: usize,
+}
+
+impl BatchShard {
+    /// The whole batch (one process).
+    pub const WHOLE: BatchShard = BatchShard { rank: 0, ranks: 1 };
+
+    /// The positions within the epoch of this shard of batch `b` of `batch_size` (the global
+    /// batch).
+    pub fn positions(&self, b: usize, batch_size: usize) -> std::ops::Range<usize> {
+        let per_rank = batch_size / self.ranks.max(1);
+        let start = b * batch_size + self.rank * per_rank;
+        start..start + per_rank
+    }
+}
+
+/// [`two_view_epoch`] for one rank of a data-parallel run: batches of `batch_size` (the global
+/// batch) of which this process prepares its `shard` (`batch_size / shard.ranks` samples).
+#[allow(clippy::too_many_arguments)]
+pub fn two_view_epoch_shard<M: Modality>(
+    modality: Arc<M>,
+    items: Arc<Vec<M::Item>>,
+    views: Arc<(Vec<M::Op>, Vec<M::Op>)>,
+    (seed, epoch): (u64, usize),
+    batch_size: usize,
+    start: usize,
+    (workers, ahead): (usize, usize),
+    skips: Arc<StreamSkips>,
+    shard: BatchShard,
+) -> OrderedParallel<TwoViews<M::Batch>> {
     let order = Arc::new(modality.epoch_order(&items, seed, epoch));
     let batches = items.len() / batch_size;
     OrderedParallel::new_fallible(start.min(batches)..batches, workers, ahead, move |b| {
-        let mut v1 = Vec::with_capacity(batch_size);
-        let mut v2 = Vec::with_capacity(batch_size);
+        let positions = shard.positions(b, batch_size);
+        let mut v1 = Vec::with_capacity(positions.len());
+        let mut v2 = Vec::with_capacity(positions.len());
         let source = DatasetSamples {
             modality: &*modality,
             items: &items[..],
         };
         let pipelines: [&[M::Op]; 2] = [&views.0, &views.1];
-        for pos in b * batch_size..(b + 1) * batch_size {
+        for pos in positions {
             let (mut pair, _) = read_or_substitute(&items, &order, pos, &skips, |item| {
                 // A substitute draws from the position's stream afresh.
                 let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));

@@ -41,7 +41,8 @@ fn not_recorded() -> f64 {
 
 /// Appends records to a metrics log, flushing each line.
 pub struct MetricsWriter {
-    file: File,
+    /// `None`: records are dropped ([`MetricsWriter::discard`]).
+    file: Option<File>,
     path: PathBuf,
 }
 
@@ -74,9 +75,29 @@ impl MetricsWriter {
             .open(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Ok(Self {
-            file,
+            file: Some(file),
             path: path.to_path_buf(),
         })
+    }
+
+    /// A writer that drops every record (the ranks of a data-parallel run other than rank 0).
+    pub fn discard() -> Self {
+        Self {
+            file: None,
+            path: PathBuf::new(),
+        }
+    }
+
+    /// [`MetricsWriter::open`] when `writes`, else [`MetricsWriter::discard`].
+    ///
+    /// # Errors
+    /// As [`MetricsWriter::open`].
+    pub fn open_if(writes: bool, path: &Path, keep_up_to: usize) -> std::io::Result<Self> {
+        if writes {
+            Self::open(path, keep_up_to)
+        } else {
+            Ok(Self::discard())
+        }
     }
 
     /// Appends one record and flushes it.
@@ -84,11 +105,13 @@ impl MetricsWriter {
     /// # Errors
     /// I/O errors, naming the file.
     pub fn write(&mut self, record: &MetricsRecord) -> std::io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         let mut line = serde_json::to_string(record).expect("metrics serialize");
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.flush())
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.flush())
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
     }
 }

@@ -16,6 +16,8 @@ pub struct Progress {
     window_wait: f64,
     /// Seconds spent waiting for data since training started.
     pub total_wait: f64,
+    /// Shows nothing (the ranks of a data-parallel run other than rank 0).
+    quiet: bool,
 }
 
 impl Progress {
@@ -43,11 +45,23 @@ impl Progress {
             window_samples: 0,
             window_wait: 0.0,
             total_wait: 0.0,
+            quiet: false,
+        }
+    }
+
+    /// A progress that counts but shows nothing.
+    pub fn quiet(total_steps: usize, at: usize) -> Self {
+        Self {
+            quiet: true,
+            ..Self::new(false, total_steps, at)
         }
     }
 
     /// Prints a message line without breaking the bar.
     pub fn say(&self, msg: String) {
+        if self.quiet {
+            return;
+        }
         if self.bar.is_hidden() {
             eprintln!("{msg}")
         } else {
@@ -83,6 +97,9 @@ impl Progress {
 
     /// Shows a logged step.
     pub fn show(&mut self, record: &MetricsRecord) {
+        if self.quiet {
+            return;
+        }
         let line = format!(
             "loss {:.4} | lr {:.4} | tau {:.5} | collapse std {:.4} rank {:.1} | {:.0} img/s",
             record.loss,

@@ -46,6 +46,7 @@ pub fn resume_identity(config: &serde_json::Value) -> serde_json::Value {
     if let Some(train) = c.get_mut("train").and_then(|t| t.as_object_mut()) {
         train.remove("on_nan");
         train.remove("max_faults");
+        train.remove("replica_check_every");
     }
     if let Some(eval) = c.get_mut("eval").and_then(|t| t.as_object_mut()) {
         eval.retain(|k, _| k == "split" || k == "validation_fraction");
@@ -106,6 +107,11 @@ pub struct Checkpointer {
     pub keep: usize,
     /// The run's data folder, recorded in every checkpoint.
     pub data_root: Option<PathBuf>,
+    /// Whether this process writes checkpoints (rank 0 of a data-parallel run; the other ranks
+    /// hold the same state and write nothing).
+    pub writes: bool,
+    /// The number of data-parallel ranks, recorded in every checkpoint.
+    pub ranks: usize,
 }
 
 impl Checkpointer {
@@ -122,7 +128,11 @@ impl Checkpointer {
         skipped_steps: &[usize],
         modality_state: serde_json::Value,
     ) -> Result<(), CheckpointError> {
+        if !self.writes {
+            return Ok(());
+        }
         let record = CheckpointState {
+            ranks: self.ranks,
             modality: self.modality.clone(),
             step: state.step,
             total_steps: self.total_steps,

@@ -9,16 +9,17 @@ use super::results::{RunReport, collapse_floor, write_results};
 use super::resume::{Checkpointer, finished_report, load_state, resume_identity, resume_point};
 use super::run_lock::RunLock;
 use super::stop::StopRequest;
-use super::train_loop::{LoopSetup, run_steps};
+use super::train_loop::{LoopSetup, draw_initial_parameters, run_steps};
 use crate::byol::{ByolState, OnlineNetwork, StepSchedules, TargetEma};
 use crate::checkpoint;
-use crate::config::{ExperimentConfig, OnNan};
+use crate::config::{ConfigError, ExperimentConfig, OnNan};
 use crate::data::loader::{StreamSkips, resolve_workers};
 use crate::data::{DataError, Datasets, EvalData, LabelSet};
 use crate::error::{TrainError, io_err};
 use crate::eval::{ProbeResult, evaluate_encoder, prepare_eval_data};
 use crate::modality::Modality;
 use crate::optim::{LrSchedule, build_optimizer, peak_lr};
+use crate::replicas::ReplicaGroup;
 use burn::module::Module;
 use burn::prelude::*;
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ pub struct RunOptions {
     /// and SIGTERM): the run then writes a checkpoint and returns
     /// [`TrainError::Interrupted`]. Default: never set.
     pub stop: StopRequest,
+    /// The data-parallel ranks this process trains with (one process by default). Every rank
+    /// calls [`train_and_evaluate`] with the same config and folders; rank 0 alone writes the
+    /// run's files and evaluates, the others return after training with a report that holds
+    /// only their rank and step. `train.sync_batch_norm` decides SyncBN.
+    pub replicas: ReplicaGroup,
 }
 
 impl RunOptions {
@@ -67,8 +73,28 @@ impl RunOptions {
             pause_at_step: None,
             random_init: true,
             stop: StopRequest::new(),
+            replicas: ReplicaGroup::single(),
         }
     }
+}
+
+/// Checks that `ranks` data-parallel ranks can split the config's batch: evenly, at least 2
+/// samples each (BatchNorm needs a batch).
+///
+/// # Errors
+/// [`ConfigError::Value`] on `train.batch_size`.
+fn check_shards<M: Modality>(cfg: &ExperimentConfig<M>, ranks: usize) -> Result<(), ConfigError> {
+    let bs = cfg.train.batch_size;
+    if ranks > 1 && (!bs.is_multiple_of(ranks) || bs / ranks < 2) {
+        return Err(ConfigError::Value {
+            key: "train.batch_size".into(),
+            value: bs.to_string(),
+            expected: format!(
+                "a multiple of the {ranks} data-parallel ranks with at least 2 samples per rank (the global batch is split evenly)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Optimizer steps per epoch: full micro-batches per epoch divided by the accumulation.
@@ -89,14 +115,22 @@ pub fn train_and_evaluate<M: Modality>(
 ) -> Result<RunReport, TrainError> {
     let wall = Instant::now();
     cfg.validate()?;
+    let group = opts
+        .replicas
+        .clone()
+        .with_sync_batch_norm(cfg.train.sync_batch_norm);
+    let (ranks, writes) = (group.ranks(), group.writes());
+    check_shards(&cfg, ranks)?;
     let mut warnings = config_warnings(&cfg);
-    for w in &warnings {
-        eprintln!("warning: {w}");
+    if writes {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
     }
     let config_json = cfg.to_json();
     let out = &opts.out_dir;
     // One process per run folder: locked now when it exists, else as soon as it is made.
-    let lock = if out.is_dir() {
+    let lock = if out.is_dir() && writes {
         Some(RunLock::acquire(out)?)
     } else {
         None
@@ -104,6 +138,8 @@ pub fn train_and_evaluate<M: Modality>(
     let ckpt_root = out.join("checkpoints");
     let existing = checkpoint::list_checkpoints(&ckpt_root);
     let resume_from = resume_point(opts.resume, out, &ckpt_root, &existing)?;
+    // Every rank has seen the folder as it was before rank 0 writes to it.
+    group.any(false)?;
     if let Some(dir) = &resume_from
         && let Some(report) = finished_report(dir, out, &config_json)?
     {
@@ -113,18 +149,23 @@ pub fn train_and_evaluate<M: Modality>(
     let modality = Arc::new(modality);
     let mut datasets: Datasets<M::Item> = modality.load(&cfg.data, &opts.data_root)?;
     let (separate_eval, eval_notes) = prepare_eval_data(&*modality, &cfg, &mut datasets)?;
-    for note in &eval_notes {
-        eprintln!("note: {note}");
+    if writes {
+        for note in &eval_notes {
+            eprintln!("note: {note}");
+        }
     }
     // The output folder is made only once the data is known to be usable.
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let _lock = match lock {
-        Some(held) => held,
-        None => RunLock::acquire(out)?,
+        Some(held) => Some(held),
+        None if writes => Some(RunLock::acquire(out)?),
+        None => None,
     };
-    crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
-        .map_err(io_err(out))?;
-    if datasets.skipped > 0 {
+    if writes {
+        crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
+            .map_err(io_err(out))?;
+    }
+    if datasets.skipped > 0 && writes {
         eprintln!(
             "warning: skipped {} files in {} (named above)",
             datasets.skipped,
@@ -156,6 +197,31 @@ pub fn train_and_evaluate<M: Modality>(
         ema: TargetEma::new(&cfg.byol, total_steps),
         accumulation: accum,
     };
+    #[cfg(feature = "cpu-kernels")]
+    let sync_runs_here = ssl_kernels::is_flex(&opts.device);
+    #[cfg(not(feature = "cpu-kernels"))]
+    let sync_runs_here = false;
+    if ranks > 1 && group.sync_batch_norm && !sync_runs_here && writes {
+        eprintln!(
+            "warning: SyncBN runs in the CPU kernels only: on this device each rank's BatchNorm uses its own shard's statistics (train.sync_batch_norm = false says so explicitly)"
+        );
+    }
+    if ranks > 1 && writes {
+        eprintln!(
+            "data parallel: {ranks} ranks, global batch {global_batch} ({ranks} x {} per forward pass{}); peak lr {peak:.4} and the tau schedule from the global batch; SyncBN {}",
+            bs / ranks,
+            if accum > 1 {
+                format!(", {accum} accumulation steps")
+            } else {
+                String::new()
+            },
+            if group.sync_batch_norm {
+                "on"
+            } else {
+                "off (each rank's own statistics)"
+            }
+        );
+    }
 
     let base = opts.device.clone();
     let ad = base.clone().autodiff();
@@ -181,16 +247,31 @@ pub fn train_and_evaluate<M: Modality>(
         modality.restore_state(&stored.modality_state)?;
         prior_seconds = stored.train_seconds;
         skipped_steps = stored.skipped_steps;
-        eprintln!(
-            "resuming from {} (step {} of {total_steps})",
-            dir.display(),
-            state.step
-        );
+        if writes {
+            eprintln!(
+                "resuming from {} (step {} of {total_steps})",
+                dir.display(),
+                state.step
+            );
+            if stored.ranks != ranks {
+                let written = match stored.ranks {
+                    1 => "one process".to_string(),
+                    n => format!("{n} ranks"),
+                };
+                let now = match ranks {
+                    1 => "one process".to_string(),
+                    n => format!("{n} ranks, {} samples each per forward pass", bs / n),
+                };
+                eprintln!(
+                    "note: the checkpoint was written by {written}, this run has {now}: the global batch stays {global_batch}"
+                );
+            }
+        }
     }
     let start_step = state.step;
     opts.stop.require_clean_stop();
-    let mut metrics =
-        MetricsWriter::open(&out.join("metrics.jsonl"), start_step).map_err(io_err(out))?;
+    let mut metrics = MetricsWriter::open_if(writes, &out.join("metrics.jsonl"), start_step)
+        .map_err(io_err(out))?;
     let checkpointer = Checkpointer {
         root: ckpt_root,
         modality: modality.name().to_string(),
@@ -200,6 +281,8 @@ pub fn train_and_evaluate<M: Modality>(
         data_root: Some(
             std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),
         ),
+        writes,
+        ranks,
     };
     if cfg.train.on_nan == OnNan::Rollback && checkpointer.newest().is_none() {
         // A rollback needs a state to go back to before the first periodic checkpoint.
@@ -214,7 +297,11 @@ pub fn train_and_evaluate<M: Modality>(
     let eval_ops = Arc::new(std::mem::take(&mut cfg.augment.eval));
     let workers = resolve_workers(cfg.train.num_workers);
     let train_items = Arc::new(datasets.train.items);
-    let mut progress = Progress::new(opts.progress, total_steps, start_step);
+    let mut progress = if writes {
+        Progress::new(opts.progress, total_steps, start_step)
+    } else {
+        Progress::quiet(total_steps, start_step)
+    };
     // Where this call stops: the end of the run, or the pause step when it comes first.
     let stop_step = opts
         .pause_at_step
@@ -235,7 +322,11 @@ pub fn train_and_evaluate<M: Modality>(
         checkpointer: &checkpointer,
         out,
         stop: &opts.stop,
+        replicas: &group,
     };
+    if ranks > 1 && resume_from.is_none() {
+        draw_initial_parameters(&state, cfg.seed, &ad);
+    }
     let train_start = Instant::now();
     let (state, end) = run_steps(
         &setup,
@@ -248,7 +339,7 @@ pub fn train_and_evaluate<M: Modality>(
         &mut metrics,
     )?;
     progress.finish();
-    if skips.count() > 0 {
+    if skips.count() > 0 && writes {
         eprintln!(
             "warning: {} training samples could not be read and were replaced by the next ones (the first {} named above); counted in results.json skipped_files",
             skips.count(),
@@ -276,6 +367,13 @@ pub fn train_and_evaluate<M: Modality>(
             step,
             total_steps,
             checkpoint: checkpoint::checkpoint_dir(&checkpointer.root, step),
+        });
+    }
+    if !writes {
+        // Rank 0 evaluates and writes the results; this rank's part ends with training.
+        return Ok(RunReport {
+            results: serde_json::json!({ "rank": group.rank(), "ranks": ranks, "steps": step }),
+            probes: Vec::new(),
         });
     }
     let pretrain_samples = train_items.len();
@@ -348,6 +446,8 @@ pub fn train_and_evaluate<M: Modality>(
         "paused": paused,
         "epochs": (step as f64) / (spe as f64),
         "global_batch": global_batch,
+        "ranks": ranks,
+        "sync_batch_norm": ranks > 1 && group.sync_batch_norm,
         "peak_lr": peak,
         "data": std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),
         "pretrain_samples": pretrain_samples,

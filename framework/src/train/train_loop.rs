@@ -13,9 +13,10 @@ use crate::byol::{ByolState, StepOutcome, StepSchedules, UpdateError, Views, upd
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::DataError;
-use crate::data::loader::{StreamSkips, two_view_epoch};
+use crate::data::loader::{BatchShard, StreamSkips, two_view_epoch_shard};
 use crate::error::{TrainError, io_err};
 use crate::modality::Modality;
+use crate::replicas::{ReplicaGroup, parameter_checksum};
 use burn::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub(super) struct LoopSetup<'a, M: Modality> {
     pub out: &'a Path,
     /// Checked after every optimizer step: when set, checkpoint and stop.
     pub stop: &'a StopRequest,
+    /// The data-parallel ranks (one process: a group of one).
+    pub replicas: &'a ReplicaGroup,
 }
 
 /// Where the loop left off.
@@ -95,17 +98,20 @@ pub(super) fn run_steps<M: Modality>(
     'epochs: while state.step < stop_step {
         let epoch = state.step / spe;
         let first_micro = (state.step % spe) * accum;
-        let mut loader = two_view_epoch(
+        let replicas = setup.replicas;
+        let mut loader = two_view_epoch_shard(
             modality.clone(),
             setup.train_items.clone(),
             setup.views.clone(),
-            cfg.seed,
-            epoch,
+            (cfg.seed, epoch),
             bs,
             first_micro,
-            setup.workers,
-            cfg.train.prefetch_batches,
+            (setup.workers, cfg.train.prefetch_batches),
             setup.skips.clone(),
+            BatchShard {
+                rank: replicas.rank(),
+                ranks: replicas.ranks(),
+            },
         )
         .take(spe * accum - first_micro);
         while state.step < stop_step && state.step / spe == epoch {
@@ -119,7 +125,7 @@ pub(super) fn run_steps<M: Modality>(
                 let batch = loader.next()?;
                 progress.add_batch(bs, waited.elapsed().as_secs_f64());
                 micro += 1;
-                ad.seed(device_seed(cfg.seed, step, micro));
+                ad.seed(device_seed(cfg.seed, step, micro, replicas.rank()));
                 Some(batch)
             });
             let log_now = (step + 1) % cfg.train.log_every == 0 || step + 1 == setup.total_steps;
@@ -139,7 +145,7 @@ pub(super) fn run_steps<M: Modality>(
                         view2: modality.to_input(b.view2, ad),
                     })
                 });
-                let (next, outcome) = update(state, views, &setup.schedules, log_now)
+                let (next, outcome) = update(state, views, &setup.schedules, log_now, replicas)
                     .map_err(|e| update_error(e, step))?;
                 state = next;
                 (lr, tau) = (outcome.lr(), outcome.tau());
@@ -168,6 +174,10 @@ pub(super) fn run_steps<M: Modality>(
             }
             let step = state.step;
             progress.set_step(step);
+            let check_every = cfg.train.replica_check_every;
+            if replicas.ranks() > 1 && check_every > 0 && step % check_every == 0 {
+                check_replicas(replicas, &state, step)?;
+            }
             if step % cfg.train.log_every == 0 || step == setup.total_steps {
                 log_step(setup, progress, metrics, step, epoch, (lr, tau), &mut end)?;
             }
@@ -182,7 +192,17 @@ pub(super) fn run_steps<M: Modality>(
                     modality.state(),
                 )?;
             }
-            if let Some(signal) = setup.stop.requested() {
+            // A stop asked of any rank stops them all after the same step.
+            let requested = setup.stop.requested();
+            let signal = if replicas.ranks() > 1 {
+                match replicas.max_u32(requested.unwrap_or(0) as u32)? {
+                    0 => None,
+                    s => Some(s as usize),
+                }
+            } else {
+                requested
+            };
+            if let Some(signal) = signal {
                 progress.finish();
                 if setup.checkpointer.newest() != Some(step) {
                     setup.checkpointer.save(
@@ -242,8 +262,12 @@ fn on_fault<M: Modality>(
                 "warning: {what} at optimizer step {at}: rolled back to the checkpoint of step {newest}; step {at} will be skipped (fault {} of at most {max_faults})",
                 policy.faults
             ));
-            *metrics = MetricsWriter::open(&setup.out.join("metrics.jsonl"), newest)
-                .map_err(io_err(setup.out))?;
+            *metrics = MetricsWriter::open_if(
+                setup.replicas.writes(),
+                &setup.out.join("metrics.jsonl"),
+                newest,
+            )
+            .map_err(io_err(setup.out))?;
             progress.set_step(newest);
             Ok((state, true))
         }
@@ -298,18 +322,78 @@ fn update_error(e: UpdateError<crate::data::loader::WorkerError>, step: usize) -
     match e {
         UpdateError::Batch(e) => e.into(),
         UpdateError::Ema(e) => e.into(),
+        UpdateError::Replicas(e) => e.into(),
         e @ UpdateError::MissingBatches { .. } => {
             DataError::Unusable(format!("optimizer step {}: {e}", step + 1)).into()
         }
     }
 }
 
+/// Draws the online network's parameters that are still undrawn (burn draws a parameter at its
+/// first use: the predictor's at the first forward pass of a fresh run, from the device's
+/// stream of the run's first micro-batch). Under data parallelism every rank draws them here,
+/// from rank 0's stream of that micro-batch, before the ranks' streams part: the replicas start
+/// identical, and from the values one process draws (the predictor's parameters in the order
+/// its forward pass reads them).
+pub(super) fn draw_initial_parameters<E: crate::encoder::Encoder>(
+    state: &ByolState<E>,
+    seed: u64,
+    device: &Device,
+) {
+    device.seed(device_seed(seed, 0, 1, 0));
+    let _ = parameter_checksum(&state.online, false);
+}
+
+/// Compares a checksum of every rank's networks after optimizer step `step`: with SyncBN the
+/// online and target networks whole (parameters and BatchNorm statistics); without, the online
+/// network's parameters (each rank keeps its own BatchNorm statistics then, and the target's
+/// parameters follow from the online ones).
+///
+/// # Errors
+/// [`TrainError::Diverged`] with every rank's checksum when they differ; a failed collective.
+fn check_replicas<E: crate::encoder::Encoder>(
+    replicas: &ReplicaGroup,
+    state: &ByolState<E>,
+    step: usize,
+) -> Result<(), TrainError> {
+    use burn::module::Module;
+    let sum = if replicas.sync_batch_norm {
+        // `valid()` applies BatchNorm's deferred running-statistic updates first.
+        parameter_checksum(&state.online.valid(), false)
+            ^ parameter_checksum(&state.target.valid(), false).rotate_left(1)
+    } else {
+        parameter_checksum(&state.online, true)
+    };
+    // Two exact halves: an f64 holds 32 bits exactly.
+    let all = replicas.gather(
+        &[(sum >> 32) as f64, (sum & 0xFFFF_FFFF) as f64],
+        "checksums",
+    )?;
+    let sums: Vec<u64> = all
+        .chunks(2)
+        .map(|p| ((p[0] as u64) << 32) | p[1] as u64)
+        .collect();
+    if sums.iter().any(|s| *s != sums[0]) {
+        return Err(TrainError::Diverged {
+            step,
+            checksums: sums
+                .iter()
+                .map(|s| format!("{s:016x}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(())
+}
+
 /// The seed of the device's random stream for micro-batch `micro` (1-based) of optimizer step
-/// `step` (0-based): a SplitMix64 mix, so neighbouring steps get unrelated streams.
-fn device_seed(seed: u64, step: usize, micro: usize) -> u64 {
+/// `step` (0-based) on data-parallel rank `rank`: a SplitMix64 mix, so neighbouring steps (and
+/// ranks, whose samples differ) get unrelated streams; rank 0's is the single process's.
+fn device_seed(seed: u64, step: usize, micro: usize, rank: usize) -> u64 {
     let mut z = seed
         ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        ^ (micro as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+        ^ (rank as u64).wrapping_mul(0x8CB9_2BA7_2F3D_8DD7);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
