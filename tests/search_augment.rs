@@ -6,7 +6,6 @@ mod common;
 
 use common::{TINY_SEARCH as SEARCH, assert_one_line_error, events, of_kind, ssl, text};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
