@@ -299,9 +299,17 @@ impl Visitor for Train {
         }
         let cfg = read_config::<M>(c.config.as_deref(), entry.default_config, &c.overrides)?;
         let dataset = modalities::dataset(&cfg);
-        let data_root = (entry.locate_data)(c.data, &dataset)?;
-        let out_dir = c.out.unwrap_or_else(|| default_out(name, &dataset));
         let (replicas, finish_mpi) = crate::ranks::replica_group(crate::signals::stop_request())?;
+        // Under MPI rank 0 finds (downloads, unpacks) the data first; the others then find it
+        // in the cache instead of writing the same files at once.
+        if !replicas.writes() {
+            replicas.any(false).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let data_root = (entry.locate_data)(c.data, &dataset)?;
+        if replicas.ranks() > 1 && replicas.writes() {
+            replicas.any(false).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let out_dir = c.out.unwrap_or_else(|| default_out(name, &dataset));
         if replicas.writes() {
             eprintln!(
                 "ssl train: {name}, data {}, output {}",

@@ -30,19 +30,40 @@ fn local_ranks() -> usize {
 
 /// Under a job with several ranks on this machine, and unless `RAYON_NUM_THREADS` says
 /// otherwise: the compute threads (and with them the default data workers) of this rank are
-/// its share of the cores, `cores / local ranks` (at least 1), so that the ranks do not
-/// oversubscribe the machine. Call before any parallel work.
+/// its share of the cores, so that the ranks do not oversubscribe the machine: the cores it may
+/// run on (Open MPI binds each of 2 ranks to one core by default, and to a socket above 2),
+/// but at most the machine's cores divided by the local ranks (`--bind-to none`: an even
+/// share). Call before any parallel work.
 pub fn share_cores() {
     let local = local_ranks();
     if local <= 1 || std::env::var_os("RAYON_NUM_THREADS").is_some() {
         return;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / local).max(1);
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = allowed
+        .min(online_cores().unwrap_or(allowed) / local)
+        .max(1);
     // An error means a pool already exists: nothing to change then.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
+}
+
+/// The machine's online cores (`/sys/devices/system/cpu/online`, as `0-3,8-11`), whatever this
+/// process's affinity; `None` where that file is missing.
+fn online_cores() -> Option<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut count = 0;
+    for range in text.trim().split(',') {
+        count += match range.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
+            None => {
+                range.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    Some(count)
 }
 
 /// The ranks this process trains with: MPI's when started by a launcher with several ranks
@@ -162,11 +183,23 @@ pub mod mpi_ranks {
         stop: StopRequest,
         /// How long a collective may wait for the other ranks (`SSL_MPI_TIMEOUT_S`).
         timeout: Duration,
+        /// How long after a stop signal ([`signal_grace`]).
+        grace: Duration,
     }
 
     /// After SIGTERM or SIGINT, how long a collective may still wait before this rank
-    /// concludes that another rank is gone (mpirun signals the survivors when one dies).
-    const AFTER_SIGNAL: Duration = Duration::from_millis(500);
+    /// concludes that another rank is gone (`SSL_MPI_SIGNAL_GRACE_S`, default 0.5 s). When a
+    /// rank dies, Open MPI's mpirun sends the others SIGTERM about 1 s later and SIGKILL 1 s
+    /// after that (measured with Open MPI 4.1.4), so a longer wait would never be reported;
+    /// under a scheduler that signals every rank itself and waits longer (SLURM's KillWait),
+    /// a longer grace lets the ranks agree on a clean stop with a checkpoint.
+    fn signal_grace() -> Duration {
+        std::env::var("SSL_MPI_SIGNAL_GRACE_S")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Duration::from_millis(500), Duration::from_secs_f64)
+    }
 
     impl MpiRanks {
         /// Starts MPI on its own thread.
@@ -198,6 +231,7 @@ pub mod mpi_ranks {
                 thread: Mutex::new(Some(thread)),
                 stop,
                 timeout,
+                grace: signal_grace(),
             })
         }
 
@@ -221,7 +255,7 @@ pub mod mpi_ranks {
         }
 
         /// Runs one collective and waits for it. A wait longer than the timeout, or longer
-        /// than [`AFTER_SIGNAL`] once a stop signal came, means another rank is gone: this rank
+        /// than the signal's grace once a stop signal came, means another rank is gone: this rank
         /// says so in one line and ends (exit status 1), which lets mpirun end the job; the
         /// checkpoints, written by rename, stay whole.
         fn call<T>(
@@ -258,7 +292,7 @@ pub mod mpi_ranks {
                     signalled = Some(Instant::now());
                 }
                 let gone = match signalled {
-                    Some(at) => at.elapsed() > AFTER_SIGNAL,
+                    Some(at) => at.elapsed() > self.grace,
                     None => timeout.is_some_and(|t| start.elapsed() > t),
                 };
                 if gone {
@@ -326,6 +360,8 @@ pub mod mpi_ranks {
 
     /// The tag of the study's messages.
     const STUDY_TAG: mpi::Tag = 7;
+    /// The tag of rank 0's message that the job is done.
+    const FINISH_TAG: mpi::Tag = 8;
 
     /// The MPI thread: initializes MPI, reports the rank, then serves requests until
     /// [`Request::Finish`] (or until every sender is gone), and ends MPI.
@@ -411,6 +447,21 @@ pub mod mpi_ranks {
                     let _ = reply.send(all);
                 }
                 Request::Finish(reply) => {
+                    // Rank 0 (which evaluates while the others are done) tells each rank when it
+                    // is done too; the others wait for that asleep, not in a barrier, whose
+                    // busy polling would take a core from rank 0's evaluation.
+                    if rank == 0 {
+                        for to in 1..ranks {
+                            world
+                                .process_at_rank(to as i32)
+                                .send_with_tag(&[1u8][..], FINISH_TAG);
+                        }
+                    } else {
+                        while root.immediate_probe_with_tag(FINISH_TAG).is_none() {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        let _ = root.receive_vec_with_tag::<u8>(FINISH_TAG);
+                    }
                     world.barrier();
                     let _ = reply.send(());
                     break;

@@ -214,9 +214,20 @@ impl Visitor for Study<'_> {
             self.settings,
         )?;
         let base = load_config::<M>(self.base_text, self.base_origin, &self.settings.set)?;
-        let data_root = (entry.locate_data)(self.data, &modalities::dataset(&base))?;
         let (ranks, finish_mpi) = crate::ranks::study_ranks(crate::signals::stop_request())?;
         let worker = ranks.as_ref().is_some_and(|r| r.0.rank() > 0);
+        // Under MPI rank 0 finds (downloads, unpacks) the data first and then tells the others,
+        // which find it in the cache instead of writing the same files at once.
+        if let Some(r) = ranks.as_ref().filter(|_| worker) {
+            r.0.receive(0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let data_root = (entry.locate_data)(self.data, &modalities::dataset(&base))?;
+        if let Some(r) = ranks.as_ref().filter(|_| !worker) {
+            for to in 1..r.0.ranks() {
+                r.0.send(to, b"data ready".to_vec())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
         if !worker {
             eprintln!(
                 "ssl search-augment: {} on {}, {} trials ({} sampler), output {}",
@@ -259,9 +270,10 @@ impl Visitor for Study<'_> {
             finish_mpi.now();
             return Ok(None);
         }
-        let summary = search(make, self.base_text, self.base_origin, self.settings, &opts);
+        // On an error rank 0 ends without waiting for the workers: mpirun then ends them.
+        let summary = search(make, self.base_text, self.base_origin, self.settings, &opts)?;
         finish_mpi.now();
-        Ok(Some(summary?))
+        Ok(Some(summary))
     }
 }
 

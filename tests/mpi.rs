@@ -1,8 +1,8 @@
 //! Data parallelism over MPI end to end: `mpirun -np 2 ssl train` on a real CIFAR-10 slice
 //! against one process with the same global batch, and a rank killed mid-run, then resumed
 //! under 2 ranks and under 1. Needs the binary built with `--features mpi` and Open MPI's
-//! `mpirun` (`.ci/run` installs both and runs `cargo test --features mpi --test mpi`); without
-//! them the tests say so loudly and pass, unless `SSL_REQUIRE_MPI=1`.
+//! `mpirun` (`.ci/run` installs both and runs `cargo test --workspace --features ssl/mpi --test
+//! mpi`); without them the tests say so loudly and pass, unless `SSL_REQUIRE_MPI=1`.
 
 mod common;
 
@@ -368,4 +368,67 @@ fn a_study_over_three_ranks_runs_every_trial_once_also_after_a_worker_is_killed(
     );
     assert_eq!(of_kind(&after, "final").len(), 8, "4 policies x 2 seeds");
     assert!(study.join("report.md").is_file());
+}
+
+#[test]
+fn replicas_start_equal_with_the_rollback_policy() {
+    // `train.on_nan = "rollback"` writes a checkpoint before the first step: every rank must
+    // hold the same networks by then (the predictor is drawn lazily).
+    let test = "replicas_start_equal_with_the_rollback_policy";
+    if !mpi_available(test) {
+        return;
+    }
+    let Some(data) = ssl_test_support::cifar_slice("mpi", 64, 20) else {
+        return;
+    };
+    let data = data.to_str().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let settings = ["train.max_steps=3", "train.on_nan=\"rollback\""];
+    let o = output_of(&mut mpirun(
+        2,
+        &train_args(&data, run.to_str().unwrap(), &settings),
+    ));
+    assert!(o.status.success(), "{}", common::text(&o));
+    assert_eq!(results(&run)["steps"].as_u64(), Some(3));
+}
+
+#[test]
+fn a_study_that_cannot_start_ends_every_rank() {
+    // A study refused on rank 0 (a label set the data lacks) must not leave the workers
+    // waiting for trials.
+    let test = "a_study_that_cannot_start_ends_every_rank";
+    if !mpi_available(test) {
+        return;
+    }
+    let Some(data) = ssl_test_support::cifar_slice("mpi", 5, 2) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("tiny.toml");
+    std::fs::write(
+        &file,
+        SEARCH.replace("labels = \"class\"", "labels = \"nope\""),
+    )
+    .unwrap();
+    let study = tmp.path().join("study");
+    let start = Instant::now();
+    let o = output_of(&mut mpirun(
+        3,
+        &[
+            "search-augment",
+            "--modality",
+            "vision",
+            "--config",
+            file.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            study.to_str().unwrap(),
+        ],
+    ));
+    let err = common::text(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60), "{err}");
+    assert!(err.contains("objective.labels = \"nope\""), "{err}");
 }

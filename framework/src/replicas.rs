@@ -200,7 +200,39 @@ impl ReplicaGroup {
             .fold(0, |m, v| m.max(v as u32)))
     }
 
-    /// Every rank's `local` in rank order, checked for length.
+    /// The rows of every rank's `rows` `[n, d]` (detached), in rank order: `[ranks * n, d]` on
+    /// `rows`' device. Every rank must pass the same shape.
+    ///
+    /// # Errors
+    /// [`ReplicaError`] when the communication fails or the shapes differ.
+    pub fn gather_rows(&self, rows: Tensor<2>) -> Result<Tensor<2>, ReplicaError> {
+        if self.ranks() == 1 {
+            return Ok(rows);
+        }
+        let [n, d] = rows.dims();
+        let device = rows.device();
+        let local: Vec<f64> = rows
+            .detach()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| ReplicaError::Failed(format!("rows to the host: {e:?}")))?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let all: Vec<f32> = self
+            .gather(&local, "rows")?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        Ok(Tensor::from_data(
+            TensorData::new(all, [n * self.ranks(), d]),
+            &device,
+        ))
+    }
+
+    /// Every rank's `local` in rank order, checked for length (under MPI, buffers of different
+    /// lengths abort the job inside the collective, with MPI's message, before this check).
     ///
     /// # Errors
     /// [`ReplicaError`] when the communication fails or the lengths differ.

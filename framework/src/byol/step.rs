@@ -146,7 +146,7 @@ impl StepOutcome {
 /// remaining micro-batches (so the data stays aligned) and updates nothing.
 ///
 /// `collapse_metric`: also compute the [`CollapseMetrics`] of the last micro-batch (host reads;
-/// the trainer asks at its logging interval).
+/// the trainer asks at its logging interval), over every rank's rows.
 ///
 /// `replicas`: the ranks of a data-parallel run, each calling `update` with its shard of the
 /// global batch ([`crate::replicas`]). With several ranks the loss terms are averaged over them
@@ -200,6 +200,10 @@ pub fn update<E: Encoder, L>(
         }
         let (terms, projection) = replicas.batch_norm_scope(|| forward(&online, &target, views));
         if collapse_metric && micro == accumulation {
+            // Over the global batch: a rank's shard alone would cap the effective rank.
+            let projection = replicas
+                .gather_rows(projection)
+                .map_err(UpdateError::Replicas)?;
             collapse = Some(CollapseMetrics::of(projection));
         }
         let (mut v12, mut v21) = read_terms(&terms);

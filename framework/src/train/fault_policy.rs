@@ -42,8 +42,20 @@ impl FaultPolicy {
     /// its BatchNorm statistics non-finite stops the run, since only a rollback undoes that. A
     /// tolerated fault is counted.
     pub fn decide<M: Module>(&mut self, what: &str, online: &M) -> FaultAction {
+        let poisoned = self.poisons_statistics(online);
+        self.decide_given(what, poisoned)
+    }
+
+    /// Whether, under `skip`, the faulty step made `online`'s BatchNorm statistics (or another
+    /// float tensor) non-finite.
+    pub fn poisons_statistics<M: Module>(&self, online: &M) -> bool {
+        self.mode == OnNan::Skip && non_finite_parameter(&online.valid()).is_some()
+    }
+
+    /// [`FaultPolicy::decide`] with the statistics check already made (under data parallelism,
+    /// agreed between the ranks: each keeps its own statistics without SyncBN).
+    pub fn decide_given(&mut self, what: &str, poisoned: bool) -> FaultAction {
         let give_up = self.mode == OnNan::Stop || self.faults >= self.max_faults;
-        let poisoned = self.mode == OnNan::Skip && non_finite_parameter(&online.valid()).is_some();
         if give_up || poisoned {
             let why = if poisoned {
                 "; the faulty batch also made the online network's BatchNorm statistics non-finite, which only --on-nan rollback undoes".to_string()

@@ -59,7 +59,7 @@ pub fn resume_identity(config: &serde_json::Value) -> serde_json::Value {
 
 /// The stored report of a run whose newest checkpoint is its last step, when `results.json`
 /// exists: `--resume` of a finished run shows its results instead of evaluating again and
-/// overwriting them.
+/// overwriting them. `say`: print that the run is finished (rank 0 of a data-parallel run).
 ///
 /// # Errors
 /// [`TrainError`] when the checkpoint's `state.json` or `results.json` cannot be read.
@@ -67,6 +67,7 @@ pub fn finished_report(
     dir: &Path,
     out: &Path,
     config: &serde_json::Value,
+    say: bool,
 ) -> Result<Option<RunReport>, TrainError> {
     let state = checkpoint::read_state(dir)?;
     let results_path = out.join("results.json");
@@ -83,12 +84,14 @@ pub fn finished_report(
     let Ok(probes) = serde_json::from_value::<Vec<ProbeResult>>(results["probes"].clone()) else {
         return Ok(None);
     };
-    eprintln!(
-        "the run in {} is already finished (step {} of {}); its results:",
-        out.display(),
-        state.step,
-        state.total_steps
-    );
+    if say {
+        eprintln!(
+            "the run in {} is already finished (step {} of {}); its results:",
+            out.display(),
+            state.step,
+            state.total_steps
+        );
+    }
     Ok(Some(RunReport { results, probes }))
 }
 

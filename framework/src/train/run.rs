@@ -115,10 +115,15 @@ pub fn train_and_evaluate<M: Modality>(
 ) -> Result<RunReport, TrainError> {
     let wall = Instant::now();
     cfg.validate()?;
+    #[cfg(feature = "cpu-kernels")]
+    let sync_runs_here = ssl_kernels::is_flex(&opts.device);
+    #[cfg(not(feature = "cpu-kernels"))]
+    let sync_runs_here = false;
+    // SyncBN runs in the CPU kernels: elsewhere each rank normalizes alone, and says so.
     let group = opts
         .replicas
         .clone()
-        .with_sync_batch_norm(cfg.train.sync_batch_norm);
+        .with_sync_batch_norm(cfg.train.sync_batch_norm && sync_runs_here);
     let (ranks, writes) = (group.ranks(), group.writes());
     check_shards(&cfg, ranks)?;
     let mut warnings = config_warnings(&cfg);
@@ -141,7 +146,7 @@ pub fn train_and_evaluate<M: Modality>(
     // Every rank has seen the folder as it was before rank 0 writes to it.
     group.any(false)?;
     if let Some(dir) = &resume_from
-        && let Some(report) = finished_report(dir, out, &config_json)?
+        && let Some(report) = finished_report(dir, out, &config_json, writes)?
     {
         return Ok(report);
     }
@@ -155,7 +160,9 @@ pub fn train_and_evaluate<M: Modality>(
         }
     }
     // The output folder is made only once the data is known to be usable.
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    if writes {
+        std::fs::create_dir_all(out).map_err(io_err(out))?;
+    }
     let _lock = match lock {
         Some(held) => Some(held),
         None if writes => Some(RunLock::acquire(out)?),
@@ -197,11 +204,7 @@ pub fn train_and_evaluate<M: Modality>(
         ema: TargetEma::new(&cfg.byol, total_steps),
         accumulation: accum,
     };
-    #[cfg(feature = "cpu-kernels")]
-    let sync_runs_here = ssl_kernels::is_flex(&opts.device);
-    #[cfg(not(feature = "cpu-kernels"))]
-    let sync_runs_here = false;
-    if ranks > 1 && group.sync_batch_norm && !sync_runs_here && writes {
+    if ranks > 1 && cfg.train.sync_batch_norm && !sync_runs_here && writes {
         eprintln!(
             "warning: SyncBN runs in the CPU kernels only: on this device each rank's BatchNorm uses its own shard's statistics (train.sync_batch_norm = false says so explicitly)"
         );
@@ -284,6 +287,9 @@ pub fn train_and_evaluate<M: Modality>(
         writes,
         ranks,
     };
+    if ranks > 1 && resume_from.is_none() {
+        draw_initial_parameters(&state, cfg.seed, &ad);
+    }
     if cfg.train.on_nan == OnNan::Rollback && checkpointer.newest().is_none() {
         // A rollback needs a state to go back to before the first periodic checkpoint.
         checkpointer.save(&state, prior_seconds, &skipped_steps, modality.state())?;
@@ -324,9 +330,6 @@ pub fn train_and_evaluate<M: Modality>(
         stop: &opts.stop,
         replicas: &group,
     };
-    if ranks > 1 && resume_from.is_none() {
-        draw_initial_parameters(&state, cfg.seed, &ad);
-    }
     let train_start = Instant::now();
     let (state, end) = run_steps(
         &setup,
@@ -339,10 +342,18 @@ pub fn train_and_evaluate<M: Modality>(
         &mut metrics,
     )?;
     progress.finish();
-    if skips.count() > 0 && writes {
+    // Records that could not be read, over every rank's shards.
+    let skipped_in_training = if ranks > 1 {
+        group
+            .gather(&[skips.count() as f64], "skipped records")?
+            .iter()
+            .sum::<f64>() as usize
+    } else {
+        skips.count()
+    };
+    if skipped_in_training > 0 && writes {
         eprintln!(
-            "warning: {} training samples could not be read and were replaced by the next ones (the first {} named above); counted in results.json skipped_files",
-            skips.count(),
+            "warning: {skipped_in_training} training samples could not be read and were replaced by the next ones (the first {} named above); counted in results.json skipped_files",
             StreamSkips::NAMED.min(skips.count())
         );
     }
@@ -457,7 +468,7 @@ pub fn train_and_evaluate<M: Modality>(
         "test_samples": eval_data.test.len(),
         "eval_notes": eval_notes,
         "representation": evaluation.representation,
-        "skipped_files": datasets.skipped + skips.count(),
+        "skipped_files": datasets.skipped + skipped_in_training,
         "modality_state": modality.state(),
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "train_seconds": total_train_seconds,

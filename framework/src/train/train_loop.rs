@@ -241,7 +241,10 @@ fn on_fault<M: Modality>(
 ) -> Result<(ByolState<M::Encoder>, bool), TrainError> {
     let at = state.step + 1;
     let max_faults = setup.cfg.train.max_faults;
-    match policy.decide(what, &state.online) {
+    let replicas = setup.replicas;
+    // Every rank takes the same decision: a rank whose own statistics were poisoned stops all.
+    let poisoned = replicas.any(policy.poisons_statistics(&state.online))?;
+    match policy.decide_given(what, poisoned) {
         FaultAction::Stop(what) => Err(TrainError::NonFinite {
             step: at,
             epoch,
@@ -251,7 +254,11 @@ fn on_fault<M: Modality>(
         FaultAction::Rollback => {
             skipped_steps.push(at);
             let root = &setup.checkpointer.root;
-            let newest = setup.checkpointer.newest().ok_or_else(|| {
+            // Rank 0's choice, for all (a shared filesystem may show the ranks different
+            // listings for a moment).
+            let mine = setup.checkpointer.newest().map_or(-1.0, |s| s as f64);
+            let chosen = replicas.gather(&[mine], "rollback checkpoints")?[0];
+            let newest = (chosen >= 0.0).then_some(chosen as usize).ok_or_else(|| {
                 TrainError::Resume(format!(
                     "--on-nan rollback: no checkpoint left in {}",
                     root.display()
