@@ -24,7 +24,8 @@ pub fn one_line(e: &anyhow::Error) -> String {
     ssl_framework::data::one_line(&parts.join(": "))
 }
 
-/// Parses `cpu` or `cuda:N` into a device.
+/// Parses `cpu`, `cuda:N` or `cuda:local` (under MPI, the GPU whose index is the rank's rank on
+/// its machine; 0 outside MPI) into a device.
 ///
 /// # Errors
 /// Another name, or a backend this binary was built without.
@@ -57,9 +58,13 @@ pub fn cpu_device() -> Result<Device> {
 #[cfg(feature = "cuda")]
 fn cuda_device(s: &str) -> Result<Device> {
     let index = s.strip_prefix("cuda:").unwrap_or("0");
-    let index: usize = index
-        .parse()
-        .map_err(|_| anyhow!("--device {s}: expected cuda:N with N a GPU index"))?;
+    let index: usize = if index == "local" {
+        crate::ranks::local_rank()
+    } else {
+        index.parse().map_err(|_| {
+            anyhow!("--device {s}: expected cuda:N with N a GPU index, or cuda:local under MPI")
+        })?
+    };
     Ok(Device::cuda(index))
 }
 

@@ -28,6 +28,16 @@ fn local_ranks() -> usize {
         .max(1)
 }
 
+/// This process's rank among the job's ranks on this machine (`OMPI_COMM_WORLD_LOCAL_RANK`,
+/// `MPI_LOCALRANKID`), 0 outside a job: the GPU of `--device cuda:local`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub fn local_rank() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Under a job with several ranks on this machine, and unless `RAYON_NUM_THREADS` says
 /// otherwise: the compute threads (and with them the default data workers) of this rank are
 /// its share of the cores, so that the ranks do not oversubscribe the machine: the cores it may
