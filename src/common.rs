@@ -24,6 +24,13 @@ pub fn one_line(e: &anyhow::Error) -> String {
     ssl_framework::data::one_line(&parts.join(": "))
 }
 
+/// Writes `line` and a newline to stderr in one write, so that under MPI another process's
+/// output cannot land inside it (`eprintln!` writes its pieces one by one).
+pub fn say_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Parses `cpu`, `cuda:N` or `cuda:local` (under MPI, the GPU whose index is the rank's rank on
 /// its machine; 0 outside MPI) into a device.
 ///

@@ -24,7 +24,22 @@ fn main() {
         std::process::exit(1);
     }
     if let Err(e) = cli::run() {
-        eprintln!("error: {}", common::one_line(&e));
+        // Under MPI every rank meets a bad config or a stop signal alike: rank 0 alone reports
+        // it.
+        let ranks = ranks::launched_ranks().unwrap_or(1);
+        let rank = ranks::world_rank();
+        let same_everywhere = e.chain().any(|c| {
+            c.downcast_ref::<ssl_framework::config::ConfigError>()
+                .is_some()
+                || matches!(
+                    c.downcast_ref::<TrainError>(),
+                    Some(TrainError::Config(_) | TrainError::Interrupted { .. })
+                )
+        });
+        if ranks > 1 && rank > 0 && same_everywhere {
+            std::process::exit(1);
+        }
+        common::say_line(&format!("error: {}", common::one_line(&e)));
         // A run stopped by SIGINT/SIGTERM says how to go on, and exits as the signal would.
         let interrupted = e
             .chain()
@@ -40,7 +55,16 @@ fn main() {
             let out = (args.get(1).map(String::as_str) == Some("train"))
                 .then(|| checkpoint.parent().and_then(std::path::Path::parent))
                 .flatten();
-            eprintln!("resume with: {}", signals::resume_command_here(&args, out));
+            let mut command = signals::resume_command_here(&args, out);
+            if ranks > 1 {
+                // Under the same launcher (`cd DIR && ssl ...` becomes `cd DIR && mpirun -np N ssl ...`).
+                let launch = format!("mpirun -np {ranks} ");
+                command = match command.find(" && ") {
+                    Some(i) => format!("{}{launch}{}", &command[..i + 4], &command[i + 4..]),
+                    None => format!("{launch}{command}"),
+                };
+            }
+            common::say_line(&format!("resume with: {command}"));
             std::process::exit(128 + signal as i32);
         }
         std::process::exit(1);

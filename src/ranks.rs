@@ -18,6 +18,15 @@ pub fn launched_ranks() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
+/// This process's rank in the job (`OMPI_COMM_WORLD_RANK`, `PMI_RANK`, `PMIX_RANK`), 0
+/// outside one.
+pub fn world_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Ranks of the job on this machine (`OMPI_COMM_WORLD_LOCAL_SIZE`, `MPI_LOCALNRANKS`), 1
 /// outside a job.
 fn local_ranks() -> usize {
@@ -311,12 +320,12 @@ pub mod mpi_ranks {
                     } else {
                         "the other ranks did not answer within SSL_MPI_TIMEOUT_S"
                     };
-                    eprintln!(
-                        "error: rank {} of {}: {why}, in the {what} after {:.1} s; the newest checkpoint is intact: rerun with --resume (under any number of ranks)",
+                    crate::common::say_line(&format!(
+                        "error: rank {} of {}: {why}, in the {what} after {:.1} s; the newest checkpoint is intact: rerun the same command with --resume (under any number of ranks that divides the global batch)",
                         self.rank,
                         self.ranks,
                         start.elapsed().as_secs_f64()
-                    );
+                    ));
                     std::process::exit(1);
                 }
             }
@@ -338,7 +347,7 @@ pub mod mpi_ranks {
             Ok(())
         }
         fn all_gather_f64(&self, local: &[f64]) -> Result<Vec<f64>, ReplicaError> {
-            self.call("exchange of statistics", |tx| {
+            self.call("all-gather (losses, flags or SyncBN statistics)", |tx| {
                 Request::Gather(local.to_vec(), tx)
             })
         }

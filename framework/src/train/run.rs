@@ -458,7 +458,7 @@ pub fn train_and_evaluate<M: Modality>(
         "epochs": (step as f64) / (spe as f64),
         "global_batch": global_batch,
         "ranks": ranks,
-        "sync_batch_norm": ranks > 1 && group.sync_batch_norm,
+        "sync_batch_norm": if ranks > 1 { serde_json::Value::Bool(group.sync_batch_norm) } else { serde_json::Value::Null },
         "peak_lr": peak,
         "data": std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),
         "pretrain_samples": pretrain_samples,
