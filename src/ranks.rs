@@ -320,12 +320,14 @@ pub mod mpi_ranks {
                     } else {
                         "the other ranks did not answer within SSL_MPI_TIMEOUT_S"
                     };
-                    crate::common::say_line(&format!(
-                        "error: rank {} of {}: {why}, in the {what} after {:.1} s; the newest checkpoint is intact: rerun the same command with --resume (under any number of ranks that divides the global batch)",
+                    // One write: another rank's output cannot land inside the line.
+                    use std::io::Write;
+                    let _ = std::io::stderr().write_all(format!(
+                        "error: rank {} of {}: {why}, in the {what} after {:.1} s; the newest checkpoint is intact: rerun the same command with --resume (under any number of ranks that divides the global batch)\n",
                         self.rank,
                         self.ranks,
                         start.elapsed().as_secs_f64()
-                    ));
+                    ).as_bytes());
                     std::process::exit(1);
                 }
             }
