@@ -156,6 +156,8 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
         (Some(2), Some(true))
     );
     assert_eq!(r["global_batch"].as_u64(), Some(32));
+    // One checksum comparison after each of the 10 steps, all equal.
+    assert_eq!(r["replica_checks"].as_u64(), Some(10));
 }
 
 /// Waits for `path` up to `limit`.

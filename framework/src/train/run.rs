@@ -458,6 +458,7 @@ pub fn train_and_evaluate<M: Modality>(
         "epochs": (step as f64) / (spe as f64),
         "global_batch": global_batch,
         "ranks": ranks,
+        "replica_checks": if ranks > 1 { serde_json::Value::from(end.replica_checks) } else { serde_json::Value::Null },
         "sync_batch_norm": if ranks > 1 { serde_json::Value::Bool(group.sync_batch_norm) } else { serde_json::Value::Null },
         "peak_lr": peak,
         "data": std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),

@@ -62,6 +62,9 @@ pub(super) struct LoopEnd {
     pub last_collapse: Option<CollapseMetrics>,
     /// The collapse warnings given.
     pub watch: CollapseWatch,
+    /// Under data parallelism: how many times the ranks compared their networks' checksums
+    /// (`train.replica_check_every`) and found them equal, in this call.
+    pub replica_checks: usize,
 }
 
 /// Runs optimizer steps from `state.step` until `stop_step`. `skipped_steps` (1-based) are
@@ -94,6 +97,7 @@ pub(super) fn run_steps<M: Modality>(
         last_loss: f64::NAN,
         last_collapse: None,
         watch: CollapseWatch::new(cfg.byol.projection_dim),
+        replica_checks: 0,
     };
     'epochs: while state.step < stop_step {
         let epoch = state.step / spe;
@@ -177,6 +181,7 @@ pub(super) fn run_steps<M: Modality>(
             let check_every = cfg.train.replica_check_every;
             if replicas.ranks() > 1 && check_every > 0 && step % check_every == 0 {
                 check_replicas(replicas, &state, step)?;
+                end.replica_checks += 1;
             }
             if step % cfg.train.log_every == 0 || step == setup.total_steps {
                 log_step(setup, progress, metrics, step, epoch, (lr, tau), &mut end)?;
