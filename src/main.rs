@@ -31,12 +31,15 @@ fn main() {
         let same_everywhere = e.chain().any(|c| {
             c.downcast_ref::<ssl_framework::config::ConfigError>()
                 .is_some()
+                || c.downcast_ref::<ranks::BuiltWithoutMpi>().is_some()
                 || matches!(
                     c.downcast_ref::<TrainError>(),
                     Some(TrainError::Config(_) | TrainError::Interrupted { .. })
                 )
         });
         if ranks > 1 && rank > 0 && same_everywhere {
+            // Rank 0 says it: wait for it to, as mpirun ends the job at the first rank's exit.
+            std::thread::sleep(std::time::Duration::from_secs(3));
             std::process::exit(1);
         }
         common::say_line(&format!("error: {}", common::one_line(&e)));

@@ -18,6 +18,26 @@ pub fn launched_ranks() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
+/// Started by an MPI launcher with several ranks, but built without the `mpi` feature (every
+/// rank meets it alike: rank 0 alone reports it).
+#[derive(Debug)]
+pub struct BuiltWithoutMpi {
+    /// The job's ranks.
+    pub ranks: usize,
+}
+
+impl std::fmt::Display for BuiltWithoutMpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "started by an MPI launcher with {} ranks, but this ssl was built without MPI: build it with `cargo build --release --features mpi` (needs Open MPI or MPICH, and libclang)",
+            self.ranks
+        )
+    }
+}
+
+impl std::error::Error for BuiltWithoutMpi {}
+
 /// This process's rank in the job (`OMPI_COMM_WORLD_RANK`, `PMI_RANK`, `PMIX_RANK`), 0
 /// outside one.
 pub fn world_rank() -> usize {
@@ -103,9 +123,7 @@ pub fn replica_group(stop: ssl_framework::train::StopRequest) -> Result<(Replica
             #[cfg(not(feature = "mpi"))]
             {
                 let _ = stop;
-                anyhow::bail!(
-                    "started by an MPI launcher with {n} ranks, but this ssl was built without MPI: build it with `cargo build --release --features mpi` (needs Open MPI or MPICH, and libclang)"
-                )
+                Err(BuiltWithoutMpi { ranks: n }.into())
             }
         }
         _ => Ok((ReplicaGroup::single(), Finish::default())),
@@ -134,9 +152,7 @@ pub fn study_ranks(
             #[cfg(not(feature = "mpi"))]
             {
                 let _ = stop;
-                anyhow::bail!(
-                    "started by an MPI launcher with {n} ranks, but this ssl was built without MPI: build it with `cargo build --release --features mpi` (needs Open MPI or MPICH, and libclang)"
-                )
+                Err(BuiltWithoutMpi { ranks: n }.into())
             }
         }
         _ => Ok((None, Finish::default())),
