@@ -286,6 +286,34 @@ fn a_killed_rank_stops_the_run_which_resumes_under_two_ranks_or_one() {
     assert_eq!(results(&copy)["steps"].as_u64(), Some(120));
 }
 
+/// `search-augment` of the study `text` (written into `dir`) on `data` into `study`.
+fn tiny_study_args(dir: &Path, data: &Path, study: &Path, text: &str, resume: bool) -> Vec<String> {
+    let file = dir.join("tiny.toml");
+    std::fs::write(&file, text).unwrap();
+    let mut a: Vec<String> = [
+        "search-augment",
+        "--modality",
+        "vision",
+        "--config",
+        file.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        study.to_str().unwrap(),
+        "--no-progress",
+    ]
+    .map(String::from)
+    .to_vec();
+    if resume {
+        a.push("--resume".into());
+    }
+    a
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 #[test]
 fn a_study_over_three_ranks_runs_every_trial_once_also_after_a_worker_is_killed() {
     let test = "a_study_over_three_ranks_runs_every_trial_once_also_after_a_worker_is_killed";
@@ -296,34 +324,12 @@ fn a_study_over_three_ranks_runs_every_trial_once_also_after_a_worker_is_killed(
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("tiny.toml");
-    std::fs::write(&file, SEARCH).unwrap();
     let study = tmp.path().join("study");
-    let (file_s, data_s, study_s) = (
-        file.to_str().unwrap(),
-        data.to_str().unwrap(),
-        study.to_str().unwrap(),
-    );
-    let args = |resume: bool| {
-        let mut a = vec![
-            "search-augment",
-            "--modality",
-            "vision",
-            "--config",
-            file_s,
-            "--data",
-            data_s,
-            "--out",
-            study_s,
-            "--no-progress",
-        ];
-        if resume {
-            a.push("--resume");
-        }
-        a
-    };
+    let args = |resume: bool| tiny_study_args(tmp.path(), &data, &study, SEARCH, resume);
     // Kill worker rank 2 once a few results are in and a run is under way.
-    let child = mpirun(3, &args(false)).spawn().expect("mpirun starts");
+    let child = mpirun(3, &strs(&args(false)))
+        .spawn()
+        .expect("mpirun starts");
     let started = Instant::now();
     let pids = loop {
         let e = events(&study);
@@ -343,7 +349,7 @@ fn a_study_over_three_ranks_runs_every_trial_once_also_after_a_worker_is_killed(
     assert!(!o.status.success(), "{}", common::text(&o));
     let before = events(&study);
     // --resume under 3 ranks completes the study.
-    let o = output_of(&mut mpirun(3, &args(true)));
+    let o = output_of(&mut mpirun(3, &strs(&args(true))));
     let err = common::text(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("ranks 1 to 2 run its trials"), "{err}");
@@ -407,28 +413,10 @@ fn a_study_that_cannot_start_ends_every_rank() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("tiny.toml");
-    std::fs::write(
-        &file,
-        SEARCH.replace("labels = \"class\"", "labels = \"nope\""),
-    )
-    .unwrap();
-    let study = tmp.path().join("study");
+    let bad = SEARCH.replace("labels = \"class\"", "labels = \"nope\"");
+    let args = tiny_study_args(tmp.path(), &data, &tmp.path().join("study"), &bad, false);
     let start = Instant::now();
-    let o = output_of(&mut mpirun(
-        3,
-        &[
-            "search-augment",
-            "--modality",
-            "vision",
-            "--config",
-            file.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            study.to_str().unwrap(),
-        ],
-    ));
+    let o = output_of(&mut mpirun(3, &strs(&args)));
     let err = common::text(&o);
     assert!(!o.status.success(), "{err}");
     assert!(start.elapsed() < Duration::from_secs(60), "{err}");
