@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Side-by-side throughput: `ssl bench` (release build) against its PyTorch twins in
-../shared/bench (torch_step.py, torch_augment.py), alternating A B A B so that both see the same
+../shared/bench (torch_step.py, torch_augment.py) and scripts/bench_step_torch.py (step-text,
+step-audio), alternating A B A B so that both see the same
 machine load; prints each round's figures and the ratio ours / PyTorch, and the median ratio,
 the figure that counts (issue #7). Writes the table as JSON with --json.
 
 usage: python3 scripts/bench_vs_pytorch.py --cifar DIR [--rounds 2] [--steps 10]
        [--workloads step-smallcnn,step-resnet18-cifar,augment-cifar] [--json FILE]
+       python3 scripts/bench_vs_pytorch.py --workloads step-text,step-audio [--rounds 3]
        python3 scripts/bench_vs_pytorch.py --imagenet DIR --workloads augment-imagenet
        [--images 500] [--rounds 3]
        python3 scripts/bench_vs_pytorch.py --ops [--rounds 2]
@@ -37,11 +39,16 @@ WORKLOADS = {
     "step-smallcnn": (["torch_step.py", "smallcnn", "128"], 128, "images_per_s"),
     "step-resnet18-cifar": (["torch_step.py", "resnet18", "64"], 64, "images_per_s"),
     "augment-cifar": (["torch_augment.py"], 1, "pairs_per_s"),
+    # The text and audio configs' steps; twin in scripts/ (sentences/s, segments/s).
+    "step-text": (["bench_step_torch.py", "text", "64"], 64, "samples_per_s"),
+    "step-audio": (["bench_step_torch.py", "audio", "64"], 64, "samples_per_s"),
     # Ours: read + decode + view 1 of configs/vision/imagenet.toml, one thread; twin in scripts/.
     "augment-imagenet": (["bench_imagenet_torch.py"], 1, "images_per_s"),
 }
 # Workloads on --imagenet DIR (ImageNet-sized JPEGs, scripts/make_imagenet_like.py) instead of --cifar.
 IMAGENET = {"augment-imagenet"}
+# Workloads on random inputs (no data), whose twins are in scripts/ too.
+NO_DATA = {"step-text", "step-audio"}
 
 
 def ours(binary, workload, steps, data, images):
@@ -60,7 +67,7 @@ def ours(binary, workload, steps, data, images):
 
 def twin(workload, steps, data, images):
     tail, _, field = WORKLOADS[workload]
-    folder = os.path.join(ROOT, "scripts") if workload in IMAGENET else TWINS
+    folder = os.path.join(ROOT, "scripts") if workload in IMAGENET | NO_DATA else TWINS
     cmd = [sys.executable, os.path.join(folder, tail[0])] + tail[1:]
     if workload.startswith("augment-"):
         cmd += [data, str(images)]
@@ -121,7 +128,7 @@ def main():
             json.dump({"torch": torch.__version__, "ops": table}, open(a.json, "w"), indent=2)
         return
     workloads = a.workloads.split(",")
-    if not a.cifar and any(w not in IMAGENET for w in workloads):
+    if not a.cifar and any(w not in IMAGENET | NO_DATA for w in workloads):
         sys.exit("--cifar DIR is required for the workloads (or use --ops)")
     if a.imagenet is None and any(w in IMAGENET for w in workloads):
         sys.exit("--imagenet DIR is required for augment-imagenet")
@@ -141,7 +148,7 @@ def main():
         ratio = statistics.median(x["ratio"] for x in rounds)
         table.append({"workload": w, "batch": WORKLOADS[w][1], "rounds": rounds, "median_ratio": ratio})
     print()
-    print(f"{'workload':<22} {'batch':>5} {'ours':>9} {'pytorch':>9} {'ratio':>6}   (median of {a.rounds} A/B rounds; unit images/s or image pairs/s per thread)")
+    print(f"{'workload':<22} {'batch':>5} {'ours':>9} {'pytorch':>9} {'ratio':>6}   (median of {a.rounds} A/B rounds; unit images/s, image pairs/s per thread, sentences/s or segments/s)")
     for t in table:
         o = statistics.median(x["ours"] for x in t["rounds"])
         q = statistics.median(x["pytorch"] for x in t["rounds"])

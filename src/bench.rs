@@ -9,17 +9,21 @@ use burn::optim::{ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use clap::Args;
 use ssl_audio::AudioModality;
-use ssl_framework::Augmentation;
+use ssl_audio::encoder::AudioInput;
 use ssl_framework::byol::{
     ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, Views, update,
 };
 use ssl_framework::config::ByolConfig;
 use ssl_framework::data::loader::{DatasetSamples, sample_seed};
 use ssl_framework::modality::Modality;
-use ssl_framework::optim::LrSchedule;
+use ssl_framework::optim::{LrSchedule, build_optimizer};
+use ssl_framework::rand::RngExt;
 use ssl_framework::rand::SeedableRng;
 use ssl_framework::rand::rngs::StdRng;
 use ssl_framework::train::{RunOptions, train_and_evaluate};
+use ssl_framework::{Augmentation, Encoder};
+use ssl_text::TextModality;
+use ssl_text::encoder::TextInput;
 use ssl_vision::encoders::{ResNet, SmallCnn, Stem, VisionEncoder};
 use ssl_vision::{VisionDataConfig, VisionModality};
 use std::path::PathBuf;
@@ -39,14 +43,17 @@ pub struct BenchArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
-    /// all); also augment-imagenet (read + JPEG decode + the ImageNet config's views on
+    /// all); also step-text and step-audio (the BYOL step of `configs/text/vader.toml` and
+    /// `configs/audio/fsdd.toml`, batch 64, sentences/s and segments/s), augment-imagenet (read + JPEG decode + the ImageNet config's views on
     /// ImageNet-sized JPEGs in --data, at most 1000 of --images), augment-audio (log-mel
-    /// front end and BYOL-A views on FSDD), ops-smallcnn (the small CNN's step op by op, milliseconds) and
+    /// front end and BYOL-A views on FSDD), ops-smallcnn (the small CNN's step op by op, milliseconds),
+    /// gemm-conv (GFLOP/s of the convolutions' GEMMs on each set of kernels this CPU has, one
+    /// thread: what the choice of CPU path rests on) and
     /// epoch-cifar10-quick (one epoch of the default vision config through the trainer: seconds,
     /// data-wait fraction, peak memory), not in the default set.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Batch of the step workloads (default: 128 for the small CNN, 64 for ResNet-18).
+    /// Batch of the step workloads (default: 128 for the small CNN, 64 for the others).
     #[arg(long)]
     batch: Option<usize>,
     /// Timed steps per step workload (after 2 warm-up steps; 100 or more for the memory check),
@@ -122,7 +129,7 @@ fn resident_mib() -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// What a step workload measured: images/s at the median step time (the statistic of the
+/// What a step workload measured: samples/s (images, sentences or segments) at the median step time (the statistic of the
 /// PyTorch twin, `torch_step.py`: a step slowed by another process on this shared machine moves
 /// a mean, not a median), and (peak MiB, growth MiB, growth over the last half MiB) when known.
 /// Images/s of the global batch, the memory check, and under MPI the median milliseconds of one
@@ -131,7 +138,15 @@ type StepFigures = (f64, Option<(f64, f64, f64)>, Option<(f64, usize)>);
 
 /// One BYOL step of workload `name` at global batch `batch`, `steps` times (after 2 warm-up
 /// steps), on the ranks of `replicas` (each with `batch / ranks` samples; one process alone
-/// with a group of one).
+/// with a group of one). The inputs are random and drawn once (the same two views every step),
+/// as in the PyTorch twins:
+/// - `step-smallcnn`, `step-resnet18-cifar`: `[b, 3, 32, 32]` images, the encoder and heads of
+///   `../shared/bench/README.md`, SGD as its twin `torch_step.py`.
+/// - `step-text`: `configs/text/vader.toml`'s Transformer, heads and AdamW, token ids
+///   `[b, 48]` (vocabulary 2,000) with 24 to 48 real tokens each and the config's embedding
+///   dropout of 0.1; twin `scripts/bench_step_torch.py text`.
+/// - `step-audio`: `configs/audio/fsdd.toml`'s BYOL-A encoder, heads and AdamW on
+///   `[b, 1, 64, 96]` log-mel segments; twin `scripts/bench_step_torch.py audio`.
 fn step_workload(
     name: &str,
     batch: usize,
@@ -141,52 +156,6 @@ fn step_workload(
     if steps == 0 {
         bail!("--steps must be at least 1 for {name} (its figure is the median timed step)");
     }
-    let device = crate::common::parse_device("cpu")?;
-    let ad = device.clone().autodiff();
-    ad.seed(0);
-    let (encoder, byol) = match name {
-        "step-smallcnn" => (
-            VisionEncoder::SmallCnn(SmallCnn::new(3, &[32, 64, 128, 256], &[1, 2, 2, 2], &ad)),
-            ByolConfig {
-                projector_hidden: 1024,
-                projection_dim: 128,
-                predictor_hidden: 1024,
-                predictor: true,
-                tau_base: 0.99,
-                tau_schedule: Default::default(),
-            },
-        ),
-        "step-resnet18-cifar" => (
-            VisionEncoder::ResNet(ResNet::new(18, Stem::Cifar, 64, &ad)),
-            ByolConfig {
-                projector_hidden: 4096,
-                projection_dim: 256,
-                predictor_hidden: 4096,
-                predictor: true,
-                tau_base: 0.99,
-                tau_schedule: Default::default(),
-            },
-        ),
-        other => bail!("unknown workload {other}"),
-    };
-    // The step of training itself (`byol::update`), configured as the PyTorch twin's step
-    // (../shared/bench/README.md): SGD with momentum 0.9 and weight decay 5e-4 on every
-    // parameter, a constant learning rate, a constant tau of 0.99, no accumulation.
-    let sgd = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .build();
-    let mut state = ByolState::new(
-        OnlineNetwork::new(encoder, &byol, &ad),
-        ModuleOptimizer::from(sgd),
-    );
-    let schedules = StepSchedules {
-        lr: LrSchedule::Constant(0.05),
-        ema: TargetEma::constant(0.99),
-        accumulation: 1,
-    };
     if !batch.is_multiple_of(replicas.ranks()) {
         bail!(
             "--batch {batch} does not split evenly over {} ranks",
@@ -194,28 +163,176 @@ fn step_workload(
         );
     }
     let local = batch / replicas.ranks();
-    let x1 = Tensor::<4>::random(
-        [local, 3, 32, 32],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &ad,
-    );
-    let x2 = Tensor::<4>::random(
-        [local, 3, 32, 32],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &ad,
-    );
+    let device = crate::common::parse_device("cpu")?;
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    // Constant learning rate and tau (0.99), no accumulation, as the twins.
+    let schedules = |lr: f64| StepSchedules {
+        lr: LrSchedule::Constant(lr),
+        ema: TargetEma::constant(0.99),
+        accumulation: 1,
+    };
+    let mut rng = StdRng::seed_from_u64(0);
+    match name {
+        "step-smallcnn" | "step-resnet18-cifar" => {
+            let (encoder, byol) = if name == "step-smallcnn" {
+                (
+                    VisionEncoder::SmallCnn(SmallCnn::new(
+                        3,
+                        &[32, 64, 128, 256],
+                        &[1, 2, 2, 2],
+                        &ad,
+                    )),
+                    vision_heads(1024, 128),
+                )
+            } else {
+                (
+                    VisionEncoder::ResNet(ResNet::new(18, Stem::Cifar, 64, &ad)),
+                    vision_heads(4096, 256),
+                )
+            };
+            // The step of training itself (`byol::update`), configured as the PyTorch twin's
+            // step (../shared/bench/README.md): SGD with momentum 0.9 and weight decay 5e-4 on
+            // every parameter, a constant learning rate.
+            let sgd = SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+                ))
+                .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+                .build();
+            let state = ByolState::new(
+                OnlineNetwork::new(encoder, &byol, &ad),
+                ModuleOptimizer::from(sgd),
+            );
+            let image = || {
+                Tensor::<4>::random(
+                    [local, 3, 32, 32],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &ad,
+                )
+            };
+            let views = (image(), image());
+            time_steps(
+                name,
+                state,
+                &schedules(0.05),
+                views,
+                (batch, steps),
+                replicas,
+                &ad,
+            )
+        }
+        "step-text" => {
+            let (path, text) = crate::modalities::default_config("text");
+            let cfg = ssl_framework::config::load_config::<TextModality>(text, path, &[])?;
+            let encoder = TextModality::default().init_encoder(&cfg.encoder, &cfg.data, &ad)?;
+            let state = ByolState::new(
+                OnlineNetwork::new(encoder, &cfg.byol, &ad),
+                build_optimizer(&cfg.optim),
+            );
+            let (len, vocab) = (cfg.data.max_len, cfg.data.vocab_size as i64);
+            let mut sentences = || {
+                let mut ids = vec![0i64; local * len];
+                let mut padding = vec![true; local * len];
+                for row in 0..local {
+                    let own = rng.random_range(len / 2..=len);
+                    for t in 0..own {
+                        // Past the special tokens ([PAD], [UNK], [MASK]).
+                        ids[row * len + t] = rng.random_range(3..vocab);
+                        padding[row * len + t] = false;
+                    }
+                }
+                TextInput {
+                    ids: Tensor::from_data(TensorData::new(ids, [local, len]), &ad),
+                    padding: Tensor::from_data(TensorData::new(padding, [local, len]), &ad),
+                    // The config's EncoderDropout (p = 0.1) in both views.
+                    dropout: Some(Tensor::full([local], 0.1, &ad)),
+                }
+            };
+            let views = (sentences(), sentences());
+            let lr = cfg.optim.base_lr;
+            time_steps(
+                name,
+                state,
+                &schedules(lr),
+                views,
+                (batch, steps),
+                replicas,
+                &ad,
+            )
+        }
+        "step-audio" => {
+            let (path, text) = crate::modalities::default_config("audio");
+            let cfg = ssl_framework::config::load_config::<AudioModality>(text, path, &[])?;
+            let encoder = AudioModality::default().init_encoder(&cfg.encoder, &cfg.data, &ad)?;
+            let state = ByolState::new(
+                OnlineNetwork::new(encoder, &cfg.byol, &ad),
+                build_optimizer(&cfg.optim),
+            );
+            let (mels, frames) = (cfg.data.n_mels, cfg.data.min_frames);
+            let steps_after_pooling = frames >> cfg.encoder.blocks;
+            let segment = || AudioInput {
+                x: Tensor::<4>::random(
+                    [local, 1, mels, frames],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &ad,
+                ),
+                valid: Tensor::ones([local, steps_after_pooling], &ad),
+            };
+            let views = (segment(), segment());
+            let lr = cfg.optim.base_lr;
+            time_steps(
+                name,
+                state,
+                &schedules(lr),
+                views,
+                (batch, steps),
+                replicas,
+                &ad,
+            )
+        }
+        other => bail!("unknown workload {other}"),
+    }
+}
+
+/// The BYOL heads of the vision step workloads (as their twin): projector and predictor
+/// `hidden` wide, projections `out` long, tau 0.99.
+fn vision_heads(hidden: usize, out: usize) -> ByolConfig {
+    ByolConfig {
+        projector_hidden: hidden,
+        projection_dim: out,
+        predictor_hidden: hidden,
+        predictor: true,
+        tau_base: 0.99,
+        tau_schedule: Default::default(),
+    }
+}
+
+/// Times `steps` BYOL steps of `state` on `views` (after 2 warm-up steps; `batch` is the
+/// global batch, for the figure): see [`step_workload`].
+fn time_steps<E: Encoder>(
+    name: &str,
+    mut state: ByolState<E>,
+    schedules: &StepSchedules,
+    (view1, view2): (E::Input, E::Input),
+    (batch, steps): (usize, usize),
+    replicas: &ssl_framework::replicas::ReplicaGroup,
+    ad: &Device,
+) -> Result<StepFigures>
+where
+    E::Input: Clone,
+{
     let mut step_seconds = Vec::with_capacity(steps);
     let (mut after_warmup, mut at_half) = (None, None);
     for i in 0..steps + 2 {
         let start = Instant::now();
-        let views = Views {
-            view1: x1.clone(),
-            view2: x2.clone(),
-        };
         let (next, outcome) = update(
             state,
-            std::iter::once(Ok::<_, std::convert::Infallible>(views)),
-            &schedules,
+            std::iter::once(Ok::<_, std::convert::Infallible>(Views {
+                view1: view1.clone(),
+                view2: view2.clone(),
+            })),
+            schedules,
             false,
             replicas,
         )?;
@@ -263,7 +380,7 @@ fn step_workload(
     };
     if replicas.writes() {
         eprintln!(
-            "{name}: median step {:.1} ms ({:.1} images/s), mean {:.1} ms ({:.1} images/s){}",
+            "{name}: median step {:.1} ms ({:.1} samples/s), mean {:.1} ms ({:.1} samples/s){}",
             median * 1e3,
             batch as f64 / median,
             mean * 1e3,
@@ -275,6 +392,17 @@ fn step_workload(
         );
     }
     Ok((batch as f64 / median, memory, all_reduce))
+}
+
+/// `; CPU path avx2 (why)` where our CPU kernels are built in ([`ssl_kernels::cpu_path`]).
+fn cpu_path_note() -> String {
+    #[cfg(feature = "flex")]
+    {
+        let c = ssl_kernels::cpu_path::choice();
+        format!("; CPU path {} ({})", c.path.name(), c.reason)
+    }
+    #[cfg(not(feature = "flex"))]
+    String::new()
 }
 
 /// The number of floats in the parameters of `module` that require gradients.
@@ -540,7 +668,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         && let Some(other) = selected.iter().find(|w| !w.starts_with("step-"))
     {
         bail!(
-            "under mpirun, ssl bench runs the step workloads only (step-smallcnn, step-resnet18-cifar), not {other}"
+            "under mpirun, ssl bench runs the step workloads only (step-smallcnn, step-resnet18-cifar, step-text, step-audio), not {other}"
         );
     }
     let cores = rayon::current_num_threads();
@@ -550,10 +678,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut ops_batch = 0;
     for w in &selected {
         match w.as_str() {
-            "step-smallcnn" | "step-resnet18-cifar" => {
+            "step-smallcnn" | "step-resnet18-cifar" | "step-text" | "step-audio" => {
                 let batch = args
                     .batch
                     .unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
+                let unit = match w.as_str() {
+                    "step-text" => "sentences/s",
+                    "step-audio" => "segments/s",
+                    _ => "images/s",
+                };
                 if replicas.writes() {
                     eprintln!("{w}: batch {batch}, {} steps...", args.steps);
                 }
@@ -569,7 +702,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     batch,
                     threads: cores,
                     figure,
-                    unit: "images/s",
+                    unit,
                     memory,
                 });
                 if let Some((ms, floats)) = all_reduce {
@@ -703,8 +836,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 bail!("ops-smallcnn times our CPU kernels: build with the `flex` feature");
                 ops_batch = batch;
             }
+            "gemm-conv" => {
+                #[cfg(feature = "flex")]
+                {
+                    eprintln!(
+                        "gemm-conv: the convolutions' GEMM shapes, one thread, median of {} runs...",
+                        args.steps.max(3)
+                    );
+                    for t in ssl_kernels::bench::time_gemms(args.steps) {
+                        let (m, n, k) = t.shape;
+                        rows.push(Row {
+                            workload: format!("gemm {m}x{n}x{k} {}", t.kernels),
+                            batch: 1,
+                            threads: 1,
+                            figure: t.gflops,
+                            unit: "GFLOP/s",
+                            memory: None,
+                        });
+                    }
+                }
+                #[cfg(not(feature = "flex"))]
+                bail!("gemm-conv times our CPU kernels: build with the `flex` feature");
+            }
             other => bail!(
-                "unknown workload `{other}` (expected one of {}, augment-imagenet, augment-audio, ops-smallcnn or epoch-cifar10-quick)",
+                "unknown workload `{other}` (expected one of {}, step-text, step-audio, augment-imagenet, augment-audio, ops-smallcnn, gemm-conv or epoch-cifar10-quick)",
                 all.join(", ")
             ),
         }
@@ -720,12 +875,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "ssl bench ({features}; {} build; {cores} cores)",
+        "ssl bench ({features}; {} build; {cores} cores{})",
         if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
-        }
+        },
+        cpu_path_note()
     );
     println!(
         "{:<28} {:>6} {:>8} {:>12}  {:<14} {:>13} {:>16}",

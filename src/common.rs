@@ -47,9 +47,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
 /// The CPU device.
 ///
 /// # Errors
-/// This binary was built without the `flex` feature.
+/// `SSL_CPU_PATH` names no path or one this CPU lacks ([`ssl_kernels::cpu_path::requested`]).
 #[cfg(feature = "flex")]
 pub fn cpu_device() -> Result<Device> {
+    // A `SSL_CPU_PATH` the kernels cannot take is refused here, before any of them runs.
+    ssl_kernels::cpu_path::requested()?;
     Ok(Device::flex())
 }
 

@@ -188,3 +188,89 @@ pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
     }
     rows
 }
+
+/// One GEMM shape timed on one set of kernels ([`time_gemms`]).
+pub struct GemmTiming {
+    /// `m x n x k`.
+    pub shape: (usize, usize, usize),
+    /// `gemm crate`, `ssl avx2` or `ssl avx512`.
+    pub kernels: &'static str,
+    /// GFLOP/s (`2 m n k` per product) at the median of the repetitions, one thread.
+    pub gflops: f64,
+}
+
+/// The convolutions' GEMM shapes ([`time_gemms`]): `m` output channels, `n` pixels (or
+/// Winograd tiles) of the images in one product, `k` input channels times the kernel's taps.
+pub const CONV_GEMM_SHAPES: [(usize, usize, usize); 5] = [
+    (64, 1024, 288),
+    (128, 1024, 576),
+    (256, 256, 1152),
+    (64, 1024, 64),
+    (256, 256, 256),
+];
+
+/// GFLOP/s of one thread on [`CONV_GEMM_SHAPES`]: the `gemm` crate (the `avx2` and `scalar`
+/// paths' GEMM, its own choice of kernels) and each of our widths this CPU has (the `avx512`
+/// path's, [`crate::cpu_path`]), alternating per repetition, median of `reps`. The basis of the
+/// start-up choice between AVX2 and AVX-512.
+pub fn time_gemms(reps: usize) -> Vec<GemmTiming> {
+    use crate::packed_gemm::Width;
+    let reps = reps.max(3);
+    let mut kernels: Vec<(&'static str, Option<Width>)> = vec![("gemm crate", None)];
+    for (name, width) in [("ssl avx2", Width::Avx2), ("ssl avx512", Width::Avx512)] {
+        if width.available() {
+            kernels.push((name, Some(width)));
+        }
+    }
+    let mut out = Vec::new();
+    for (m, n, k) in CONV_GEMM_SHAPES {
+        let lhs: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+        let mut dst = vec![0f32; m * n];
+        let mut seconds = vec![Vec::new(); kernels.len()];
+        for _ in 0..reps + 1 {
+            for (times, (_, width)) in seconds.iter_mut().zip(&kernels) {
+                let start = Instant::now();
+                // SAFETY: `dst` holds m * n floats; the strides stay inside the operands; a
+                // width runs only where this CPU has it.
+                unsafe {
+                    match width {
+                        Some(w) => crate::packed_gemm::gemm(
+                            *w,
+                            dst.as_mut_ptr(),
+                            false,
+                            (m, n, k),
+                            &lhs,
+                            (k, 1),
+                            &rhs,
+                            (n, 1),
+                        ),
+                        None => crate::packed_gemm::gemm_crate(
+                            dst.as_mut_ptr(),
+                            false,
+                            (m, n, k),
+                            &lhs,
+                            (k, 1),
+                            &rhs,
+                            (n, 1),
+                        ),
+                    }
+                }
+                std::hint::black_box(&dst);
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        for (mut times, (name, _)) in seconds.into_iter().zip(&kernels) {
+            // The first repetition warms the caches and the packing buffers.
+            times.remove(0);
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            out.push(GemmTiming {
+                shape: (m, n, k),
+                kernels: name,
+                gflops: 2.0 * (m * n * k) as f64 / median / 1e9,
+            });
+        }
+    }
+    out
+}

@@ -1,6 +1,6 @@
 //! What the convolution kernels share, below both im2col ([`super::conv2d`]) and Winograd
 //! ([`super::winograd`]): the geometry of a convolution and the single-threaded float32 GEMM
-//! (the `gemm` crate, which burn-flex uses too).
+//! (the `gemm` crate, which burn-flex uses too, or ours on the AVX-512 path, [`crate::cpu_path`]).
 
 use std::mem::MaybeUninit;
 
@@ -86,29 +86,30 @@ unsafe fn gemm_raw(
 ) {
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
     assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts above keep every index gemm reads inside `lhs` and `rhs`; `dst` is
-    // the caller's contract.
+    // SAFETY: the asserts above keep every index read inside `lhs` and `rhs`; `dst` is the
+    // caller's contract; the AVX-512 path is chosen only where the CPU has it.
     unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            read_dst,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if read_dst { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
+        if crate::cpu_path::path() == crate::cpu_path::CpuPath::Avx512 {
+            crate::packed_gemm::gemm(
+                crate::packed_gemm::Width::Avx512,
+                dst,
+                read_dst,
+                (m, n, k),
+                lhs,
+                (lhs_rs, lhs_cs),
+                rhs,
+                (rhs_rs, rhs_cs),
+            );
+        } else {
+            crate::packed_gemm::gemm_crate(
+                dst,
+                read_dst,
+                (m, n, k),
+                lhs,
+                (lhs_rs, lhs_cs),
+                rhs,
+                (rhs_rs, rhs_cs),
+            );
+        }
     }
 }

@@ -8,8 +8,14 @@
 //! BatchNorm after it). This is the only crate of `ssl` with `unsafe` code; the framework uses
 //! it through `ssl_framework::layers` when built with its `cpu-kernels` feature.
 
-/// Whether this CPU has AVX2 and FMA, for the kernels' vector code (checked once).
+/// Whether the kernels run their AVX2 + FMA code: the CPU has it and the process's path
+/// ([`cpu_path`]) is not forced down to the scalar one.
 pub(crate) fn has_avx2() -> bool {
+    cpu_path::path() >= cpu_path::CpuPath::Avx2
+}
+
+/// Whether this CPU has AVX2 and FMA (checked once).
+pub(crate) fn cpu_has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -17,6 +23,19 @@ pub(crate) fn has_avx2() -> bool {
             std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
         })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU has AVX-512F (checked once).
+pub(crate) fn cpu_has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -54,6 +73,8 @@ pub mod bench;
 pub mod conv2d;
 pub mod conv_batch_norm;
 mod conv_shared;
+pub mod cpu_path;
+mod packed_gemm;
 mod short_gemm;
 pub mod sync_batch_norm;
 pub mod winograd;

@@ -119,6 +119,11 @@ pub fn train_and_evaluate<M: Modality>(
     let sync_runs_here = ssl_kernels::is_flex(&opts.device);
     #[cfg(not(feature = "cpu-kernels"))]
     let sync_runs_here = false;
+    // Which vector code our CPU kernels run (ssl_kernels::cpu_path), for results.json.
+    #[cfg(feature = "cpu-kernels")]
+    let cpu_path = sync_runs_here.then(|| ssl_kernels::cpu_path::path().name());
+    #[cfg(not(feature = "cpu-kernels"))]
+    let cpu_path: Option<&str> = None;
     // SyncBN runs in the CPU kernels: elsewhere each rank normalizes alone, and says so.
     let group = opts
         .replicas
@@ -461,6 +466,7 @@ pub fn train_and_evaluate<M: Modality>(
         "replica_checks": if ranks > 1 { serde_json::Value::from(end.replica_checks) } else { serde_json::Value::Null },
         "sync_batch_norm": if ranks > 1 { serde_json::Value::Bool(group.sync_batch_norm) } else { serde_json::Value::Null },
         "peak_lr": peak,
+        "cpu_path": cpu_path,
         "data": std::path::absolute(&opts.data_root).unwrap_or_else(|_| opts.data_root.clone()),
         "pretrain_samples": pretrain_samples,
         "eval_data": if cfg.eval.data.is_empty() { serde_json::Value::Null } else { cfg.eval.data.clone().into() },
