@@ -1,25 +1,30 @@
-//! The layers whose CPU speed decides the BYOL step: convolution, BatchNorm, and the two
-//! fused (a convolution gathering its BatchNorm's statistics; a ReLU inside BatchNorm's
-//! passes). With the `cpu-kernels` feature (the `ssl` binary's CPU build) they are our kernels
+//! The layers whose CPU speed decides the BYOL step: convolution, BatchNorm, the two fused (a
+//! convolution gathering its BatchNorm's statistics; a ReLU inside BatchNorm's passes), and 2x2
+//! max pooling. With the `cpu-kernels` feature (the `ssl` binary's CPU build) they are our kernels
 //! of crate `ssl-kernels`, which run on `flex` float32 tensors and take burn's ops on every
 //! other device; without it, burn's ops everywhere. Both give the same values up to float
 //! rounding (the kernels' tests hold them together). Encoders and heads call these instead of
-//! `Conv2d::forward`/`BatchNorm::forward`.
+//! `Conv2d::forward`/`BatchNorm::forward`/`MaxPool2d::forward`.
 //!
 //! Shapes: convolutions map `[batch, c_in, height, width]` to `[batch, c_out, h_out, w_out]`;
 //! BatchNorm takes `[batch, channels, ...]` and keeps the shape.
 
 #[cfg(feature = "cpu-kernels")]
-pub use ssl_kernels::{batch_norm, batch_norm_relu, conv_batch_norm, conv_batch_norm_relu, conv2d};
+pub use ssl_kernels::{
+    batch_norm, batch_norm_relu, conv_batch_norm, conv_batch_norm_relu, conv2d, max_pool2d,
+};
 
 #[cfg(not(feature = "cpu-kernels"))]
-pub use burn_ops::{batch_norm, batch_norm_relu, conv_batch_norm, conv_batch_norm_relu, conv2d};
+pub use burn_ops::{
+    batch_norm, batch_norm_relu, conv_batch_norm, conv_batch_norm_relu, conv2d, max_pool2d,
+};
 
 /// burn's own ops, for builds without our CPU kernels (GPU-only builds).
 #[cfg(not(feature = "cpu-kernels"))]
 mod burn_ops {
     use burn::nn::BatchNorm;
     use burn::nn::conv::Conv2d;
+    use burn::nn::pool::MaxPool2d;
     use burn::prelude::*;
     use burn::tensor::activation::relu;
 
@@ -41,6 +46,11 @@ mod burn_ops {
     /// `bn.forward(conv.forward(input))`.
     pub fn conv_batch_norm(conv: &Conv2d, bn: &BatchNorm, input: Tensor<4>) -> Tensor<4> {
         bn.forward(conv.forward(input))
+    }
+
+    /// `pool.forward(input)`.
+    pub fn max_pool2d(pool: &MaxPool2d, input: Tensor<4>) -> Tensor<4> {
+        pool.forward(input)
     }
 
     /// `relu(bn.forward(conv.forward(input)))`.

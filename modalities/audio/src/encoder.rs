@@ -9,7 +9,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use ssl_framework::Encoder;
-use ssl_framework::layers::conv_batch_norm_relu;
+use ssl_framework::layers::{conv_batch_norm_relu, max_pool2d};
 
 /// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
 #[derive(Module, Debug)]
@@ -89,7 +89,7 @@ impl Encoder for AudioEncoder {
     fn forward(&self, input: AudioInput) -> Tensor<2> {
         let AudioInput { x, valid } = input;
         let x = self.blocks.iter().fold(x, |x, b| {
-            b.pool.forward(conv_batch_norm_relu(&b.conv, &b.bn, x))
+            max_pool2d(&b.pool, conv_batch_norm_relu(&b.conv, &b.bn, x))
         });
         let [batch, channels, freq, time] = x.dims();
         // (batch, time, freq, channels) flattened per time step, as BYOL-A.
