@@ -11,7 +11,8 @@
 //! executed as two 256-bit halves) the `gemm` crate's AVX-512 kernels made the small CNN's step
 //! 7% slower than its AVX2 ones, while on Intel cores with two 512-bit FMA units they do twice
 //! the work per cycle. So on a CPU with AVX-512F, the first kernel call times our AVX-512 GEMM
-//! against the `gemm` crate's AVX2 one on two convolution shapes (about 20 ms, once) and takes
+//! against the `gemm` crate's AVX2 one on a convolution's three GEMMs (forward and both
+//! gradients; about 20 ms, once) and takes
 //! AVX-512 only when it is at least [`AVX512_MARGIN`] faster, so that a near tie does not flip
 //! from run to run.
 //!
@@ -175,26 +176,34 @@ fn automatic() -> Choice {
     }
 }
 
-/// Milliseconds of our AVX-512 GEMM and of the `gemm` crate's (AVX2) on two convolution
-/// shapes: an im2col GEMM of a 3x3 convolution with 64 input and 128 output channels over 1,024
-/// pixels, and a Winograd position's GEMM of 64 channels over 512 tiles; the best of 3
-/// alternating rounds each.
+/// Milliseconds of our AVX-512 GEMM and of the `gemm` crate's (AVX2) on the three GEMMs of a
+/// 3x3 convolution with 64 input and 128 output channels over 1,024 pixels (im2col): the
+/// forward `W [128, 576] col [576, 1024]`, the input gradient `W^T dy` and the weight gradient
+/// `dy col^T` (transposed operands, as the kernels pass them); the best of 3 alternating rounds.
 fn calibrate() -> (f64, f64) {
-    let shapes = [(128, 1024, 576), (64, 512, 64)];
-    let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
-    let operands: Vec<_> = shapes
+    let (c_out, k, pixels) = (128, 576, 1024);
+    // (m, n, k), lhs strides, rhs strides.
+    type Shape = ((usize, usize, usize), (usize, usize), (usize, usize));
+    let shapes: [Shape; 3] = [
+        ((c_out, pixels, k), (k, 1), (pixels, 1)),
+        ((k, pixels, c_out), (1, k), (pixels, 1)),
+        ((c_out, k, pixels), (pixels, 1), (1, pixels)),
+    ];
+    let mut operands: Vec<_> = shapes
         .iter()
-        .map(|&(m, n, k)| {
+        .map(|&((m, n, k), _, _)| {
             let lhs: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
             let rhs: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
             (lhs, rhs, vec![0f32; m * n])
         })
         .collect();
-    let mut operands = operands;
+    let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..3 {
         for avx512 in [true, false] {
             let start = Instant::now();
-            for (&(m, n, k), (lhs, rhs, dst)) in shapes.iter().zip(operands.iter_mut()) {
+            for (&(dims, lhs_strides, rhs_strides), (lhs, rhs, dst)) in
+                shapes.iter().zip(operands.iter_mut())
+            {
                 // SAFETY: `dst` holds m * n floats and the strides stay inside the operands;
                 // the calibration runs only where AVX-512F and AVX2 exist.
                 unsafe {
@@ -203,21 +212,21 @@ fn calibrate() -> (f64, f64) {
                             crate::packed_gemm::Width::Avx512,
                             dst.as_mut_ptr(),
                             false,
-                            (m, n, k),
+                            dims,
                             lhs,
-                            (k, 1),
+                            lhs_strides,
                             rhs,
-                            (n, 1),
+                            rhs_strides,
                         );
                     } else {
                         crate::packed_gemm::gemm_crate(
                             dst.as_mut_ptr(),
                             false,
-                            (m, n, k),
+                            dims,
                             lhs,
-                            (k, 1),
+                            lhs_strides,
                             rhs,
-                            (n, 1),
+                            rhs_strides,
                         );
                     }
                 }

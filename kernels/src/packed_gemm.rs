@@ -200,16 +200,7 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                 for (panel, out) in pb.chunks_exact_mut(kc * NR).enumerate() {
                     let j0 = jc + panel * NR;
                     let cols = NR.min(n - j0);
-                    for (p, row) in out.chunks_exact_mut(NR).enumerate() {
-                        let base = (pc + p) * rhs_rs + j0 * rhs_cs;
-                        if rhs_cs == 1 {
-                            row[..cols].copy_from_slice(&rhs[base..base + cols]);
-                        } else {
-                            for (j, v) in row[..cols].iter_mut().enumerate() {
-                                *v = rhs[base + j * rhs_cs];
-                            }
-                        }
-                    }
+                    pack_panel::<NR>(out, rhs, (pc, j0), (kc, cols), (rhs_rs, rhs_cs));
                 }
                 let accumulate = read_dst || block > 0;
                 for ic in (0..m).step_by(MC) {
@@ -221,12 +212,8 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
                     for (panel, out) in pa.chunks_exact_mut(kc * MR).enumerate() {
                         let i0 = ic + panel * MR;
                         let rows = MR.min(m - i0);
-                        for r in 0..rows {
-                            let base = (i0 + r) * lhs_rs + pc * lhs_cs;
-                            for p in 0..kc {
-                                out[p * MR + r] = lhs[base + p * lhs_cs];
-                            }
-                        }
+                        // A's rows are B's columns of the transposed product.
+                        pack_panel::<MR>(out, lhs, (pc, i0), (kc, rows), (lhs_cs, lhs_rs));
                     }
                     for jp in 0..col_panels {
                         let j0 = jc + jp * NR;
@@ -254,6 +241,39 @@ unsafe fn blocked<const MR: usize, const NR: usize>(
             }
         }
     });
+}
+
+/// Packs `kc x width` values of a matrix `src` (element `(p, j)` at `p * p_stride + j *
+/// j_stride`) starting at `(p0, j0)` into `out` (`kc x W`, `j` fastest; `out` is zero past
+/// `width`), reading along whichever index is contiguous in `src`: the operands of the
+/// convolutions' backward passes are transposed views.
+#[inline(always)]
+fn pack_panel<const W: usize>(
+    out: &mut [f32],
+    src: &[f32],
+    (p0, j0): (usize, usize),
+    (kc, width): (usize, usize),
+    (p_stride, j_stride): (usize, usize),
+) {
+    if j_stride == 1 {
+        for (p, row) in out.chunks_exact_mut(W).enumerate() {
+            let base = (p0 + p) * p_stride + j0;
+            row[..width].copy_from_slice(&src[base..base + width]);
+        }
+    } else {
+        for j in 0..width {
+            let column = &src[(j0 + j) * j_stride + p0 * p_stride..];
+            if p_stride == 1 {
+                for (p, &v) in column[..kc].iter().enumerate() {
+                    out[p * W + j] = v;
+                }
+            } else {
+                for p in 0..kc {
+                    out[p * W + j] = column[p * p_stride];
+                }
+            }
+        }
+    }
 }
 
 /// Stores (or adds) the first `rows x cols` of `tile` (`MR x NR`, row-major) at `c`.
@@ -458,25 +478,34 @@ mod tests {
             .collect()
     }
 
+    /// `dst (+)= lhs rhs` on `width`, both operands stored transposed (column-major) when
+    /// `transposed`, from a seeded `dst`.
     fn run(
         width: Width,
         (m, n, k): (usize, usize, usize),
-        transposed_rhs: bool,
+        transposed: bool,
         read_dst: bool,
     ) -> Vec<f32> {
         let lhs = values(m * k, 1);
         let rhs = values(k * n, 2);
-        // The same matrix stored column-major when `transposed_rhs`.
-        let (rhs_stored, strides) = if transposed_rhs {
-            let mut t = vec![0f32; k * n];
-            for p in 0..k {
-                for j in 0..n {
-                    t[j * k + p] = rhs[p * n + j];
+        let column_major = |a: &[f32], rows: usize, cols: usize| {
+            let mut t = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[c * rows + r] = a[r * cols + c];
                 }
             }
-            (t, (1, k))
+            t
+        };
+        let (lhs, lhs_strides, rhs, rhs_strides) = if transposed {
+            (
+                column_major(&lhs, m, k),
+                (1, m),
+                column_major(&rhs, k, n),
+                (1, k),
+            )
         } else {
-            (rhs, (n, 1))
+            (lhs, (k, 1), rhs, (n, 1))
         };
         let mut dst = values(m * n, 3);
         // SAFETY: `dst` holds m * n floats; the strides stay inside the operands.
@@ -487,9 +516,9 @@ mod tests {
                 read_dst,
                 (m, n, k),
                 &lhs,
-                (k, 1),
-                &rhs_stored,
-                strides,
+                lhs_strides,
+                &rhs,
+                rhs_strides,
             );
         }
         dst
@@ -507,7 +536,7 @@ mod tests {
     #[test]
     fn every_width_gives_the_scalar_kernels_bits() {
         for shape in SHAPES {
-            for (transposed, read_dst) in [(false, false), (true, true)] {
+            for (transposed, read_dst) in [(false, false), (true, true), (true, false)] {
                 let scalar = run(Width::Scalar, shape, transposed, read_dst);
                 for width in [Width::Avx2, Width::Avx512] {
                     if !width.available() {
@@ -533,8 +562,8 @@ mod tests {
             let rhs = values(k * n, 2);
             let (want, magnitude) = reference(m, n, k, &lhs, &rhs);
             let start = values(m * n, 3);
-            for read_dst in [false, true] {
-                let got = run(Width::Scalar, (m, n, k), false, read_dst);
+            for (transposed, read_dst) in [(false, false), (false, true), (true, true)] {
+                let got = run(Width::Scalar, (m, n, k), transposed, read_dst);
                 for i in 0..m * n {
                     let w = want[i] + if read_dst { start[i] as f64 } else { 0.0 };
                     // Rounding of at most k + 1 additions, each within f32's epsilon.
