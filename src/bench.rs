@@ -655,6 +655,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "warning: a debug build: figures are not meaningful, use `cargo run --release -- bench`"
         );
     }
+    // A `SSL_CPU_PATH` the kernels cannot take stops here, before any of them runs.
+    #[cfg(feature = "flex")]
+    ssl_kernels::cpu_path::requested()?;
     let all = ["step-smallcnn", "step-resnet18-cifar", "augment-cifar"];
     let selected: Vec<String> = if args.workloads.is_empty() {
         all.iter().map(|s| s.to_string()).collect()

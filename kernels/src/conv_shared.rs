@@ -89,7 +89,9 @@ unsafe fn gemm_raw(
     // SAFETY: the asserts above keep every index read inside `lhs` and `rhs`; `dst` is the
     // caller's contract; the AVX-512 path is chosen only where the CPU has it.
     unsafe {
-        if crate::cpu_path::path() == crate::cpu_path::CpuPath::Avx512 {
+        if m >= crate::packed_gemm::MIN_ROWS
+            && crate::cpu_path::path() == crate::cpu_path::CpuPath::Avx512
+        {
             crate::packed_gemm::gemm(
                 crate::packed_gemm::Width::Avx512,
                 dst,
@@ -111,5 +113,69 @@ unsafe fn gemm_raw(
                 (rhs_rs, rhs_cs),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu_path::{self, CpuPath};
+    use crate::packed_gemm::{MIN_ROWS, Width, gemm, gemm_crate};
+
+    /// `gemm_f32` on `(m, n, k)` and what each candidate GEMM gives there: (dispatched, ours
+    /// (scalar width: the bits of every width), the `gemm` crate's).
+    fn candidates((m, n, k): (usize, usize, usize)) -> [Vec<u32>; 3] {
+        let lhs: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let rhs: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 5.0)
+            .collect();
+        let mut out = [vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]];
+        super::gemm_f32(&mut out[0], false, (m, n, k), &lhs, (k, 1), &rhs, (n, 1));
+        // SAFETY: each output holds m * n floats; the strides stay inside the operands.
+        unsafe {
+            gemm(
+                Width::Scalar,
+                out[1].as_mut_ptr(),
+                false,
+                (m, n, k),
+                &lhs,
+                (k, 1),
+                &rhs,
+                (n, 1),
+            );
+            gemm_crate(
+                out[2].as_mut_ptr(),
+                false,
+                (m, n, k),
+                &lhs,
+                (k, 1),
+                &rhs,
+                (n, 1),
+            );
+        }
+        out.map(|v| v.iter().map(|x| x.to_bits()).collect())
+    }
+
+    #[test]
+    fn the_avx512_path_runs_our_gemm_and_the_others_the_gemm_crate() {
+        let [dispatched, ours, theirs] = candidates((MIN_ROWS + 32, 200, 700));
+        assert_ne!(
+            ours, theirs,
+            "the two GEMMs must sum differently for this test to tell them apart"
+        );
+        if cpu_path::path() == CpuPath::Avx512 {
+            assert_eq!(dispatched, ours, "the avx512 path must run our GEMM");
+        } else {
+            assert_eq!(
+                dispatched,
+                theirs,
+                "the {} path must run the gemm crate",
+                cpu_path::path().name()
+            );
+        }
+        // Fewer rows than MIN_ROWS: the gemm crate on every path.
+        let [dispatched, _, theirs] = candidates((MIN_ROWS / 4, 200, 700));
+        assert_eq!(dispatched, theirs);
     }
 }

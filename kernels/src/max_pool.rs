@@ -7,7 +7,8 @@
 //! autodiff anyway) instead of storing indices.
 //!
 //! Ties go to the first of the window's values in row order (top-left, top-right,
-//! bottom-left, bottom-right); a NaN is the maximum of its window (as PyTorch). An odd last
+//! bottom-left, bottom-right); a NaN is the maximum of its window (the first NaN takes the
+//! gradient). An odd last
 //! row or column is not covered by any window (floor mode): its gradient is zero.
 
 use super::{contiguous, slice, written_output};
@@ -43,8 +44,8 @@ pub trait MaxPool2x2: Backend {
 /// `pool.forward(input)` with our kernel when `pool` is 2x2 with stride 2, no padding, no
 /// dilation and floor mode, and `input` is float32 on `flex`; burn's `max_pool2d` otherwise.
 /// `input` `[batch, channels, height, width]`; returns `[batch, channels, height / 2, width /
-/// 2]` (rounded down), the same values and gradients as burn's (ties aside: see the module
-/// docs).
+/// 2]` (rounded down), the same values and gradients as burn's (ties and NaN aside: see the
+/// module docs).
 pub fn max_pool2d(pool: &MaxPool2d, input: Tensor<4>) -> Tensor<4> {
     let [_, _, height, width] = input.dims();
     let ours = pool.kernel_size == [2, 2]

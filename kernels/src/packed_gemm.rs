@@ -1,22 +1,31 @@
-//! The f32 GEMMs of the convolutions: ours, packed and single-threaded, `C [m, n] (+)= A [m, k] B [k, n]`, with one micro-kernel
-//! per vector width: AVX-512 (12 x 32 tiles), AVX2 (6 x 16) and a scalar one (4 x 8, with
-//! `f32::mul_add`). It is the [`CpuPath::Avx512`](crate::cpu_path::CpuPath) path of every GEMM of
-//! the convolutions (im2col and Winograd): the `gemm` crate, which the other paths call, chooses
-//! its AVX-512 kernels at build time for every CPU that has them, and on an AMD Zen 4 (AVX-512
-//! double-pumped) those lost 7% on the small CNN's step; here the choice is ours, per CPU
-//! ([`crate::cpu_path`]). The `gemm` crate's call ([`gemm_crate`]) is here too.
+//! The f32 GEMMs of the convolutions. Ours: packed, single-threaded, `C [m, n] (+)= A [m, k]
+//! B [k, n]`, with one micro-kernel per vector width: AVX-512 (12 x 32 tiles), AVX2 (6 x 16) and
+//! a scalar one (4 x 8, with `f32::mul_add`). It runs the GEMMs of the
+//! [`CpuPath::Avx512`](crate::cpu_path::CpuPath) path with at least [`MIN_ROWS`] rows; the
+//! other paths, and smaller GEMMs, call the `gemm` crate ([`gemm_crate`], its AVX2 kernels on
+//! any x86 CPU with them). The `gemm` crate has AVX-512 kernels too, but behind its `x86-v4`
+//! feature, which turns them on for every AVX-512 CPU at once: on an AMD Zen 4 (AVX-512
+//! double-pumped) that made the small CNN's step 7% slower; here the choice is per CPU
+//! ([`crate::cpu_path`]).
 //!
 //! The layout is the usual one (Goto and van de Geijn, "Anatomy of high-performance matrix
 //! multiplication", ACM TOMS 2008): blocks of `B` (`KC x NC`) packed into `NR`-column panels,
 //! blocks of `A` (`MC x KC`) into `MR`-row panels, and a micro-kernel that sums one `MR x NR`
 //! tile over `KC` in registers.
 //!
-//! Every width gives the same bits: each value of `C` is summed over `k` in blocks of [`KC`],
-//! within a block in order from zero with fused multiply-adds, and each block's sum is added to
-//! `C` in block order. So a forced path ([`crate::cpu_path`]) changes the speed and never the
-//! result, and the tests hold the vector kernels to the scalar one bit for bit.
+//! Every width of ours gives the same bits: each value of `C` is summed over `k` in blocks of
+//! [`KC`], within a block in order from zero with fused multiply-adds, and each block's sum is
+//! added to `C` in block order; the tests hold the vector kernels to the scalar one bit for bit.
+//! The `gemm` crate sums in another order, so the `avx512` path's results differ from the other
+//! paths' by float rounding.
 
 use std::cell::RefCell;
+
+/// The fewest rows (`m`) a GEMM of the AVX-512 path needs to run on our kernel rather than the
+/// `gemm` crate: below it, the last 12-row panel's padding is a large share of the work (16
+/// rows, the audio encoder's channels, compute 24), and the calibration does not time such
+/// shapes.
+pub(crate) const MIN_ROWS: usize = 64;
 
 /// Depth of one packed block (values of `k` summed in registers before `C` is touched). Part
 /// of the arithmetic (see the module docs): the same for every kernel.
@@ -64,7 +73,7 @@ impl Width {
         match self {
             Width::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Width::Avx2 => crate::has_avx2(),
+            Width::Avx2 => crate::cpu_has_avx2(),
             #[cfg(target_arch = "x86_64")]
             Width::Avx512 => crate::cpu_has_avx512(),
             #[cfg(not(target_arch = "x86_64"))]
@@ -552,6 +561,53 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn operands_without_a_contiguous_index_pack_alike() {
+        // Every other value of a twice-as-wide buffer: neither stride is 1.
+        let (m, n, k) = (13, 40, 70);
+        let lhs = values(m * k, 1);
+        let rhs = values(k * n, 2);
+        let spread = |a: &[f32]| a.iter().flat_map(|&v| [v, f32::NAN]).collect::<Vec<_>>();
+        let (lhs2, rhs2) = (spread(&lhs), spread(&rhs));
+        for width in [Width::Scalar, Width::Avx2, Width::Avx512] {
+            if !width.available() {
+                eprintln!("skipping {width:?}: not on this CPU");
+                continue;
+            }
+            let (mut plain, mut strided) = (vec![0f32; m * n], vec![0f32; m * n]);
+            // SAFETY: m * n floats each; the strides stay inside the operands.
+            unsafe {
+                gemm(
+                    width,
+                    plain.as_mut_ptr(),
+                    false,
+                    (m, n, k),
+                    &lhs,
+                    (k, 1),
+                    &rhs,
+                    (n, 1),
+                );
+                gemm(
+                    width,
+                    strided.as_mut_ptr(),
+                    false,
+                    (m, n, k),
+                    &lhs2,
+                    (2 * k, 2),
+                    &rhs2,
+                    (2 * n, 2),
+                );
+            }
+            assert!(
+                plain
+                    .iter()
+                    .zip(&strided)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{width:?}"
+            );
         }
     }
 
