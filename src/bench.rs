@@ -399,7 +399,7 @@ fn cpu_path_note() -> String {
     #[cfg(feature = "flex")]
     {
         let c = ssl_kernels::cpu_path::choice();
-        format!("; CPU path {} ({})", c.path.name(), c.reason)
+        format!("; CPU path {}: {}", c.path.name(), c.reason)
     }
     #[cfg(not(feature = "flex"))]
     String::new()

@@ -136,6 +136,16 @@ fn train_vision_on_cifar_slice_then_resume() {
         before,
         "results.json untouched"
     );
+    // A --resume with another config is refused and leaves the run's config.toml as it was.
+    let config_before = std::fs::read(run.join("config.toml")).unwrap();
+    let o = train(&data, &run, &["--resume", "--set", "optim.base_lr=0.123"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("different config"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(run.join("config.toml")).unwrap(),
+        config_before,
+        "config.toml untouched by a refused --resume"
+    );
     // Training the same folder again without --resume refuses to overwrite it.
     let o = train(&data, &run, &[]);
     assert!(!o.status.success());

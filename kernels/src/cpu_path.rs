@@ -12,7 +12,7 @@
 //! 7% slower than its AVX2 ones, while on Intel cores with two 512-bit FMA units they do twice
 //! the work per cycle. So on a CPU with AVX-512F, the first kernel call times our AVX-512 GEMM
 //! against the `gemm` crate's AVX2 one on a convolution's three GEMMs (forward and both
-//! gradients; about 20 ms, once) and takes
+//! gradients; about 50 ms, once) and takes
 //! AVX-512 only when it is at least [`AVX512_MARGIN`] faster, so that a near tie (or timings
 //! disturbed by other work on the cores) does not choose it.
 //!
@@ -185,7 +185,7 @@ fn automatic() -> Choice {
         return Choice {
             path,
             reason: format!(
-                "calibrated earlier on this CPU ({}; delete it to time again)",
+                "calibrated earlier on this CPU: {}, delete it to time again",
                 cache
                     .as_ref()
                     .map_or(String::new(), |f| f.display().to_string())
@@ -220,7 +220,7 @@ fn automatic() -> Choice {
     Choice {
         path,
         reason: format!(
-            "calibrated: convolution GEMMs in {avx512_ms:.2} ms on AVX-512, {avx2_ms:.2} ms on AVX2 (AVX-512 needs to be {:.0}% faster)",
+            "calibrated: convolution GEMMs in {avx512_ms:.2} ms on AVX-512, {avx2_ms:.2} ms on AVX2; AVX-512 needs to be {:.0}% faster",
             AVX512_MARGIN * 100.0
         ),
     }

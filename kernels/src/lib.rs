@@ -74,6 +74,7 @@ pub mod conv2d;
 pub mod conv_batch_norm;
 mod conv_shared;
 pub mod cpu_path;
+pub mod dropout;
 pub mod max_pool;
 mod packed_gemm;
 mod short_gemm;
@@ -83,6 +84,7 @@ pub mod winograd;
 pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use conv_batch_norm::{conv_batch_norm, conv_batch_norm_relu};
 pub use conv2d::conv2d;
+pub use dropout::dropout;
 pub use max_pool::max_pool2d;
 
 use burn::backend::DispatchDevice;

@@ -173,7 +173,9 @@ pub fn train_and_evaluate<M: Modality>(
         None if writes => Some(RunLock::acquire(out)?),
         None => None,
     };
-    if writes {
+    // A resumed run's config.toml is rewritten only once the checkpoint has accepted the
+    // config (a refused --resume leaves the run's own config in place).
+    if writes && resume_from.is_none() {
         crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
             .map_err(io_err(out))?;
     }
@@ -250,6 +252,10 @@ pub fn train_and_evaluate<M: Modality>(
                 dir.display(),
                 out.join("config.toml").display()
             )));
+        }
+        if writes {
+            crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
+                .map_err(io_err(out))?;
         }
         state = load_state(dir, state, stored.step)?;
         modality.restore_state(&stored.modality_state)?;
