@@ -585,38 +585,54 @@ fn audio_resume_with_dropout_is_bit_identical_and_broken_checkpoints_are_named()
 }
 
 #[test]
-fn train_text_on_a_vader_slice_reports_sentiment_and_source_probes() {
+fn train_text_on_a_vader_slice_reports_probes_and_resumes_bit_identically() {
     let Some(data) = ssl_test_support::shared_data("train_text_on_a_vader_slice") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let o = ssl(&[
-        "train",
-        "--modality",
-        "text",
-        "--data",
-        data.join("vader").to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--no-progress",
-        "--set",
-        "data.train_subset=600",
-        "--set",
-        "data.test_subset=300",
-        "--set",
-        "data.vocab_size=1000",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.batch_size=50",
-        "--set",
-        "eval.probe_epochs=3",
-        "--set",
-        "encoder.d_model=32",
-        "--set",
-        "encoder.d_ff=64",
-    ]);
+    let data = data.join("vader");
+    // Dropout 0.1 everywhere in the Transformer (our masks, kernels/src/dropout.rs): a resumed
+    // run must replay them exactly.
+    let train = |out: &Path, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--modality",
+            "text",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--set",
+            "data.train_subset=600",
+            "--set",
+            "data.test_subset=300",
+            "--set",
+            "data.vocab_size=1000",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=50",
+            "--set",
+            "train.checkpoint_every=6",
+            "--set",
+            "train.keep_checkpoints=10",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "eval.probe_epochs=3",
+            "--set",
+            "encoder.d_model=32",
+            "--set",
+            "encoder.d_ff=64",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        ssl(&args)
+    };
+    let o = train(&run, false);
     assert!(o.status.success(), "{}", text(&o));
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
@@ -657,4 +673,33 @@ fn train_text_on_a_vader_slice_reports_sentiment_and_source_probes() {
     .unwrap();
     let json = state["modality_state"]["tokenizer"].as_str().unwrap();
     assert!(ssl_text::tokenizer::Vocabulary::from_json(json).is_ok());
+
+    // Resumed from step 6: the same losses to the last bit, and the same probes.
+    let part = tmp.path().join("part");
+    copy_checkpoint(&run, 6, &part);
+    let o = train(&part, true);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (full, resumed) = (metrics(&run), metrics(&part));
+    assert_eq!((full.len(), resumed.len()), (12, 6));
+    for m in &resumed {
+        let step = m["step"].as_u64().unwrap() as usize;
+        assert_eq!(
+            m["loss"],
+            full[step - 1]["loss"],
+            "step {step}: the resumed loss differs"
+        );
+    }
+    let probes = |dir: &Path| -> serde_json::Value {
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+        r["probes"].clone()
+    };
+    assert_eq!(probes(&run), probes(&part));
 }

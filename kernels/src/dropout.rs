@@ -2,8 +2,8 @@
 //! `float_random`, which on flex is one ChaCha draw and a distribution call per value on one
 //! thread: a third of the text Transformer's BYOL step (`ssl bench --workloads step-text`,
 //! perf, AMD EPYC Zen 4), whose eleven dropouts per forward pass draw about 4.7 million values.
-//! Here one seed is drawn from the device's generator per call (so a seeded run repeats its
-//! masks) and the mask is filled in parallel by a counter-based generator (SplitMix64 of the
+//! Here one seed is drawn from the device's generator per call (so a seeded run, and a resumed
+//! one, which reseeds the device every step, repeats its masks) and the mask is filled in parallel by a counter-based generator (SplitMix64 of the
 //! seed and the value's block), then multiplied in: the backward pass is burn's product rule.
 //!
 //! Same semantics as `burn::nn::Dropout::forward` (Srivastava et al., "Dropout", JMLR 2014):
@@ -30,18 +30,25 @@ pub fn dropout<const D: usize>(module: &Dropout, input: Tensor<D>) -> Tensor<D> 
         return module.forward(input);
     }
     let device = input.device();
-    // One seed from the device's generator: two uniform floats' 24 random bits each.
-    let draw = Tensor::<1>::random([2], Distribution::Uniform(0.0, 1.0), &device)
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap_or_default();
-    let seed = draw.iter().fold(0u64, |s, v| {
-        (s << 24) ^ ((*v as f64) * (1u64 << 24) as f64) as u64
-    });
+    let seed = draw_seed(&device);
     let shape = input.shape();
     let mask = mask(shape.num_elements(), p, seed);
     let mask = Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
     input * mask
+}
+
+/// A mask's seed: three uniform floats from the device's generator (23 random bits each),
+/// folded into 64 bits.
+fn draw_seed(device: &Device) -> u64 {
+    Tensor::<1>::random([3], Distribution::Uniform(0.0, 1.0), device)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 values after convert")
+        .iter()
+        .fold(0u64, |s, v| {
+            s.rotate_left(23) ^ ((*v as f64) * (1u64 << 23) as f64) as u64
+        })
 }
 
 /// `len` values: `1 / (1 - p)` with probability `1 - p`, else 0, from `seed`. The value at
@@ -54,7 +61,10 @@ fn mask(len: usize, p: f64, seed: u64) -> Vec<f32> {
     out.par_chunks_mut(BLOCK)
         .enumerate()
         .for_each(|(block, values)| {
-            let mut state = seed ^ (block as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            // Each block's stream starts from the seed mixed with the block's own hash, so that
+            // blocks are not shifted copies of one stream.
+            let mut counter = block as u64;
+            let mut state = seed ^ splitmix64(&mut counter);
             for pair in values.chunks_mut(2) {
                 let bits = splitmix64(&mut state);
                 for (v, half) in pair.iter_mut().zip([bits as u32, (bits >> 32) as u32]) {
@@ -119,7 +129,9 @@ mod tests {
                     || ((v - 4.0 / 3.0).abs() < 1e-6 && (g - 4.0).abs() < 1e-5)
             );
         }
-        // The device's seed decides the mask.
+        // The device's seed decides the mask, drawn here (not by burn's module).
+        device.seed(5);
+        assert_eq!(mask(64 * 300, 0.25, draw_seed(&device)), y);
         device.seed(5);
         let again = dropout(
             &module,

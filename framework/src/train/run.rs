@@ -174,7 +174,7 @@ pub fn train_and_evaluate<M: Modality>(
         None => None,
     };
     // A resumed run's config.toml is rewritten only once the checkpoint has accepted the
-    // config (a refused --resume leaves the run's own config in place).
+    // config and loaded (a refused or failed --resume leaves the run's own config in place).
     if writes && resume_from.is_none() {
         crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
             .map_err(io_err(out))?;
@@ -253,12 +253,12 @@ pub fn train_and_evaluate<M: Modality>(
                 out.join("config.toml").display()
             )));
         }
+        state = load_state(dir, state, stored.step)?;
+        modality.restore_state(&stored.modality_state)?;
         if writes {
             crate::fsutil::write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())
                 .map_err(io_err(out))?;
         }
-        state = load_state(dir, state, stored.step)?;
-        modality.restore_state(&stored.modality_state)?;
         prior_seconds = stored.train_seconds;
         skipped_steps = stored.skipped_steps;
         if writes {
