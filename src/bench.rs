@@ -223,13 +223,7 @@ fn step_workload(
             )
         }
         "step-text" => {
-            let (path, text) = crate::modalities::default_config("text");
-            let cfg = ssl_framework::config::load_config::<TextModality>(text, path, &[])?;
-            let encoder = TextModality::default().init_encoder(&cfg.encoder, &cfg.data, &ad)?;
-            let state = ByolState::new(
-                OnlineNetwork::new(encoder, &cfg.byol, &ad),
-                build_optimizer(&cfg.optim),
-            );
+            let (cfg, state) = default_step_state("text", TextModality::default(), &ad)?;
             let (len, vocab) = (cfg.data.max_len, cfg.data.vocab_size as i64);
             let mut sentences = || {
                 let mut ids = vec![0i64; local * len];
@@ -262,13 +256,7 @@ fn step_workload(
             )
         }
         "step-audio" => {
-            let (path, text) = crate::modalities::default_config("audio");
-            let cfg = ssl_framework::config::load_config::<AudioModality>(text, path, &[])?;
-            let encoder = AudioModality::default().init_encoder(&cfg.encoder, &cfg.data, &ad)?;
-            let state = ByolState::new(
-                OnlineNetwork::new(encoder, &cfg.byol, &ad),
-                build_optimizer(&cfg.optim),
-            );
+            let (cfg, state) = default_step_state("audio", AudioModality::default(), &ad)?;
             let (mels, frames) = (cfg.data.n_mels, cfg.data.min_frames);
             let steps_after_pooling = frames >> cfg.encoder.blocks;
             let segment = || AudioInput {
@@ -293,6 +281,26 @@ fn step_workload(
         }
         other => bail!("unknown workload {other}"),
     }
+}
+
+/// The default config of built-in modality `name` and a fresh BYOL state from it (encoder,
+/// heads, optimizer) on `device`.
+fn default_step_state<M: Modality>(
+    name: &str,
+    modality: M,
+    device: &Device,
+) -> Result<(
+    ssl_framework::config::ExperimentConfig<M>,
+    ByolState<M::Encoder>,
+)> {
+    let (path, text) = crate::modalities::default_config(name);
+    let cfg = ssl_framework::config::load_config::<M>(text, path, &[])?;
+    let encoder = modality.init_encoder(&cfg.encoder, &cfg.data, device)?;
+    let state = ByolState::new(
+        OnlineNetwork::new(encoder, &cfg.byol, device),
+        build_optimizer(&cfg.optim),
+    );
+    Ok((cfg, state))
 }
 
 /// The BYOL heads of the vision step workloads (as their twin): projector and predictor

@@ -490,6 +490,15 @@ fn copy_checkpoint(from_run: &Path, step: usize, to_run: &Path) -> std::path::Pa
     dst
 }
 
+/// The lines of a run's `metrics.jsonl`.
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn audio_resume_with_dropout_is_bit_identical_and_broken_checkpoints_are_named() {
     let Some(root) = ssl_test_support::unpack_all(
@@ -545,13 +554,6 @@ fn audio_resume_with_dropout_is_bit_identical_and_broken_checkpoints_are_named()
     copy_checkpoint(&full, 8, &part);
     let o = run(&part, true);
     assert!(o.status.success(), "{}", text(&o));
-    let metrics = |dir: &Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
     let (f, p) = (metrics(&full), metrics(&part));
     assert_eq!(f.len(), 16);
     assert_eq!(p.len(), 8);
@@ -679,13 +681,6 @@ fn train_text_on_a_vader_slice_reports_probes_and_resumes_bit_identically() {
     copy_checkpoint(&run, 6, &part);
     let o = train(&part, true);
     assert!(o.status.success(), "{}", text(&o));
-    let metrics = |dir: &Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
     let (full, resumed) = (metrics(&run), metrics(&part));
     assert_eq!((full.len(), resumed.len()), (12, 6));
     for m in &resumed {
