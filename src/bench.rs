@@ -339,6 +339,7 @@ where
             std::iter::once(Ok::<_, std::convert::Infallible>(Views {
                 view1: view1.clone(),
                 view2: view2.clone(),
+                labels: Vec::new(),
             })),
             schedules,
             false,

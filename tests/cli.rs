@@ -412,7 +412,7 @@ fn killed_run_resumes_with_bit_identical_losses() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let metrics = |run: &Path| -> Vec<(u64, String, String, String)> {
+    let metrics = |run: &Path| -> Vec<(u64, String, String, String, String)> {
         std::fs::read_to_string(run.join("metrics.jsonl"))
             .unwrap()
             .lines()
@@ -423,12 +423,23 @@ fn killed_run_resumes_with_bit_identical_losses() {
                     v["loss"].to_string(),
                     v["lr"].to_string(),
                     v["tau"].to_string(),
+                    v["online_probe_top1"].to_string(),
                 )
             })
             .collect()
     };
     let expected = metrics(&full);
     assert_eq!(expected.len(), 24);
+    // The online probe's accuracy on each step's batch (25 labelled images: a multiple of 4%).
+    for m in &expected {
+        let a: f64 =
+            m.4.parse()
+                .unwrap_or_else(|_| panic!("no online probe: {m:?}"));
+        assert!((0.0..=1.0).contains(&a) && ((a * 25.0).round() - a * 25.0).abs() < 1e-9);
+    }
+    // A step's accuracy depends on what the probe learned before it (the probe resumes
+    // exactly, or the kill-and-resume comparison below fails): not every step scores alike.
+    assert!(expected.iter().any(|m| m.4 != expected[0].4));
     // Kill at three points (SIGKILL, no chance to clean up), resuming after each.
     let run = out.path().join("killed");
     for kill_after in [4usize, 10, 16] {
@@ -468,7 +479,7 @@ fn killed_run_resumes_with_bit_identical_losses() {
     assert_eq!(
         metrics(&run),
         expected,
-        "losses, lr and tau after kill-and-resume are bit-identical"
+        "losses, lr, tau and the online probe's accuracy after kill-and-resume are bit-identical"
     );
     let probes = |run: &Path| {
         let v: serde_json::Value =

@@ -94,6 +94,7 @@ fn train(mut state: ByolState<VisionEncoder>, group: &ReplicaGroup) -> Trained {
         let views = Views {
             view1: v1.narrow(0, start, per_rank),
             view2: v2.narrow(0, start, per_rank),
+            labels: Vec::new(),
         };
         let (next, outcome) = update(
             state,

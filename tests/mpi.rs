@@ -374,7 +374,7 @@ fn a_study_over_three_ranks_runs_every_trial_once_also_after_a_worker_is_killed(
         5,
         "every searched trial ran rung 0 exactly once"
     );
-    assert_eq!(of_kind(&after, "final").len(), 8, "4 policies x 2 seeds");
+    assert_eq!(of_kind(&after, "final").len(), 10, "5 policies x 2 seeds");
     assert!(study.join("report.md").is_file());
 }
 

@@ -109,9 +109,24 @@ fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {
             .unwrap();
     assert_eq!(res["eval_split"], "validation");
     assert_eq!(res["steps"], 6);
-    // Finals: 4 policies x 2 seeds.
+    // Finals: the top 2 searched policies and 3 baselines x 2 seeds; both searched ones have
+    // a validation score at the full 6 steps.
     let finals = of_kind(&after, "final");
-    assert_eq!(finals.len(), 8);
+    assert_eq!(finals.len(), 10);
+    let mut top: Vec<&str> = finals
+        .iter()
+        .filter(|f| f["trial"].as_str().unwrap().starts_with('t'))
+        .map(|f| f["trial"].as_str().unwrap())
+        .collect();
+    top.dedup();
+    assert_eq!(top.len(), 2, "{top:?}");
+    for t in &top {
+        let n: u64 = t[1..].parse::<u64>().unwrap() + 3;
+        assert!(
+            results.iter().any(|r| r["trial"] == n && r["steps"] == 6),
+            "{t} has no full-budget validation score"
+        );
+    }
     let res: serde_json::Value = serde_json::from_slice(
         &std::fs::read(out.join("final/crop-only/seed-1/results.json")).unwrap(),
     )
@@ -124,6 +139,9 @@ fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {
         "| crop-only |",
         "| random |",
         " ± ",
+        "## Transfer: the validation ranking on the test split",
+        "of validation and test scores",
+        "How well a short rung predicts a longer one",
     ] {
         assert!(report.contains(row), "{report}");
     }

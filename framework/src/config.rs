@@ -352,6 +352,14 @@ pub struct EvalConfig {
     /// and spread; see `eval::representation`).
     #[serde(skip_serializing_if = "is_default_rank_samples")]
     pub rank_samples: usize,
+    /// Train the online linear probe during pre-training when the pre-training data has labels
+    /// (its first label set): a linear classifier on the online encoder's representation of
+    /// view 1, gradient stopped, scored on each batch before it learns from it; its accuracy is
+    /// `online_probe_top1` in `metrics.jsonl` and a panel of `training.svg`
+    /// (`byol::online_probe`). It never changes the encoder.
+    pub online_probe: bool,
+    /// The online probe's Adam learning rate.
+    pub online_probe_lr: f64,
 }
 
 /// The default of [`EvalConfig::rank_samples`].
@@ -393,6 +401,8 @@ impl Default for EvalConfig {
             finetune_labels: Vec::new(),
             data: String::new(),
             rank_samples: DEFAULT_RANK_SAMPLES,
+            online_probe: true,
+            online_probe_lr: 1e-3,
         }
     }
 }
@@ -407,6 +417,12 @@ impl ConfigSection for EvalConfig {
             1e6,
         )?;
         check_positive(&format!("{p}.probe_epochs"), self.probe_epochs)?;
+        check_f64(
+            &format!("{p}.online_probe_lr"),
+            self.online_probe_lr,
+            1e-9,
+            10.0,
+        )?;
         check_f64(&format!("{p}.probe_lr"), self.probe_lr, 1e-9, 10.0)?;
         check_f64(
             &format!("{p}.probe_weight_decay"),

@@ -774,6 +774,7 @@ fn update_steps_the_optimizer_then_the_ema_and_a_fault_changes_nothing() {
         std::iter::once(Ok::<_, std::convert::Infallible>(Views {
             view1: a,
             view2: b,
+            labels: Vec::new(),
         }))
     };
     // A NaN input: the loss is not finite, nothing moves.

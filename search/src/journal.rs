@@ -77,6 +77,10 @@ pub enum Event {
         steps: usize,
         /// Seconds since the study began (summed over resumed sessions).
         at_seconds: f64,
+        /// A top-k trial trained on to the full budget before the final comparison (not a
+        /// successive-halving promotion).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        top_k: bool,
     },
     /// `trial` finished rung `rung`.
     Result {
@@ -101,8 +105,13 @@ pub enum Event {
     },
     /// A final re-training of a policy with one seed finished (or failed).
     Final {
-        /// The policy's name (`best`, `default`, `crop-only`, `random`).
+        /// The policy's name (`best`, a searched trial's name for the other top-k policies,
+        /// `default`, `crop-only`, `random`).
         policy: String,
+        /// The trial whose policy it is (its validation score is in its `result` events);
+        /// empty in journals written before it was recorded.
+        #[serde(default)]
+        trial: String,
         /// Seed.
         seed: u64,
         /// The objective on the test split; `None` when the run failed (the error is in
@@ -248,6 +257,7 @@ mod tests {
             rung: 0,
             steps: 10,
             at_seconds: 1.5,
+            top_k: false,
         }
     }
 

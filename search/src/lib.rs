@@ -31,6 +31,7 @@ pub mod settings;
 pub mod stats;
 pub mod study;
 pub mod tpe;
+pub mod transfer;
 
 /// Why a study stopped.
 #[derive(Debug, thiserror::Error)]

@@ -149,23 +149,52 @@ fn objective(
         ));
     }
     let probes = &report.probes;
-    let labels = if want.labels.is_empty() {
-        probes.first().map(|p| p.labels.clone()).unwrap_or_default()
-    } else {
-        want.labels.clone()
+    let mut sets: Vec<&str> = probes.iter().map(|p| p.labels.as_str()).collect();
+    sets.dedup();
+    let labels: Vec<&str> = match want.labels.as_str() {
+        "" => sets.first().copied().into_iter().collect(),
+        "all" => sets.clone(),
+        l => vec![l],
     };
-    probes
-        .iter()
-        .find(|p| p.probe == want.probe && p.labels == labels)
-        .map(|p| (p.trained_top1, p.random_init_top1, labels.clone()))
-        .ok_or_else(|| {
-            let mut sets: Vec<&str> = probes.iter().map(|p| p.labels.as_str()).collect();
-            sets.dedup();
-            SearchError::Settings(format!(
-                "objective.labels = {labels:?}: the dataset's label sets are {}",
-                sets.join(", ")
-            ))
-        })
+    let kinds: Vec<&str> = if want.probe == "mean" {
+        vec!["knn", "linear"]
+    } else {
+        vec![want.probe.as_str()]
+    };
+    // The mean over the label sets and probe kinds asked for (the random-init encoder's too,
+    // when every one of them has it).
+    let (mut trained, mut random, mut n) = (0.0, Some(0.0), 0usize);
+    for l in &labels {
+        for k in &kinds {
+            let p = probes
+                .iter()
+                .find(|p| p.probe == *k && p.labels == *l)
+                .ok_or_else(|| {
+                    SearchError::Settings(format!(
+                        "objective.labels = {:?}: the dataset's label sets are {}",
+                        want.labels,
+                        sets.join(", ")
+                    ))
+                })?;
+            trained += p.trained_top1;
+            random = random.zip(p.random_init_top1).map(|(a, b)| a + b);
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return Err(SearchError::Settings(
+            "the run reported no probe (the dataset has no labels)".into(),
+        ));
+    }
+    Ok((
+        trained / n as f64,
+        random.map(|r| r / n as f64),
+        if want.labels == "all" {
+            "all".into()
+        } else {
+            labels.join(",")
+        },
+    ))
 }
 
 impl<M: Modality, F: Fn() -> M + Sync> Runner for ModalityRunner<'_, M, F> {
@@ -308,6 +337,7 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
     }
     if needs_labels
         && !settings.objective.labels.is_empty()
+        && settings.objective.labels != "all"
         && !sets.contains(&settings.objective.labels.as_str())
     {
         return Err(SearchError::Settings(format!(
@@ -453,4 +483,66 @@ pub fn serve_trials<M: Modality, F: Fn() -> M + Sync>(
         opts,
     };
     crate::remote::serve(&*ranks.0, &runner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssl_framework::eval::ProbeResult;
+
+    fn report() -> RunReport {
+        let probe = |probe: &str, labels: &str, trained: f64, random: f64| ProbeResult {
+            probe: probe.into(),
+            labels: labels.into(),
+            classes: 2,
+            trained_top1: trained,
+            random_init_top1: Some(random),
+        };
+        RunReport {
+            results: serde_json::json!({}),
+            probes: vec![
+                probe("knn", "sentiment", 0.50, 0.40),
+                probe("linear", "sentiment", 0.60, 0.50),
+                probe("knn", "source", 0.70, 0.60),
+                probe("linear", "source", 0.80, 0.70),
+            ],
+        }
+    }
+
+    fn settings(probe: &str, labels: &str) -> SearchSettings {
+        SearchSettings::parse(
+            &format!(
+                "name = \"t\"\nmodality = \"text\"\n[objective]\nprobe = \"{probe}\"\nlabels = \"{labels}\"\n"
+            ),
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_objective_averages_probes_and_label_sets_when_asked() {
+        let r = report();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        let (s, rnd, l) = objective(&r, &settings("linear", "")).unwrap();
+        assert!(close(s, 0.60) && close(rnd.unwrap(), 0.50) && l == "sentiment");
+        let (s, _, l) = objective(&r, &settings("knn", "source")).unwrap();
+        assert!(close(s, 0.70) && l == "source");
+        let (s, rnd, _) = objective(&r, &settings("mean", "sentiment")).unwrap();
+        assert!(close(s, 0.55) && close(rnd.unwrap(), 0.45));
+        let (s, _, l) = objective(&r, &settings("linear", "all")).unwrap();
+        assert!(close(s, 0.70) && l == "all");
+        let (s, _, _) = objective(&r, &settings("mean", "all")).unwrap();
+        assert!(close(s, 0.65));
+        let e = objective(&r, &settings("linear", "speaker")).unwrap_err();
+        assert!(e.to_string().contains("sentiment, source"), "{e}");
+        assert!(
+            SearchSettings::parse(
+                "name = \"t\"\nmodality = \"text\"\n[objective]\nprobe = \"median\"\n",
+                "t.toml"
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("\"mean\"")
+        );
+    }
 }

@@ -125,7 +125,7 @@ fn line_panel(area: &Area<'_>, title: &str, series: Vec<Series<'_>>) -> Result<(
 type Field = fn(&MetricsRecord) -> f64;
 
 /// The curves of a run's metrics log, by title.
-const CURVES: [(&str, Field); 5] = [
+const CURVES: [(&str, Field); 6] = [
     ("BYOL loss", |r| r.loss),
     ("learning rate", |r| r.lr),
     ("tau (EMA rate of the target)", |r| r.tau),
@@ -134,6 +134,9 @@ const CURVES: [(&str, Field); 5] = [
     }),
     ("effective rank of the projections (RankMe)", |r| {
         r.effective_rank
+    }),
+    ("online linear probe top-1 (%), training batches", |r| {
+        r.online_probe_top1.map_or(f64::NAN, |a| a * 100.0)
     }),
 ];
 
@@ -146,8 +149,8 @@ fn points(records: &[MetricsRecord], field: Field) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Draws a run's training curves (loss, learning rate, tau, the collapse metric and the
-/// effective rank against the optimizer step) from `metrics` (a `metrics.jsonl`) into the SVG file `out`. Returns
+/// Draws a run's training curves (loss, learning rate, tau, the collapse metric, the
+/// effective rank and the online probe's accuracy against the optimizer step) from `metrics` (a `metrics.jsonl`) into the SVG file `out`. Returns
 /// `false`, writing nothing, when the log has no record.
 ///
 /// # Errors
@@ -163,10 +166,12 @@ pub fn training_curves(metrics: &Path, out: &Path) -> Result<bool, PlotError> {
     }
     svg_file(out, (1200, 1200), |root| {
         for (area, (title, field)) in root.split_evenly((3, 2)).iter().zip(CURVES) {
-            let series = vec![Series {
-                name: "",
-                points: points(&records, field),
-            }];
+            let points = points(&records, field);
+            if points.is_empty() {
+                // E.g. no online probe (no labels): the panel stays blank.
+                continue;
+            }
+            let series = vec![Series { name: "", points }];
             line_panel(area, title, series)?;
         }
         Ok(())

@@ -255,6 +255,7 @@ mod tests {
             ));
             let final_job = FinalJob {
                 policy_name: "best".into(),
+                trial: "t000".into(),
                 policy: serde_json::json!({}),
                 seed: 0,
                 steps: 8,

@@ -8,6 +8,7 @@ use crate::journal::{Event, read_events};
 use crate::plot::{ScorePoint, final_comparison, search_scores};
 use crate::settings::SearchSettings;
 use crate::stats::{mean_std, spearman};
+use crate::transfer::{PolicyScores, rung_agreement, separation, validation_test_correlation};
 use std::path::Path;
 
 struct TrialView {
@@ -19,6 +20,8 @@ struct TrialView {
     /// The linear probe's top-1 on the first label set of each result, when it had labels
     /// (beside a label-free objective, for the rank correlation).
     linear: Vec<Option<f64>>,
+    /// Every probe of each result: ((probe, labels), trained top-1).
+    probes: Vec<Vec<((String, String), f64)>>,
 }
 
 /// Final runs per policy, in first-appearance order: (policy, [(seed, score, random-init score)]).
@@ -68,6 +71,9 @@ pub fn write_report(
     let mut trials: Vec<TrialView> = Vec::new();
     let mut finals: Finals = Vec::new();
     let mut final_probes: FinalProbes = Vec::new();
+    // (final policy, the trial whose policy it is)
+    let mut trial_of: Vec<(String, String)> = Vec::new();
+    let (mut validation_samples, mut test_samples) = (None, None);
     for e in &events {
         match e {
             Event::Trial {
@@ -81,6 +87,7 @@ pub fn write_report(
                 description: description.clone(),
                 results: Vec::new(),
                 linear: Vec::new(),
+                probes: Vec::new(),
             }),
             Event::Result {
                 trial,
@@ -92,6 +99,9 @@ pub fn write_report(
                 detail,
                 ..
             } => {
+                if let Some(n) = detail["representation"]["samples"].as_u64() {
+                    validation_samples = Some(n);
+                }
                 if let Some(t) = trials.get_mut(*trial) {
                     t.results
                         .push((*rung, *steps, *score, *at_seconds, state.clone()));
@@ -100,15 +110,38 @@ pub fn write_report(
                         .and_then(|ps| ps.iter().find(|p| p["probe"] == "linear"))
                         .and_then(|p| p["trained_top1"].as_f64());
                     t.linear.push(linear);
+                    t.probes.push(
+                        detail["probes"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|p| {
+                                Some((
+                                    (
+                                        p["probe"].as_str()?.to_string(),
+                                        p["labels"].as_str()?.to_string(),
+                                    ),
+                                    p["trained_top1"].as_f64()?,
+                                ))
+                            })
+                            .collect(),
+                    );
                 }
             }
             Event::Final {
                 policy,
+                trial,
                 seed,
                 score,
                 probes,
                 ..
             } => {
+                if !trial.is_empty() && !trial_of.iter().any(|(p, _)| p == policy) {
+                    trial_of.push((policy.clone(), trial.clone()));
+                }
+                if let Some(n) = probes["representation"]["samples"].as_u64() {
+                    test_samples = Some(n);
+                }
                 let random = probes["random_init_score"].as_f64();
                 for p in probes["probes"].as_array().into_iter().flatten() {
                     let key = (
@@ -240,6 +273,14 @@ pub fn write_report(
             Some((t, last.0, last.2?))
         })
         .max_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)));
+    md.push_str(&transfer_section(
+        &trials,
+        &finals,
+        &trial_of,
+        best.map(|b| b.0.name.as_str()),
+        settings,
+        (validation_samples, test_samples),
+    ));
     if let Some((t, r, s)) = best {
         let top = rungs.len().saturating_sub(1);
         if r < top {
@@ -303,6 +344,8 @@ pub fn write_report(
         ));
     }
     md.push_str("\nScores per rung reached, left to right. Plots: `search.svg` (score per trial over study time), `final.svg` (the final comparison). Every event is in `journal.jsonl`.\n");
+    md.push_str(&rung_agreement_note(&trials, &rungs));
+    md.push_str(&probe_agreement_note(&trials));
     if !settings.objective.needs_labels() {
         md.push_str(&rank_correlation_note(&trials));
     }
@@ -342,6 +385,184 @@ pub fn write_report(
     )
     .map_err(plot_error)?;
     Ok(())
+}
+
+/// The transfer section: each final policy's validation score at the full budget beside its
+/// test score, the rank correlation of the two, and whether the test split tells the first
+/// policy from the second at this number of seeds.
+fn transfer_section(
+    trials: &[TrialView],
+    finals: &Finals,
+    trial_of: &[(String, String)],
+    best: Option<&str>,
+    settings: &SearchSettings,
+    (validation_samples, test_samples): (Option<u64>, Option<u64>),
+) -> String {
+    if finals.is_empty() {
+        return String::new();
+    }
+    let top = settings.asha.rungs().len().saturating_sub(1);
+    let full = settings.asha.rungs().last().copied().unwrap_or(0);
+    let policies: Vec<(PolicyScores, String)> = finals
+        .iter()
+        .map(|(policy, runs)| {
+            // Journals written before the trial was recorded: `best` is the best trial and a
+            // baseline's trial bears its name.
+            let trial = trial_of
+                .iter()
+                .find(|(p, _)| p == policy)
+                .map(|(_, t)| t.clone())
+                .or_else(|| (policy == "best").then(|| best.unwrap_or("").to_string()))
+                .unwrap_or_else(|| policy.clone());
+            let validation = trials
+                .iter()
+                .find(|t| t.name == trial)
+                .and_then(|t| t.results.iter().find(|r| r.0 == top).and_then(|r| r.2));
+            (
+                PolicyScores {
+                    policy: policy.clone(),
+                    validation,
+                    test: runs.iter().filter_map(|r| r.1).collect(),
+                },
+                trial,
+            )
+        })
+        .collect();
+    let mut md = format!(
+        "## Transfer: the validation ranking on the test split\n\nThe policies of the final comparison: their validation score at the full {full} steps (the study's seed {}) beside their test score (mean ± std over seeds).{}\n\n| policy | trial | validation (%) | test (%) |\n|---|---|---|---|\n",
+        settings.seed,
+        match (validation_samples, test_samples) {
+            (Some(v), Some(t)) => format!(
+                " One sample is {:.2} points of the validation split ({v} samples) and {:.2} of the test split ({t}).",
+                100.0 / v.max(1) as f64,
+                100.0 / t.max(1) as f64
+            ),
+            _ => String::new(),
+        }
+    );
+    for (p, trial) in &policies {
+        let (m, sd) = p.test_mean_std();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            p.policy,
+            trial,
+            p.validation
+                .map(|v| format!("{:.2}", v * 100.0))
+                .unwrap_or_else(|| "-".into()),
+            if p.test.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.2} ± {:.2}", m * 100.0, sd * 100.0)
+            }
+        ));
+    }
+    let scores: Vec<PolicyScores> = policies.into_iter().map(|(p, _)| p).collect();
+    match validation_test_correlation(&scores) {
+        (Some(rho), n) => md.push_str(&format!(
+            "\nRank correlation (Spearman) of validation and test scores over these {n} policies: **{rho:.2}** (1: the search's order holds on the test split; 0: it says nothing about it).\n"
+        )),
+        (None, n) => md.push_str(&format!(
+            "\nRank correlation of validation and test scores: not measured ({n} policies have both; it needs 3 with scores that differ).\n"
+        )),
+    }
+    match separation(&scores) {
+        Some(s) if s.tells_apart() => md.push_str(&format!(
+            "\nOn the test split `{}` leads `{}` by {:.2} points, more than one seed standard deviation ({:.2}): the comparison tells them apart.\n\n",
+            s.first,
+            s.second,
+            s.gap * 100.0,
+            s.seed_std * 100.0
+        )),
+        Some(s) => md.push_str(&format!(
+            "\n**The comparison cannot tell the policies apart:** on the test split `{}` leads `{}` by {:.2} points, within one seed standard deviation ({:.2}); more seeds, a longer budget or a larger test split would be needed to order them.\n\n",
+            s.first,
+            s.second,
+            s.gap * 100.0,
+            s.seed_std * 100.0
+        )),
+        None => md.push_str("\nWhether the test split tells the policies apart: not measured (it needs 2 policies with 2 or more seeds each).\n\n"),
+    }
+    md
+}
+
+/// How each probe of the runs ranks the validation results compared with the objective
+/// (Spearman's rho over every finished result): a probe or label set that orders the policies
+/// differently is a reason to average the objective over them (`objective.probe = "mean"`,
+/// `objective.labels = "all"`).
+fn probe_agreement_note(trials: &[TrialView]) -> String {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for t in trials {
+        for ps in &t.probes {
+            for (k, _) in ps {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+    }
+    if keys.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nHow each probe of the trials' validation runs ranks them compared with the objective (Spearman's rho over every finished result, baselines included):\n\n| probe | labels | results | rho with the objective |\n|---|---|---|---|\n",
+    );
+    for (probe, labels) in &keys {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for t in trials {
+            for (r, ps) in t.results.iter().zip(&t.probes) {
+                if let (Some(o), Some((_, v))) = (
+                    r.2,
+                    ps.iter().find(|(k, _)| k.0 == *probe && k.1 == *labels),
+                ) {
+                    a.push(o);
+                    b.push(*v);
+                }
+            }
+        }
+        md.push_str(&format!(
+            "| {probe} | {labels} | {} | {} |\n",
+            a.len(),
+            spearman(&a, &b)
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "-".into())
+        ));
+    }
+    md
+}
+
+/// How well each short rung ranks the searched trials as the longer rungs do (Spearman's rho
+/// over the trials scored at both).
+fn rung_agreement_note(trials: &[TrialView], rungs: &[usize]) -> String {
+    let mut scores = Vec::new();
+    for (i, t) in trials.iter().enumerate() {
+        if t.baseline {
+            continue;
+        }
+        for r in &t.results {
+            if let Some(s) = r.2 {
+                scores.push((i, r.0, s));
+            }
+        }
+    }
+    let pairs = rung_agreement(&scores, rungs.len());
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nHow well a short rung predicts a longer one (successive halving keeps what ranks high early): Spearman's rho of the searched trials' scores at both rungs.\n\n| rungs (steps) | trials | rho |\n|---|---|---|\n",
+    );
+    for p in pairs {
+        md.push_str(&format!(
+            "| {} → {} | {} | {} |\n",
+            rungs[p.lower],
+            rungs[p.upper],
+            p.trials,
+            p.rho
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "- (fewer than 3)".into())
+        ));
+    }
+    md
 }
 
 fn plot_error(e: crate::plot::PlotError) -> SearchError {

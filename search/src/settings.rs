@@ -13,13 +13,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Objective {
-    /// `"linear"` (the linear probe, as the issue and the paper's protocol), `"knn"`, or
-    /// `"rankme"`: the effective rank of the encoder's features (RankMe, Garrido et al. 2023)
-    /// as a fraction of its maximum, which needs no labels (a modality without any can be
-    /// searched; the paper reports it tracking linear-probe accuracy across hyperparameters).
+    /// `"linear"` (the linear probe, as the issue and the paper's protocol), `"knn"`,
+    /// `"mean"` (the mean of the two: two estimates of the same quality, less noisy together),
+    /// or `"rankme"`: the effective rank of the encoder's features (RankMe, Garrido et al.
+    /// 2023) as a fraction of its maximum, which needs no labels (a modality without any can
+    /// be searched; the paper reports it tracking linear-probe accuracy across
+    /// hyperparameters).
     pub probe: String,
-    /// The label set scored (e.g. `"digit"`); empty: the dataset's first. Not read by
-    /// `"rankme"`.
+    /// The label set scored (e.g. `"digit"`); empty: the dataset's first; `"all"`: the mean
+    /// over every label set of the dataset. Not read by `"rankme"`.
     pub labels: String,
 }
 
@@ -43,6 +45,20 @@ impl Objective {
     pub fn describe(&self) -> String {
         if !self.needs_labels() {
             "effective rank (RankMe) of the encoder's features as a percentage of its maximum (no labels used)".into()
+        } else if self.probe == "mean" || self.labels == "all" {
+            format!(
+                "top-1 accuracy of {} on {}",
+                if self.probe == "mean" {
+                    "the kNN and linear probes (their mean)".to_string()
+                } else {
+                    format!("the {} probe", self.probe)
+                },
+                match self.labels.as_str() {
+                    "" => "the first label set".to_string(),
+                    "all" => "every label set (their mean)".to_string(),
+                    l => format!("`{l}`"),
+                }
+            )
         } else if self.labels.is_empty() {
             format!(
                 "top-1 accuracy of the {} probe (first label set)",
@@ -66,8 +82,9 @@ impl Default for Objective {
     }
 }
 
-/// The final comparison: the best policy and the baselines re-trained on the whole training
-/// split and scored on the test split.
+/// The final comparison: the `top_k` best searched policies and the baselines re-trained on
+/// the whole training split and scored on the test split; the report gives the rank
+/// correlation of their validation and test scores (how well the search's ranking transfers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FinalConfig {
@@ -75,6 +92,10 @@ pub struct FinalConfig {
     pub seeds: Vec<u64>,
     /// Optimizer steps of each re-training; 0: `asha.max_steps` (the search's full budget).
     pub steps: usize,
+    /// How many of the best searched trials are re-trained (at least 1). Those that successive
+    /// halving stopped below the full budget are first trained on to it on the validation
+    /// split, so that every policy of the comparison has a validation score at the same budget.
+    pub top_k: usize,
 }
 
 impl Default for FinalConfig {
@@ -82,6 +103,7 @@ impl Default for FinalConfig {
         Self {
             seeds: vec![0, 1, 2],
             steps: 0,
+            top_k: 3,
         }
     }
 }
@@ -180,9 +202,9 @@ impl SearchSettings {
                 self.budget_minutes
             ));
         }
-        if !["linear", "knn", "rankme"].contains(&self.objective.probe.as_str()) {
+        if !["linear", "knn", "mean", "rankme"].contains(&self.objective.probe.as_str()) {
             return Err(format!(
-                "objective.probe = {:?}: expected \"linear\", \"knn\" or \"rankme\"",
+                "objective.probe = {:?}: expected \"linear\", \"knn\", \"mean\" or \"rankme\"",
                 self.objective.probe
             ));
         }
@@ -200,6 +222,9 @@ impl SearchSettings {
                 "tpe.prior_weight = {}: expected a positive number",
                 self.tpe.prior_weight
             ));
+        }
+        if self.final_runs.top_k == 0 {
+            return Err("final.top_k = 0: expected at least 1 (the best searched policy)".into());
         }
         if self.final_runs.seeds.is_empty() {
             return Err("final.seeds is empty: expected at least one seed (3 for a spread)".into());

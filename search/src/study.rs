@@ -39,8 +39,12 @@ pub struct TrialJob {
 /// One final re-training.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FinalJob {
-    /// Policy name (`best`, `default`, `crop-only`, `random`; its folder under `final/`).
+    /// Policy name (`best`, a searched trial's name for the other top-k policies, `default`,
+    /// `crop-only`, `random`; its folder under `final/`).
     pub policy_name: String,
+    /// The trial whose policy it is.
+    #[serde(default)]
+    pub trial: String,
     /// The policy.
     pub policy: serde_json::Value,
     /// Seed.
@@ -141,6 +145,8 @@ struct State<'a> {
     trained_steps: BTreeMap<usize, usize>,
     /// Jobs started in an earlier session and never finished: rerun first.
     interrupted: VecDeque<(usize, usize)>,
+    /// Top-k trials trained on to the full budget before the final comparison.
+    top_k_runs: std::collections::BTreeSet<usize>,
     running: Vec<(usize, usize)>,
     finals: BTreeMap<(String, u64), Option<f64>>,
     seconds_before: f64,
@@ -240,6 +246,7 @@ impl<'a> State<'a> {
             rung,
             steps: self.rungs[rung],
             at_seconds: at,
+            top_k: rung == top && self.top_k_runs.contains(&trial),
         })?;
         self.running.push((trial, rung));
         Ok(Some(TrialJob {
@@ -305,20 +312,31 @@ impl<'a> State<'a> {
 
     /// The best search trial: highest rung, then best score.
     fn best_trial(&self) -> Option<usize> {
-        self.best_of
+        self.ranked_trials().first().copied()
+    }
+
+    /// The searched trials with a score, best first: highest rung, then best score there, then
+    /// the earlier trial.
+    fn ranked_trials(&self) -> Vec<usize> {
+        let mut ranked: Vec<(usize, usize, f64)> = self
+            .best_of
             .iter()
             .filter(|(t, (_, s))| !self.trials[**t].baseline && s.is_some())
-            .max_by(|a, b| {
-                (a.1.0)
-                    .cmp(&b.1.0)
-                    .then(
-                        a.1.1
-                            .unwrap_or(f64::NEG_INFINITY)
-                            .total_cmp(&b.1.1.unwrap_or(f64::NEG_INFINITY)),
-                    )
-                    .then(b.0.cmp(a.0))
-            })
-            .map(|(t, _)| *t)
+            .map(|(&t, &(rung, s))| (t, rung, s.unwrap_or(f64::NEG_INFINITY)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.total_cmp(&a.2)).then(a.0.cmp(&b.0)));
+        ranked.into_iter().map(|(t, _, _)| t).collect()
+    }
+
+    /// The `k` best searched trials that stopped below the full budget: each must be trained
+    /// on to it (on the validation split) before the final comparison.
+    fn top_trials_to_complete(&self, k: usize) -> Vec<usize> {
+        let top = self.rungs.len() - 1;
+        self.ranked_trials()
+            .into_iter()
+            .take(k)
+            .filter(|t| self.best_of[t].0 < top)
+            .collect()
     }
 
     /// Estimated optimizer steps of the whole study still to train (search and final).
@@ -331,8 +349,9 @@ impl<'a> State<'a> {
             expected += (s.trials / eta.pow(k as u32)) * (self.rungs[k] - self.rungs[k - 1]);
         }
         let done: usize = self.trained_steps.values().sum();
-        let final_total =
-            (self.plan.baselines.len() + 1) * s.final_runs.seeds.len() * s.final_steps();
+        let final_total = (self.plan.baselines.len() + s.final_runs.top_k)
+            * s.final_runs.seeds.len()
+            * s.final_steps();
         let final_done = self.finals.len() * s.final_steps();
         expected.saturating_sub(done) + final_total.saturating_sub(final_done)
     }
@@ -468,6 +487,7 @@ pub fn run_study(
         best_of: BTreeMap::new(),
         trained_steps: BTreeMap::new(),
         interrupted: VecDeque::new(),
+        top_k_runs: Default::default(),
         running: Vec::new(),
         finals: BTreeMap::new(),
         seconds_before: 0.0,
@@ -511,42 +531,74 @@ pub fn run_study(
         );
     }
 
-    // The search phase.
-    let state = Mutex::new(st);
-    std::thread::scope(|scope| {
-        for worker in 0..runner.workers().max(1) {
-            let state = &state;
-            scope.spawn(move || search_worker(state, runner, worker));
+    // The search phase, then the top-k trials that successive halving stopped early trained
+    // on to the full budget (from their checkpoints, on the validation split), so that every
+    // policy of the final comparison has a validation score at the budget it is tested at.
+    // Trials that fail there drop out and the next ones come in.
+    let top_k = plan.settings.final_runs.top_k;
+    let mut st = st;
+    loop {
+        let state = Mutex::new(st);
+        std::thread::scope(|scope| {
+            for worker in 0..runner.workers().max(1) {
+                let state = &state;
+                scope.spawn(move || search_worker(state, runner, worker));
+            }
+        });
+        st = state.into_inner().expect("state lock");
+        if let Some(e) = st.fatal.take() {
+            return Err(e);
         }
-    });
-    let mut st = state.into_inner().expect("state lock");
-    if let Some(e) = st.fatal.take() {
-        return Err(e);
+        let pending = st.top_trials_to_complete(top_k);
+        if pending.is_empty() {
+            break;
+        }
+        eprintln!(
+            "training the top {top_k} searched trials to the full budget: {} of them stopped early ({})",
+            pending.len(),
+            pending
+                .iter()
+                .map(|&t| st.trials[t].name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let top = st.rungs.len() - 1;
+        st.top_k_runs.extend(pending.iter().copied());
+        st.interrupted.extend(pending.into_iter().map(|t| (t, top)));
     }
     crate::report::write_report(out, &plan.modality, &plan.settings, &plan.ops)?;
     runner.search_finished();
 
-    // The final comparison.
-    let best = st.best_trial();
-    let mut finals: Vec<(String, serde_json::Value)> = Vec::new();
-    if let Some(b) = best {
-        let policy = st.trials[b].policy.clone();
-        write_policy(&policy, &out.join("best-policy.toml"))?;
-        finals.push(("best".into(), policy));
-    } else {
+    // The final comparison: the top-k searched policies (the first is `best`) and the baselines.
+    let ranked = st.ranked_trials();
+    let best = ranked.first().copied();
+    // (policy name, trial name, policy)
+    let mut finals: Vec<(String, String, serde_json::Value)> = Vec::new();
+    for (i, &t) in ranked.iter().take(top_k).enumerate() {
+        let policy = st.trials[t].policy.clone();
+        let name = st.trials[t].name.clone();
+        if i == 0 {
+            write_policy(&policy, &out.join("best-policy.toml"))?;
+            finals.push(("best".into(), name, policy));
+        } else {
+            finals.push((name.clone(), name, policy));
+        }
+    }
+    if best.is_none() {
         eprintln!(
             "warning: no searched trial finished with a score; the final comparison has the baselines only"
         );
     }
     for (name, policy, _) in &plan.baselines {
-        finals.push((name.clone(), policy.clone()));
+        finals.push((name.clone(), name.clone(), policy.clone()));
     }
     let mut queue: VecDeque<FinalJob> = VecDeque::new();
-    for (name, policy) in &finals {
+    for (name, trial, policy) in &finals {
         for &seed in &plan.settings.final_runs.seeds {
             if !st.finals.contains_key(&(name.clone(), seed)) {
                 queue.push_back(FinalJob {
                     policy_name: name.clone(),
+                    trial: trial.clone(),
                     policy: policy.clone(),
                     seed,
                     steps: plan.settings.final_steps(),
@@ -577,7 +629,7 @@ pub fn run_study(
     }
     crate::report::write_report(out, &plan.modality, &plan.settings, &plan.ops)?;
     let mut means = Vec::new();
-    for (name, _) in &finals {
+    for (name, _, _) in &finals {
         let v: Vec<f64> = st
             .finals
             .iter()
@@ -637,9 +689,13 @@ fn replay(st: &mut State<'_>, events: &[Event]) -> Result<(), SearchError> {
                 trial,
                 rung,
                 at_seconds,
+                top_k,
                 ..
             } => {
                 check_trial(st, *trial, *rung)?;
+                if *top_k {
+                    st.top_k_runs.insert(*trial);
+                }
                 if *rung > 0 && !st.trials[*trial].baseline {
                     st.rung_states[rung - 1].promoted.insert(*trial);
                 }
@@ -836,6 +892,7 @@ fn final_worker(
         };
         let e = Event::Final {
             policy: job.policy_name.clone(),
+            trial: job.trial.clone(),
             seed: job.seed,
             score,
             probes,

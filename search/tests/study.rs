@@ -220,7 +220,12 @@ fn a_study_runs_baselines_halves_trials_and_compares_finals() {
                 score: Some(s),
                 ..
             } if *trial >= 3 => finished[*rung].push((*trial, *s)),
-            Event::Start { trial, rung, .. } if *trial >= 3 && *rung > 0 => {
+            Event::Start {
+                trial,
+                rung,
+                top_k: false,
+                ..
+            } if *trial >= 3 && *rung > 0 => {
                 let mut below = finished[rung - 1].clone();
                 below.sort_by(|a, b| b.1.total_cmp(&a.1));
                 let quota = below.len() / 3;
@@ -237,16 +242,54 @@ fn a_study_runs_baselines_halves_trials_and_compares_finals() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), results.len());
-    // Finals: best + 3 baselines, 3 seeds each.
-    assert_eq!(finals.len(), 12);
+    // Finals: the top 3 searched policies (`best` and two by their trial's name) and the 3
+    // baselines, 3 seeds each.
+    assert_eq!(finals.len(), 18);
     let (best_name, best_policy, _) = summary.best.unwrap();
     assert!(best_name.starts_with('t'));
+    // Each of the top 3 has a validation score at the full budget (those that successive
+    // halving stopped early were trained on to it), and the best is the best there.
+    let mut top: Vec<(String, usize)> = Vec::new();
+    for e in &events {
+        if let Event::Final { policy, trial, .. } = e
+            && !["default", "crop-only", "random"].contains(&policy.as_str())
+            && !top.iter().any(|(p, _)| p == policy)
+        {
+            let t: usize = trial[1..].parse::<usize>().unwrap() + 3;
+            top.push((policy.clone(), t));
+        }
+    }
+    assert_eq!(top.len(), 3, "{top:?}");
+    assert_eq!(top[0].0, "best");
+    assert_eq!(format!("t{:03}", top[0].1 - 3), best_name);
+    let full = |t: usize| {
+        results
+            .iter()
+            .find(|r| r.0 == t && r.1 == 2)
+            .and_then(|r| r.2)
+            .unwrap_or_else(|| panic!("trial {t} has no full-budget score"))
+    };
+    for (_, t) in &top[1..] {
+        assert!(full(top[0].1) >= full(*t));
+    }
+    // Every other searched trial that reached the full budget ranks below them.
+    for r in results.iter().filter(|r| r.0 >= 3 && r.1 == 2) {
+        if !top.iter().any(|(_, t)| *t == r.0) {
+            assert!(r.2.unwrap() <= full(top[2].1));
+        }
+    }
     assert_eq!(
         std::fs::read_to_string(dir.path().join("best-policy.toml")).unwrap(),
         best_policy.to_string()
     );
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("| best |"), "{report}");
+    // The toy's scores rank the same on both splits.
+    assert!(
+        report.contains("Rank correlation (Spearman) of validation and test scores over these 6 policies: **1.00**"),
+        "{report}"
+    );
+    assert!(report.contains("Spearman's rho of the searched trials' scores at both rungs"));
     assert!(
         report.contains("| crop-only | 41.00 ± 1.00 | 3 |"),
         "{report}"
@@ -281,8 +324,22 @@ fn a_crashed_study_resumes_without_losing_or_repeating_a_finished_trial() {
     let (ref_results, ref_finals) = results(reference_dir.path());
     let ref_log = reference.log.lock().unwrap().clone();
 
-    // Crash at several points: during a baseline, a rung-0 trial, a promotion, a final run.
-    for crash_at in [2, 6, 12, 19] {
+    // Crash at several points: during a baseline, a rung-0 trial, a promotion, a top-k trial
+    // trained on to the full budget, a final run.
+    // The last trial job at the full 36 steps is a top-k trial trained on to it (the journal
+    // marks those starts).
+    let (ref_events, _) = read_events(&reference_dir.path().join("journal.jsonl")).unwrap();
+    assert!(
+        ref_events
+            .iter()
+            .any(|e| matches!(e, Event::Start { top_k: true, .. }))
+    );
+    let completion = ref_log
+        .iter()
+        .rposition(|j| j.0.starts_with('t') && j.1 == 36)
+        .unwrap()
+        + 1;
+    for crash_at in [2, 6, 12, completion, 19, 30] {
         let dir = tempfile::tempdir().unwrap();
         let first = Toy::new(crash_at);
         let err = run_study(&plan, &first, dir.path(), false, &write_policy).unwrap_err();
@@ -347,7 +404,8 @@ fn a_kill_during_a_journal_write_loses_only_that_line() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), n);
-    assert_eq!(finals.len(), 12);
+    // The top 3 searched policies and 3 baselines, 3 seeds each.
+    assert_eq!(finals.len(), 18);
 }
 
 #[test]
@@ -409,7 +467,7 @@ fn trials_run_on_several_devices_at_once_without_running_anything_twice() {
         results.iter().any(|r| r.1 == 2 && r.0 >= 3),
         "a trial reached the top rung"
     );
-    assert_eq!(finals.len(), 12);
+    assert_eq!(finals.len(), 18);
     assert!(summary.best.is_some());
 }
 
@@ -513,7 +571,8 @@ fn a_failed_final_run_is_recorded_and_the_study_finishes() {
         &write_policy,
     )
     .unwrap();
-    assert_eq!(summary.finals.len(), 4);
+    // 3 searched trials: all three are the top 3, beside the 3 baselines.
+    assert_eq!(summary.finals.len(), 6);
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("1: failed"), "{report}");
     assert!(report.contains("| random | 51.00 ± 1.41 | 2 |"), "{report}");

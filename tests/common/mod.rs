@@ -41,7 +41,8 @@ pub fn assert_one_line_error(o: &Output, needles: &[&str]) -> String {
 }
 
 /// A tiny study (tests/search_augment.rs, tests/mpi.rs): 3 baselines and 5 searched trials on
-/// rungs of 2 and 6 steps, then 4 policies x 2 seeds of final runs, on a small CNN.
+/// rungs of 2 and 6 steps, the top 2 trained on to 6 steps, then 5 policies x 2 seeds of final
+/// runs, on a small CNN.
 pub const TINY_SEARCH: &str = r#"
 name = "tiny"
 modality = "vision"
@@ -62,6 +63,7 @@ eta = 3
 startup_trials = 3
 [final]
 seeds = [0, 1]
+top_k = 2
 "#;
 
 /// The journal's events of the study in `out`, as JSON values.

@@ -19,6 +19,8 @@ pub struct OnlineNetwork<E: Encoder> {
 
 /// The outputs of the online network on one view.
 pub struct OnlineOutput {
+    /// Representation `f(x)`, `[batch, encoder dim]` (read by the online probe).
+    pub representation: Tensor<2>,
     /// Projection `g(f(x))`, `[batch, projection_dim]` (read by the collapse metric).
     pub projection: Tensor<2>,
     /// Prediction `q(g(f(x)))`, `[batch, projection_dim]` (equal to the projection without a
@@ -52,12 +54,14 @@ impl<E: Encoder> OnlineNetwork<E> {
 
     /// Forward pass on one batch of views.
     pub fn forward(&self, x: E::Input) -> OnlineOutput {
-        let projection = self.projector.forward(self.encoder.forward(x));
+        let representation = self.encoder.forward(x);
+        let projection = self.projector.forward(representation.clone());
         let prediction = match &self.predictor {
             Some(q) => q.forward(projection.clone()),
             None => projection.clone(),
         };
         OnlineOutput {
+            representation,
             projection,
             prediction,
         }

@@ -8,6 +8,7 @@ use super::ema::{EmaError, TargetEma};
 use super::finite::non_finite_gradient;
 use super::loss::{LossTerms, byol_loss};
 use super::network::{OnlineNetwork, TargetNetwork};
+use super::online_probe::OnlineProbe;
 use crate::encoder::Encoder;
 use crate::optim::LrSchedule;
 use crate::replicas::{ReplicaError, ReplicaGroup, all_reduce_mean};
@@ -26,6 +27,9 @@ pub struct ByolState<E: Encoder> {
     /// Optimizer steps taken, skipped ones included: the position `k` in the learning-rate
     /// and tau schedules of the run.
     pub step: usize,
+    /// The online linear probe, trained in each step on the labelled rows of view 1
+    /// ([`Views::labels`]) when present ([`OnlineProbe`]); it never changes the networks.
+    pub probe: Option<OnlineProbe>,
 }
 
 impl<E: Encoder> ByolState<E> {
@@ -38,6 +42,7 @@ impl<E: Encoder> ByolState<E> {
             target,
             optimizer,
             step: 0,
+            probe: None,
         }
     }
 
@@ -67,6 +72,9 @@ pub struct Views<I> {
     pub view1: I,
     /// View 2 (the paper's `v'`).
     pub view2: I,
+    /// The label of each sample for the online probe (`None`: unlabelled); empty when there is
+    /// no probe.
+    pub labels: Vec<Option<usize>>,
 }
 
 /// The loss of an optimizer step, read back to the host.
@@ -145,6 +153,11 @@ impl StepOutcome {
 /// scanned for NaN and infinities before the optimizer runs; a fault drains the step's
 /// remaining micro-batches (so the data stays aligned) and updates nothing.
 ///
+/// With `state.probe` and labels in the views, the online probe scores and then learns each
+/// micro-batch's view-1 representations, detached ([`OnlineProbe::observe`]; a micro-batch
+/// whose loss is not finite is not shown to it). Under data parallelism each rank's probe sees
+/// its own shard.
+///
 /// `collapse_metric`: also compute the [`CollapseMetrics`] of the last micro-batch (host reads;
 /// the trainer asks at its logging interval), over every rank's rows.
 ///
@@ -173,6 +186,7 @@ pub fn update<E: Encoder, L>(
         target,
         mut optimizer,
         step,
+        mut probe,
     } = state;
     let accumulation = schedules.accumulation.max(1);
     let lr = schedules.lr.at(step);
@@ -188,7 +202,7 @@ pub fn update<E: Encoder, L>(
     let mut fault: Option<String> = None;
     let mut micro_batches = micro_batches.take(accumulation);
     for micro in 1..=accumulation {
-        let views = micro_batches
+        let mut views = micro_batches
             .next()
             .ok_or(UpdateError::MissingBatches {
                 expected: accumulation,
@@ -198,7 +212,9 @@ pub fn update<E: Encoder, L>(
         if fault.is_some() {
             continue;
         }
-        let (terms, projection) = replicas.batch_norm_scope(|| forward(&online, &target, views));
+        let labels = std::mem::take(&mut views.labels);
+        let (terms, projection, representation) =
+            replicas.batch_norm_scope(|| forward(&online, &target, views));
         if collapse_metric && micro == accumulation {
             // Over the global batch: a rank's shard alone would cap the effective rank.
             let projection = replicas
@@ -222,6 +238,11 @@ pub fn update<E: Encoder, L>(
         if !v21.is_finite() {
             fault = Some(format!("loss {v21} of online(view 2) -> target(view 1)"));
             continue;
+        }
+        if let Some(p) = probe.as_mut()
+            && !labels.is_empty()
+        {
+            p.observe(representation, &labels);
         }
         loss.total += (v12 + v21) as f64 / accumulation as f64;
         loss.view1_to_view2 += v12 as f64 / accumulation as f64;
@@ -251,15 +272,16 @@ pub fn update<E: Encoder, L>(
             fault = Some(format!("gradient of {param} (the mean over the ranks)"));
         }
     }
-    let state = |online, target, optimizer, step| ByolState {
+    let state = |online, target, optimizer, step, probe| ByolState {
         online,
         target,
         optimizer,
         step,
+        probe,
     };
     if let Some(what) = fault {
         return Ok((
-            state(online, target, optimizer, step),
+            state(online, target, optimizer, step, probe),
             StepOutcome::Fault {
                 what,
                 lr,
@@ -274,7 +296,7 @@ pub fn update<E: Encoder, L>(
         .update(target, &online, step)
         .map_err(UpdateError::Ema)?;
     Ok((
-        state(online, target, optimizer, step + 1),
+        state(online, target, optimizer, step + 1, probe),
         StepOutcome::Updated {
             loss,
             lr,
@@ -308,13 +330,13 @@ pub enum UpdateError<L> {
 
 /// The online network on both views and the target network on both views, then the loss
 /// terms; also the online projection of view 1, `[batch, projection_dim]` (for the collapse
-/// metric).
+/// metric), and its representation, `[batch, encoder dim]` (for the online probe).
 fn forward<E: Encoder>(
     online: &OnlineNetwork<E>,
     target: &TargetNetwork<E>,
     views: Views<E::Input>,
-) -> (LossTerms, Tensor<2>) {
-    let Views { view1, view2 } = views;
+) -> (LossTerms, Tensor<2>, Tensor<2>) {
+    let Views { view1, view2, .. } = views;
     let o1 = online.forward(view1.clone());
     let o2 = online.forward(view2.clone());
     let z1 = target.forward(view1);
@@ -322,6 +344,7 @@ fn forward<E: Encoder>(
     (
         byol_loss(o1.prediction, o2.prediction, z1, z2),
         o1.projection,
+        o1.representation,
     )
 }
 

@@ -205,6 +205,9 @@ pub struct TwoViews<B> {
     pub view1: B,
     /// View 2 of each sample (same samples, same order).
     pub view2: B,
+    /// The index in the training items of each sample (after any substitution of an unreadable
+    /// record), for its labels.
+    pub rows: Vec<usize>,
 }
 
 /// The number of worker threads for `requested` (0: as many as the compute threads of rayon's
@@ -414,13 +417,14 @@ pub fn two_view_epoch_shard<M: Modality>(
         let positions = shard.positions(b, batch_size);
         let mut v1 = Vec::with_capacity(positions.len());
         let mut v2 = Vec::with_capacity(positions.len());
+        let mut rows = Vec::with_capacity(positions.len());
         let source = DatasetSamples {
             modality: &*modality,
             items: &items[..],
         };
         let pipelines: [&[M::Op]; 2] = [&views.0, &views.1];
         for pos in positions {
-            let (mut pair, _) = read_or_substitute(&items, &order, pos, &skips, |item| {
+            let (mut pair, row) = read_or_substitute(&items, &order, pos, &skips, |item| {
                 // A substitute draws from the position's stream afresh.
                 let mut rng = StdRng::seed_from_u64(sample_seed(seed, epoch, pos));
                 modality.try_views(item, &pipelines, &mut rng, &source)
@@ -428,10 +432,12 @@ pub fn two_view_epoch_shard<M: Modality>(
             let (view2, view1) = (pair.pop(), pair.pop());
             v1.push(view1.ok_or("a modality returned no views")?);
             v2.push(view2.ok_or("a modality returned one view")?);
+            rows.push(row);
         }
         Ok(TwoViews {
             view1: modality.collate(v1),
             view2: modality.collate(v2),
+            rows,
         })
     })
 }

@@ -33,6 +33,11 @@ pub struct MetricsRecord {
     /// Whether the collapse metric is below the collapse threshold.
     #[serde(default)]
     pub collapsed: bool,
+    /// Top-1 accuracy in `[0, 1]` of the online linear probe on the labelled training samples
+    /// since the previous line, each scored before the probe learned from it
+    /// (`byol::online_probe`); absent without labels or with `eval.online_probe = false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_probe_top1: Option<f64>,
 }
 
 fn not_recorded() -> f64 {
@@ -144,6 +149,7 @@ mod tests {
             images_per_sec: 10.0,
             data_wait_fraction: 0.0,
             collapsed: false,
+            online_probe_top1: (step % 2 == 0).then_some(0.5),
         }
     }
 

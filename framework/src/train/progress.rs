@@ -100,8 +100,12 @@ impl Progress {
         if self.quiet {
             return;
         }
+        let probe = record
+            .online_probe_top1
+            .map(|a| format!(" | online probe {:.1}%", a * 100.0))
+            .unwrap_or_default();
         let line = format!(
-            "loss {:.4} | lr {:.4} | tau {:.5} | collapse std {:.4} rank {:.1} | {:.0} img/s",
+            "loss {:.4} | lr {:.4} | tau {:.5} | collapse std {:.4} rank {:.1}{probe} | {:.0} img/s",
             record.loss,
             record.lr,
             record.tau,

@@ -3,7 +3,7 @@
 //! and loading one back (resume, rollback).
 
 use super::results::RunReport;
-use crate::byol::{ByolState, OnlineNetwork, TargetNetwork};
+use crate::byol::{ByolState, OnlineNetwork, OnlineProbeRecord, TargetNetwork};
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
 use crate::encoder::Encoder;
 use crate::error::{TrainError, io_err};
@@ -162,7 +162,13 @@ impl Checkpointer {
             state
                 .optimizer
                 .save(dir.join("optimizer.bpk"))
-                .map_err(|e| format!("optimizer.bpk: {e}"))
+                .map_err(|e| format!("optimizer.bpk: {e}"))?;
+            if let Some(probe) = &state.probe {
+                let json = serde_json::to_vec(&probe.record()).expect("probe record serializes");
+                std::fs::write(dir.join(ONLINE_PROBE_FILE), json)
+                    .map_err(|e| format!("{ONLINE_PROBE_FILE}: {e}"))?;
+            }
+            Ok(())
         })
         .map(|_| ())
     }
@@ -185,13 +191,30 @@ pub fn load_state<E: Encoder>(
 ) -> Result<ByolState<E>, CheckpointError> {
     let (online, target, optimizer) =
         load_networks(dir, state.online, state.target, state.optimizer)?;
+    let mut probe = state.probe;
+    if let Some(p) = probe.as_mut() {
+        let path = dir.join(ONLINE_PROBE_FILE);
+        // A checkpoint written without the probe (an older build, or `eval.online_probe`
+        // off then): the probe starts afresh.
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(|e| CheckpointError::new(&path, e))?;
+            let record: OnlineProbeRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| CheckpointError::new(&path, format!("malformed: {e}")))?;
+            p.load(&record)
+                .map_err(|e| CheckpointError::new(&path, e))?;
+        }
+    }
     Ok(ByolState {
         online,
         target,
         optimizer,
         step,
+        probe,
     })
 }
+
+/// The online probe's file in a checkpoint folder.
+pub const ONLINE_PROBE_FILE: &str = "online_probe.json";
 
 fn load_networks<E: Encoder>(
     dir: &Path,

@@ -10,11 +10,12 @@ use super::resume::{Checkpointer, finished_report, load_state, resume_identity, 
 use super::run_lock::RunLock;
 use super::stop::StopRequest;
 use super::train_loop::{LoopSetup, draw_initial_parameters, run_steps};
-use crate::byol::{ByolState, OnlineNetwork, StepSchedules, TargetEma};
+use crate::byol::{ByolState, OnlineNetwork, OnlineProbe, StepSchedules, TargetEma};
 use crate::checkpoint;
 use crate::config::{ConfigError, ExperimentConfig, OnNan};
 use crate::data::loader::{StreamSkips, resolve_workers};
 use crate::data::{DataError, Datasets, EvalData, LabelSet};
+use crate::encoder::Encoder;
 use crate::error::{TrainError, io_err};
 use crate::eval::{ProbeResult, evaluate_encoder, prepare_eval_data};
 use crate::modality::Modality;
@@ -238,10 +239,31 @@ pub fn train_and_evaluate<M: Modality>(
     base.seed(cfg.seed);
     ad.seed(cfg.seed);
     let encoder = modality.init_encoder(&cfg.encoder, &cfg.data, &ad)?;
+    let representation_dim = encoder.dim();
     let mut state = ByolState::new(
         OnlineNetwork::new(encoder, &cfg.byol, &ad),
         build_optimizer(&cfg.optim),
     );
+    // The online probe on the pre-training data's first label set, when it has one.
+    let probe_labels = datasets
+        .train
+        .label_sets
+        .first()
+        .filter(|set| cfg.eval.online_probe && set.classes.len() >= 2)
+        .map(|set| {
+            state.probe = Some(OnlineProbe::new(
+                representation_dim,
+                set.classes.len(),
+                cfg.eval.online_probe_lr,
+                &base,
+            ));
+            Arc::new(
+                set.labels
+                    .iter()
+                    .map(|&l| (l != LabelSet::UNLABELED).then_some(l))
+                    .collect::<Vec<_>>(),
+            )
+        });
     let mut prior_seconds = 0.0;
     let mut skipped_steps: Vec<usize> = Vec::new();
     if let Some(dir) = &resume_from {
@@ -340,6 +362,7 @@ pub fn train_and_evaluate<M: Modality>(
         out,
         stop: &opts.stop,
         replicas: &group,
+        probe_labels,
     };
     let train_start = Instant::now();
     let (state, end) = run_steps(

@@ -52,6 +52,9 @@ pub(super) struct LoopSetup<'a, M: Modality> {
     pub stop: &'a StopRequest,
     /// The data-parallel ranks (one process: a group of one).
     pub replicas: &'a ReplicaGroup,
+    /// The online probe's label of each training item (`None`: unlabelled); `None` without a
+    /// probe.
+    pub probe_labels: Option<Arc<Vec<Option<usize>>>>,
 }
 
 /// Where the loop left off.
@@ -147,6 +150,10 @@ pub(super) fn run_steps<M: Modality>(
                     batch.map(|b| Views {
                         view1: modality.to_input(b.view1, ad),
                         view2: modality.to_input(b.view2, ad),
+                        labels: match &setup.probe_labels {
+                            Some(labels) => b.rows.iter().map(|&r| labels[r]).collect(),
+                            None => Vec::new(),
+                        },
                     })
                 });
                 let (next, outcome) = update(state, views, &setup.schedules, log_now, replicas)
@@ -184,7 +191,17 @@ pub(super) fn run_steps<M: Modality>(
                 end.replica_checks += 1;
             }
             if step % cfg.train.log_every == 0 || step == setup.total_steps {
-                log_step(setup, progress, metrics, step, epoch, (lr, tau), &mut end)?;
+                let probe = state.probe.as_mut().and_then(|p| p.take_accuracy());
+                log_step(
+                    setup,
+                    progress,
+                    metrics,
+                    step,
+                    epoch,
+                    (lr, tau),
+                    probe,
+                    &mut end,
+                )?;
             }
             if cfg.train.checkpoint_every > 0
                 && step % cfg.train.checkpoint_every == 0
@@ -304,6 +321,7 @@ fn log_step<M: Modality>(
     step: usize,
     epoch: usize,
     (lr, tau): (f64, f64),
+    online_probe_top1: Option<f64>,
     end: &mut LoopEnd,
 ) -> Result<(), TrainError> {
     let (images_per_sec, data_wait_fraction) = progress.take_window();
@@ -318,6 +336,7 @@ fn log_step<M: Modality>(
         images_per_sec,
         data_wait_fraction,
         collapsed: end.last_collapse.is_some_and(|c| end.watch.collapsed(&c)),
+        online_probe_top1,
     };
     metrics.write(&record).map_err(io_err(setup.out))?;
     if let Some(c) = end.last_collapse {
