@@ -89,16 +89,21 @@ fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str
     args
 }
 
-fn losses(run: &Path) -> Vec<f64> {
+/// One number of every line of a run's `metrics.jsonl`.
+fn metric(run: &Path, key: &str) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+            serde_json::from_str::<serde_json::Value>(l).unwrap()[key]
                 .as_f64()
-                .unwrap()
+                .unwrap_or_else(|| panic!("no {key} in {l}"))
         })
         .collect()
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    metric(run, "loss")
 }
 
 fn results(run: &Path) -> serde_json::Value {
@@ -150,6 +155,18 @@ fn two_ranks_train_as_one_process_with_the_global_batch() {
         a[0], b[0],
         "the first step's loss is the same to the last bit"
     );
+    // The online probe learns the global batch on every rank (the representations and labels
+    // are gathered): its accuracy is the one process's, the same at the first step (all-zero
+    // weights: the share of class 0 in the global batch) and within two of the 32 samples
+    // after it (the features differ by the order of float sums).
+    let (pa, pb) = (
+        metric(&one, "online_probe_top1"),
+        metric(&two, "online_probe_top1"),
+    );
+    assert_eq!(pa[0], pb[0], "{pa:?} {pb:?}");
+    for (x, y) in pa.iter().zip(&pb) {
+        assert!((x - y).abs() <= 2.0 / 32.0 + 1e-9, "{pa:?} {pb:?}");
+    }
     let r = results(&two);
     assert_eq!(
         (r["ranks"].as_u64(), r["sync_batch_norm"].as_bool()),

@@ -60,6 +60,20 @@ fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // A journal started by a build before the online probe existed (its base config lacks
+    // those keys) resumes: they take their defaults.
+    let journal = out.join("journal.jsonl");
+    let lines = std::fs::read_to_string(&journal).unwrap();
+    let (first, rest) = lines.split_once('\n').unwrap();
+    let mut study: serde_json::Value = serde_json::from_str(first).unwrap();
+    for key in ["online_probe", "online_probe_lr"] {
+        study["base"]["eval"]
+            .as_object_mut()
+            .unwrap()
+            .remove(key)
+            .unwrap();
+    }
+    std::fs::write(&journal, format!("{study}\n{rest}")).unwrap();
     let before = events(&out);
     let before_results: Vec<&serde_json::Value> = of_kind(&before, "result");
     assert!(before_results.len() >= 4);
@@ -132,6 +146,10 @@ fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {
     )
     .unwrap();
     assert_eq!(res["eval_split"], "test");
+    // Every probe says how many held-out samples it scored.
+    for p in res["probes"].as_array().unwrap() {
+        assert!(p["samples"].as_u64().unwrap() > 0, "{p}");
+    }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for row in [
         "| best |",
@@ -142,6 +160,9 @@ fn a_search_killed_mid_study_resumes_and_its_best_policy_trains() {
         "## Transfer: the validation ranking on the test split",
         "of validation and test scores",
         "How well a short rung predicts a longer one",
+        "samples scored) and",
+        "| linear | class |",
+        "| rankme | (no labels) |",
     ] {
         assert!(report.contains(row), "{report}");
     }

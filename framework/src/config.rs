@@ -353,7 +353,8 @@ pub struct EvalConfig {
     #[serde(skip_serializing_if = "is_default_rank_samples")]
     pub rank_samples: usize,
     /// Train the online linear probe during pre-training when the pre-training data has labels
-    /// (its first label set): a linear classifier on the online encoder's representation of
+    /// (its first label set that the probes can use: one with labels on both splits, without
+    /// `eval.data`): a linear classifier on the online encoder's representation of
     /// view 1, gradient stopped, scored on each batch before it learns from it; its accuracy is
     /// `online_probe_top1` in `metrics.jsonl` and a panel of `training.svg`
     /// (`byol::online_probe`). It never changes the encoder.

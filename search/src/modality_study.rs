@@ -379,6 +379,11 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
             ),
         ),
     ];
+    let normalize_base = |stored: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_value::<ExperimentConfig<M>>(stored.clone())
+            .map(|c| c.to_json())
+            .unwrap_or_else(|_| stored.clone())
+    };
     let decode = |p: &Params| -> Result<(serde_json::Value, String), SearchError> {
         let c = choices(&space, &allowed, &settings.space, p);
         let policy = build::<M>(&space, &c)?;
@@ -400,6 +405,7 @@ pub fn search<M: Modality, F: Fn() -> M + Sync>(
             })
             .collect(),
         base: base.to_json(),
+        normalize_base: Some(&normalize_base),
     };
     let runner = ModalityRunner {
         make: &make,
@@ -497,6 +503,7 @@ mod tests {
             classes: 2,
             trained_top1: trained,
             random_init_top1: Some(random),
+            samples: 100,
         };
         RunReport {
             results: serde_json::json!({}),

@@ -22,6 +22,9 @@ struct TrialView {
     linear: Vec<Option<f64>>,
     /// Every probe of each result: ((probe, labels), trained top-1).
     probes: Vec<Vec<((String, String), f64)>>,
+    /// Trained on to the full budget for the final comparison (a top-k trial that successive
+    /// halving had stopped).
+    top_k: bool,
 }
 
 /// Final runs per policy, in first-appearance order: (policy, [(seed, score, random-init score)]).
@@ -88,7 +91,15 @@ pub fn write_report(
                 results: Vec::new(),
                 linear: Vec::new(),
                 probes: Vec::new(),
+                top_k: false,
             }),
+            Event::Start {
+                trial, top_k: true, ..
+            } => {
+                if let Some(t) = trials.get_mut(*trial) {
+                    t.top_k = true;
+                }
+            }
             Event::Result {
                 trial,
                 rung,
@@ -99,7 +110,7 @@ pub fn write_report(
                 detail,
                 ..
             } => {
-                if let Some(n) = detail["representation"]["samples"].as_u64() {
+                if let Some(n) = scored_samples(detail, settings) {
                     validation_samples = Some(n);
                 }
                 if let Some(t) = trials.get_mut(*trial) {
@@ -110,22 +121,30 @@ pub fn write_report(
                         .and_then(|ps| ps.iter().find(|p| p["probe"] == "linear"))
                         .and_then(|p| p["trained_top1"].as_f64());
                     t.linear.push(linear);
-                    t.probes.push(
-                        detail["probes"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|p| {
-                                Some((
-                                    (
-                                        p["probe"].as_str()?.to_string(),
-                                        p["labels"].as_str()?.to_string(),
-                                    ),
-                                    p["trained_top1"].as_f64()?,
-                                ))
-                            })
-                            .collect(),
-                    );
+                    let mut probes: Vec<((String, String), f64)> = detail["probes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| {
+                            Some((
+                                (
+                                    p["probe"].as_str()?.to_string(),
+                                    p["labels"].as_str()?.to_string(),
+                                ),
+                                p["trained_top1"].as_f64()?,
+                            ))
+                        })
+                        .collect();
+                    // The label-free effective rank (RankMe) of the same run, as a fraction
+                    // of its maximum: how it ranks the trials beside the probes.
+                    let rep = &detail["representation"]["trained"];
+                    if let (Some(rank), Some(max)) =
+                        (rep["rank"].as_f64(), rep["max_rank"].as_f64())
+                        && max > 0.0
+                    {
+                        probes.push((("rankme".into(), "(no labels)".into()), rank / max));
+                    }
+                    t.probes.push(probes);
                 }
             }
             Event::Final {
@@ -139,7 +158,7 @@ pub fn write_report(
                 if !trial.is_empty() && !trial_of.iter().any(|(p, _)| p == policy) {
                     trial_of.push((policy.clone(), trial.clone()));
                 }
-                if let Some(n) = probes["representation"]["samples"].as_u64() {
+                if let Some(n) = scored_samples(probes, settings) {
                     test_samples = Some(n);
                 }
                 let random = probes["random_init_score"].as_f64();
@@ -337,15 +356,19 @@ pub fn write_report(
             },
             last.map(|r| match r.4.as_str() {
                 "paused" => format!("stopped at rung {}", r.0 + 1),
+                "completed" if t.top_k => {
+                    "completed (a top-k trial trained on to the full budget after the search)"
+                        .to_string()
+                }
                 other => other.to_string(),
             })
             .unwrap_or_else(|| "not finished".into()),
             t.description.replace('|', "/")
         ));
     }
-    md.push_str("\nScores per rung reached, left to right. Plots: `search.svg` (score per trial over study time), `final.svg` (the final comparison). Every event is in `journal.jsonl`.\n");
+    md.push_str("\nScores per rung reached, left to right (a top-k trial's last score is at the full budget, whichever rung it stopped at before). Plots: `search.svg` (score per trial over study time), `final.svg` (the final comparison). Every event is in `journal.jsonl`.\n");
     md.push_str(&rung_agreement_note(&trials, &rungs));
-    md.push_str(&probe_agreement_note(&trials));
+    md.push_str(&probe_agreement_note(&trials, &rungs));
     if !settings.objective.needs_labels() {
         md.push_str(&rank_correlation_note(&trials));
     }
@@ -385,6 +408,22 @@ pub fn write_report(
     )
     .map_err(plot_error)?;
     Ok(())
+}
+
+/// The samples a run's objective was scored on: its probe's labelled held-out samples (the
+/// objective's label set, else the first; recorded since `ProbeResult::samples` exists), or
+/// for a label-free objective the samples of the effective rank.
+fn scored_samples(detail: &serde_json::Value, settings: &SearchSettings) -> Option<u64> {
+    if !settings.objective.needs_labels() {
+        return detail["representation"]["samples"].as_u64();
+    }
+    let probes = detail["probes"].as_array()?;
+    let want = &settings.objective.labels;
+    probes
+        .iter()
+        .find(|p| want.is_empty() || want == "all" || p["labels"] == want.as_str())
+        .and_then(|p| p["samples"].as_u64())
+        .filter(|&n| n > 0)
 }
 
 /// The transfer section: each final policy's validation score at the full budget beside its
@@ -428,12 +467,20 @@ fn transfer_section(
             )
         })
         .collect();
+    let budgets = if settings.final_steps() == full {
+        String::new()
+    } else {
+        format!(
+            " Note: the final runs trained {} steps, not the {full} of the validation scores: the two rankings compare different budgets.",
+            settings.final_steps()
+        )
+    };
     let mut md = format!(
-        "## Transfer: the validation ranking on the test split\n\nThe policies of the final comparison: their validation score at the full {full} steps (the study's seed {}) beside their test score (mean ± std over seeds).{}\n\n| policy | trial | validation (%) | test (%) |\n|---|---|---|---|\n",
+        "## Transfer: the validation ranking on the test split\n\nThe policies of the final comparison: their validation score at the full {full} steps (the study's seed {}) beside their test score (mean ± std over seeds).{budgets}{}\n\n| policy | trial | validation (%) | test (%) |\n|---|---|---|---|\n",
         settings.seed,
         match (validation_samples, test_samples) {
             (Some(v), Some(t)) => format!(
-                " One sample is {:.2} points of the validation split ({v} samples) and {:.2} of the test split ({t}).",
+                " One sample is {:.2} points on the validation split ({v} samples scored) and {:.2} on the test split ({t}).",
                 100.0 / v.max(1) as f64,
                 100.0 / t.max(1) as f64
             ),
@@ -465,6 +512,17 @@ fn transfer_section(
             "\nRank correlation of validation and test scores: not measured ({n} policies have both; it needs 3 with scores that differ).\n"
         )),
     }
+    let one_seed: Vec<&str> = scores
+        .iter()
+        .filter(|p| p.test.len() < 2)
+        .map(|p| p.policy.as_str())
+        .collect();
+    if !one_seed.is_empty() {
+        md.push_str(&format!(
+            "\nLeft out of the comparison below (fewer than 2 seeds scored, no spread): {}.\n",
+            one_seed.join(", ")
+        ));
+    }
     match separation(&scores) {
         Some(s) if s.tells_apart() => md.push_str(&format!(
             "\nOn the test split `{}` leads `{}` by {:.2} points, more than one seed standard deviation ({:.2}): the comparison tells them apart.\n\n",
@@ -485,11 +543,12 @@ fn transfer_section(
     md
 }
 
-/// How each probe of the runs ranks the validation results compared with the objective
-/// (Spearman's rho over every finished result): a probe or label set that orders the policies
-/// differently is a reason to average the objective over them (`objective.probe = "mean"`,
-/// `objective.labels = "all"`).
-fn probe_agreement_note(trials: &[TrialView]) -> String {
+/// How each probe of the runs (and the features' effective rank) ranks the validation results
+/// compared with the objective: Spearman's rho within each rung (results at one budget, baselines
+/// included at the full one), so the budget itself does not make them agree. A probe or label set
+/// that orders the policies differently is a reason to average the objective over them
+/// (`objective.probe = "mean"`, `objective.labels = "all"`).
+fn probe_agreement_note(trials: &[TrialView], rungs: &[usize]) -> String {
     let mut keys: Vec<(String, String)> = Vec::new();
     for t in trials {
         for ps in &t.probes {
@@ -504,28 +563,39 @@ fn probe_agreement_note(trials: &[TrialView]) -> String {
         return String::new();
     }
     let mut md = String::from(
-        "\nHow each probe of the trials' validation runs ranks them compared with the objective (Spearman's rho over every finished result, baselines included):\n\n| probe | labels | results | rho with the objective |\n|---|---|---|---|\n",
+        "\nHow each probe of the trials' validation runs, and the label-free effective rank of their features (RankMe), ranks them compared with the objective: Spearman's rho within each rung (results at the same budget; n results):\n\n| probe | labels |",
     );
+    for r in rungs {
+        md.push_str(&format!(" {r} steps |"));
+    }
+    md.push_str("\n|---|---|");
+    md.push_str(&"---|".repeat(rungs.len()));
+    md.push('\n');
     for (probe, labels) in &keys {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for t in trials {
-            for (r, ps) in t.results.iter().zip(&t.probes) {
-                if let (Some(o), Some((_, v))) = (
-                    r.2,
-                    ps.iter().find(|(k, _)| k.0 == *probe && k.1 == *labels),
-                ) {
-                    a.push(o);
-                    b.push(*v);
+        md.push_str(&format!("| {probe} | {labels} |"));
+        for rung in 0..rungs.len() {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for t in trials {
+                for (r, ps) in t.results.iter().zip(&t.probes) {
+                    if r.0 != rung {
+                        continue;
+                    }
+                    if let (Some(o), Some((_, v))) = (
+                        r.2,
+                        ps.iter().find(|(k, _)| k.0 == *probe && k.1 == *labels),
+                    ) {
+                        a.push(o);
+                        b.push(*v);
+                    }
                 }
             }
+            md.push_str(&match spearman(&a, &b) {
+                Some(rho) => format!(" {rho:.2} (n {}) |", a.len()),
+                None if a.is_empty() => " - |".to_string(),
+                None => format!(" - (n {}) |", a.len()),
+            });
         }
-        md.push_str(&format!(
-            "| {probe} | {labels} | {} | {} |\n",
-            a.len(),
-            spearman(&a, &b)
-                .map(|r| format!("{r:.2}"))
-                .unwrap_or_else(|| "-".into())
-        ));
+        md.push('\n');
     }
     md
 }

@@ -21,7 +21,7 @@ pub struct Objective {
     /// hyperparameters).
     pub probe: String,
     /// The label set scored (e.g. `"digit"`); empty: the dataset's first; `"all"`: the mean
-    /// over every label set of the dataset. Not read by `"rankme"`.
+    /// over every label set the run's probes scored. Not read by `"rankme"`.
     pub labels: String,
 }
 
@@ -134,8 +134,8 @@ pub struct SearchSettings {
     #[serde(default = "default_trials")]
     pub trials: usize,
     /// Budget of the search phase in minutes of study time (0: no limit): no trial or
-    /// promotion starts after it, and the study goes on to the final re-training, which is
-    /// not limited by it. Study time is the time runs took, summed over resumed sessions (the
+    /// promotion starts after it, and the study goes on to train the top-k trials on to the
+    /// full budget and to the final re-training, which it does not limit. Study time is the time runs took, summed over resumed sessions (the
     /// part of a run lost to a kill is not counted).
     #[serde(default)]
     pub budget_minutes: f64,

@@ -116,7 +116,14 @@ pub struct Plan<'a> {
     pub ops: Vec<(String, String)>,
     /// The base experiment config after the study's overrides (checked on resume).
     pub base: serde_json::Value,
+    /// Reads a base config stored in a journal as this build would write it (keys added since
+    /// with their defaults), so that a study started by an earlier build resumes; `None`:
+    /// compared as stored.
+    pub normalize_base: Option<&'a BaseNormalizer<'a>>,
 }
+
+/// See [`Plan::normalize_base`].
+pub type BaseNormalizer<'a> = dyn Fn(&serde_json::Value) -> serde_json::Value + Sync + 'a;
 
 /// The rungs' budgets of `settings`.
 fn rungs_of(settings: &SearchSettings) -> Vec<usize> {
@@ -348,6 +355,14 @@ impl<'a> State<'a> {
         for k in 1..self.rungs.len() {
             expected += (s.trials / eta.pow(k as u32)) * (self.rungs[k] - self.rungs[k - 1]);
         }
+        // The top-k trials that successive halving stops below the full budget, trained on
+        // to it (counted from the rung below the top).
+        let top = self.rungs.len() - 1;
+        if top > 0 {
+            let reaching = s.trials / eta.pow(top as u32);
+            expected += s.final_runs.top_k.saturating_sub(reaching)
+                * (self.rungs[top] - self.rungs[top - 1]);
+        }
         let done: usize = self.trained_steps.values().sum();
         let final_total = (self.plan.baselines.len() + s.final_runs.top_k)
             * s.final_runs.seeds.len()
@@ -457,9 +472,19 @@ pub fn run_study(
             if *modality != plan.modality {
                 differ.push(format!("modality ({modality} -> {})", plan.modality));
             }
-            differ.extend(json_diff("", settings, &settings_json));
+            // Both as this build writes them: a key added since (e.g. `final.top_k`) takes
+            // its default in a journal written before it.
+            let stored: serde_json::Value =
+                serde_json::from_value::<SearchSettings>(settings.clone())
+                    .ok()
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .unwrap_or_else(|| settings.clone());
+            differ.extend(json_diff("", &stored, &settings_json));
             if !base.is_null() {
-                differ.extend(json_diff("base config: ", base, &plan.base));
+                let stored = plan
+                    .normalize_base
+                    .map_or_else(|| base.clone(), |f| f(base));
+                differ.extend(json_diff("base config: ", &stored, &plan.base));
             }
             if !differ.is_empty() {
                 return Err(SearchError::Journal(format!(
@@ -694,9 +719,9 @@ fn replay(st: &mut State<'_>, events: &[Event]) -> Result<(), SearchError> {
             } => {
                 check_trial(st, *trial, *rung)?;
                 if *top_k {
+                    // Trained on to the full budget after the search: not a promotion.
                     st.top_k_runs.insert(*trial);
-                }
-                if *rung > 0 && !st.trials[*trial].baseline {
+                } else if *rung > 0 && !st.trials[*trial].baseline {
                     st.rung_states[rung - 1].promoted.insert(*trial);
                 }
                 open.retain(|&j| j != (*trial, *rung));

@@ -148,6 +148,7 @@ fn plan(trials: usize) -> Plan<'static> {
         decode: &decode,
         ops: vec![("x".into(), "the toy's x".into())],
         base: serde_json::json!({ "lr": 0.1 }),
+        normalize_base: None,
     }
 }
 
@@ -301,6 +302,18 @@ fn a_study_runs_baselines_halves_trials_and_compares_finals() {
                 .contains("<svg")
         );
     }
+    // A journal written before `final.top_k` existed (its settings lack the key) resumes: the
+    // key takes its default.
+    let journal = dir.path().join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let mut study: serde_json::Value = serde_json::from_str(first).unwrap();
+    study["settings"]["final"]
+        .as_object_mut()
+        .unwrap()
+        .remove("top_k")
+        .unwrap();
+    std::fs::write(&journal, format!("{study}\n{rest}")).unwrap();
     // A finished study re-run with --resume does nothing new.
     let again = Toy::new(usize::MAX);
     run_study(&plan, &again, dir.path(), true, &write_policy).unwrap();

@@ -49,6 +49,14 @@ pub struct OnlineProbeRecord {
     pub classes: usize,
     /// Adam steps taken.
     pub updates: u64,
+    /// The running count since the last metrics line: correct predictions (as
+    /// `f32::to_bits`, `None` before any) and labelled samples seen, so that a run resumed
+    /// from a checkpoint between two metrics lines logs what the uninterrupted one did.
+    #[serde(default)]
+    pub correct: Option<u32>,
+    /// Labelled samples seen since the last metrics line.
+    #[serde(default)]
+    pub seen: usize,
     /// `W`, `b`, then the moments of `W` (first, second) and of `b` (first, second), row-major,
     /// as `f32::to_bits`.
     pub values: Vec<u32>,
@@ -72,6 +80,11 @@ impl OnlineProbe {
         }
     }
 
+    /// A probe of the same size, learning rate and device, all zero.
+    pub fn fresh(&self) -> Self {
+        Self::new(self.dim(), self.classes(), self.lr, &self.weight.device())
+    }
+
     /// Classes.
     pub fn classes(&self) -> usize {
         self.bias.dims()[0]
@@ -89,7 +102,12 @@ impl OnlineProbe {
         let [rows, dim] = features.dims();
         let classes = self.classes();
         debug_assert_eq!(rows, labels.len());
-        let labelled = labels.iter().filter(|l| l.is_some()).count();
+        // Rows with a label in range; a batch without one changes nothing. (`dim` is the
+        // encoder's, which the probe was made for.)
+        let labelled = labels
+            .iter()
+            .filter(|l| l.is_some_and(|c| c < classes))
+            .count();
         if labelled == 0 || dim != self.dim() {
             return;
         }
@@ -161,8 +179,7 @@ impl OnlineProbe {
         (seen > 0).then(|| c as f64 / seen as f64)
     }
 
-    /// The probe's state for a checkpoint (the running accuracy is not kept: a checkpoint is
-    /// written right after a metrics line at the logging steps, or it restarts the count).
+    /// The probe's state for a checkpoint, its running accuracy included.
     pub fn record(&self) -> OnlineProbeRecord {
         let mut values = Vec::new();
         let mut push = |t: Vec<f32>| values.extend(t.into_iter().map(f32::to_bits));
@@ -184,10 +201,20 @@ impl OnlineProbe {
         push(read2(&self.moments[1]));
         push(read1(&self.bias_moments[0]));
         push(read1(&self.bias_moments[1]));
+        let correct = self.correct.as_ref().and_then(|c| {
+            c.to_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .ok()?
+                .first()
+                .map(|v| v.to_bits())
+        });
         OnlineProbeRecord {
             dim: self.dim(),
             classes: self.classes(),
             updates: self.updates,
+            correct,
+            seen: self.seen,
             values,
         }
     }
@@ -219,8 +246,10 @@ impl OnlineProbe {
         let rest = &rest[2 * dc..];
         self.bias_moments = [t1(&rest[..c]), t1(&rest[c..2 * c])];
         self.updates = r.updates;
-        self.correct = None;
-        self.seen = 0;
+        self.correct = r.correct.map(|c| {
+            Tensor::<1>::from_data(TensorData::new(vec![f32::from_bits(c)], [1]), &device)
+        });
+        self.seen = r.seen;
         Ok(())
     }
 }
@@ -298,12 +327,19 @@ mod tests {
         let swapped: Vec<Option<usize>> = y.iter().map(|l| l.map(|c| 1 - c)).collect();
         p.observe(x.clone(), &swapped);
         assert_eq!(p.take_accuracy(), Some(0.0));
-        // A probe loaded from the record continues exactly as the original.
+        // A probe loaded from the record continues exactly as the original, its running
+        // accuracy included (a checkpoint between two metrics lines).
+        p.observe(x.clone(), &swapped);
         let mut q = OnlineProbe::new(2, 2, 0.05, &device);
         q.load(&p.record()).unwrap();
         p.observe(x.clone(), &y);
-        q.observe(x, &y);
+        q.observe(x.clone(), &y);
         assert_eq!(p.record(), q.record());
+        assert_eq!(p.take_accuracy(), q.take_accuracy());
+        // Labels out of range are left out like unlabelled rows.
+        let before = p.record();
+        p.observe(x, &[Some(7); 5]);
+        assert_eq!(p.record(), before);
         let mut other = OnlineProbe::new(3, 2, 0.05, &device);
         assert!(other.load(&p.record()).unwrap_err().contains("2 x 2"));
     }

@@ -154,9 +154,10 @@ impl StepOutcome {
 /// remaining micro-batches (so the data stays aligned) and updates nothing.
 ///
 /// With `state.probe` and labels in the views, the online probe scores and then learns each
-/// micro-batch's view-1 representations, detached ([`OnlineProbe::observe`]; a micro-batch
-/// whose loss is not finite is not shown to it). Under data parallelism each rank's probe sees
-/// its own shard.
+/// micro-batch's view-1 representations, detached ([`OnlineProbe::observe`]), once the step is
+/// known to update (a faulty step shows it nothing). Under data parallelism the
+/// representations and labels of every rank are gathered, so each rank's probe learns the
+/// global batch and the probes stay equal.
 ///
 /// `collapse_metric`: also compute the [`CollapseMetrics`] of the last micro-batch (host reads;
 /// the trainer asks at its logging interval), over every rank's rows.
@@ -200,6 +201,8 @@ pub fn update<E: Encoder, L>(
     let mut collapse = None;
     // The fault of this step, if any: its later micro-batches are only drawn.
     let mut fault: Option<String> = None;
+    // Each micro-batch's view-1 representations and labels for the online probe.
+    let mut probe_batches: Vec<(Tensor<2>, Vec<Option<usize>>)> = Vec::new();
     let mut micro_batches = micro_batches.take(accumulation);
     for micro in 1..=accumulation {
         let mut views = micro_batches
@@ -239,10 +242,30 @@ pub fn update<E: Encoder, L>(
             fault = Some(format!("loss {v21} of online(view 2) -> target(view 1)"));
             continue;
         }
-        if let Some(p) = probe.as_mut()
-            && !labels.is_empty()
-        {
-            p.observe(representation, &labels);
+        if probe.is_some() && !labels.is_empty() {
+            // Shown to the probe once the step is known to update (a faulty step is not).
+            // Under data parallelism every rank's probe sees the global batch, so the probes
+            // stay equal and the accuracy is the global batch's.
+            let (rows, labels) = if data_parallel {
+                let rows = replicas
+                    .gather_rows(representation)
+                    .map_err(UpdateError::Replicas)?;
+                let codes: Vec<f64> = labels
+                    .iter()
+                    .map(|l| l.map_or(-1.0, |c| c as f64))
+                    .collect();
+                let all = replicas
+                    .gather(&codes, "online probe labels")
+                    .map_err(UpdateError::Replicas)?;
+                let labels = all
+                    .into_iter()
+                    .map(|c| (c >= 0.0).then_some(c as usize))
+                    .collect();
+                (rows, labels)
+            } else {
+                (representation, labels)
+            };
+            probe_batches.push((rows, labels));
         }
         loss.total += (v12 + v21) as f64 / accumulation as f64;
         loss.view1_to_view2 += v12 as f64 / accumulation as f64;
@@ -289,6 +312,11 @@ pub fn update<E: Encoder, L>(
                 collapse,
             },
         ));
+    }
+    if let Some(p) = probe.as_mut() {
+        for (rows, labels) in probe_batches {
+            p.observe(rows, &labels);
+        }
     }
     let online = optimizer.step(lr, online, grads);
     let (target, tau) = schedules

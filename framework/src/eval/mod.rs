@@ -38,4 +38,8 @@ pub struct ProbeResult {
     pub trained_top1: f64,
     /// Top-1 of a random-init encoder of the same architecture (`None` when disabled).
     pub random_init_top1: Option<f64>,
+    /// Held-out samples scored (those with a label in this set): one of them is
+    /// `100 / samples` points of top-1. 0 in results written before it was recorded.
+    #[serde(default)]
+    pub samples: usize,
 }

@@ -174,6 +174,7 @@ pub fn evaluate_encoder<M: Modality>(
             classes,
             trained_top1: knn(&trained_f),
             random_init_top1: random_f.as_ref().map(knn),
+            samples: test_rows.len(),
         });
         out.push(ProbeResult {
             probe: "linear".into(),
@@ -181,6 +182,7 @@ pub fn evaluate_encoder<M: Modality>(
             classes,
             trained_top1: linear(&trained_f),
             random_init_top1: random_f.as_ref().map(linear),
+            samples: test_rows.len(),
         });
     }
     // The rows index the split they were drawn from: the held-out one, else the training one.
@@ -318,6 +320,7 @@ pub fn evaluate_pretrained<M: Modality>(
                 classes,
                 trained_top1,
                 random_init_top1: Some(random_top1),
+                samples: test_rows.len(),
             };
             if opts.verbose {
                 eprintln!("{} ({} labelled samples)", describe(&r), rows.len());

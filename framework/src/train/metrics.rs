@@ -149,7 +149,7 @@ mod tests {
             images_per_sec: 10.0,
             data_wait_fraction: 0.0,
             collapsed: false,
-            online_probe_top1: (step % 2 == 0).then_some(0.5),
+            online_probe_top1: step.is_multiple_of(2).then_some(0.5),
         }
     }
 

@@ -194,14 +194,16 @@ pub fn load_state<E: Encoder>(
     let mut probe = state.probe;
     if let Some(p) = probe.as_mut() {
         let path = dir.join(ONLINE_PROBE_FILE);
-        // A checkpoint written without the probe (an older build, or `eval.online_probe`
-        // off then): the probe starts afresh.
         if path.is_file() {
             let bytes = std::fs::read(&path).map_err(|e| CheckpointError::new(&path, e))?;
             let record: OnlineProbeRecord = serde_json::from_slice(&bytes)
                 .map_err(|e| CheckpointError::new(&path, format!("malformed: {e}")))?;
             p.load(&record)
                 .map_err(|e| CheckpointError::new(&path, e))?;
+        } else {
+            // A checkpoint written without the probe (an older build, or `eval.online_probe`
+            // off then): the probe starts afresh, also on a rollback to it.
+            *p = p.fresh();
         }
     }
     Ok(ByolState {

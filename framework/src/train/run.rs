@@ -563,6 +563,7 @@ mod tests {
             classes: 10,
             trained_top1: trained,
             random_init_top1: Some(random),
+            samples: 100,
         }
     }
 
