@@ -39,11 +39,13 @@ pub struct BenchArgs {
     /// Output folder of a --config benchmark (default: `runs/bench-<name>`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Device of a --config benchmark: `cpu`, or `cuda:N`.
+    /// Device of the step workloads, of epoch-cifar10-quick and of a --config benchmark: `cpu`,
+    /// or a GPU of this build (`vulkan`, `cuda:0`, ...; README, "Devices"). The other workloads
+    /// (augmentations, CPU kernels) run on the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
-    /// all); also step-text and step-audio (the BYOL step of `configs/text/vader.toml` and
+    /// all); also step-resnet50-imagenet (ResNet-50 on 224x224 images, for GPUs), step-text and step-audio (the BYOL step of `configs/text/vader.toml` and
     /// `configs/audio/fsdd.toml`, batch 64, sentences/s and segments/s), augment-imagenet (read + JPEG decode + the ImageNet config's views on
     /// ImageNet-sized JPEGs in --data, at most 1000 of --images), augment-audio (log-mel
     /// front end and BYOL-A views on FSDD), ops-smallcnn (the small CNN's step op by op, milliseconds),
@@ -89,6 +91,8 @@ struct Row {
     /// grew from the end of the warm-up to the last step, and over the last half of the steps
     /// (MiB; about 0 when nothing leaks or accumulates across steps).
     memory: Option<(f64, f64, f64)>,
+    /// Peak memory reserved on the device (MiB), where the backend reports it (GPUs).
+    device_mib: Option<f64>,
 }
 
 /// The memory check of a step workload: resident memory may settle or move during the steps
@@ -132,14 +136,24 @@ fn resident_mib() -> Option<(f64, f64)> {
 /// What a step workload measured: samples/s (images, sentences or segments) at the median step time (the statistic of the
 /// PyTorch twin, `torch_step.py`: a step slowed by another process on this shared machine moves
 /// a mean, not a median), and (peak MiB, growth MiB, growth over the last half MiB) when known.
-/// Images/s of the global batch, the memory check, and under MPI the median milliseconds of one
-/// gradient all-reduce of the online network's size (with how many floats).
-type StepFigures = (f64, Option<(f64, f64, f64)>, Option<(f64, usize)>);
+/// Images/s of the global batch, the memory check, under MPI the median milliseconds of one
+/// gradient all-reduce of the online network's size (with how many floats), and the peak device
+/// memory (MiB reserved by the device's allocator, sampled after each step) where the backend
+/// reports it (the GPU backends; not the CPU's).
+type StepFigures = (
+    f64,
+    Option<(f64, f64, f64)>,
+    Option<(f64, usize)>,
+    Option<f64>,
+);
 
 /// One BYOL step of workload `name` at global batch `batch`, `steps` times (after 2 warm-up
 /// steps), on the ranks of `replicas` (each with `batch / ranks` samples; one process alone
 /// with a group of one). The inputs are random and drawn once (the same two views every step),
 /// as in the PyTorch twins:
+/// - `step-resnet50-imagenet`: `[b, 3, 224, 224]` images, ResNet-50 with the ImageNet stem and
+///   the paper's heads (4096 wide, 256 out), SGD as below: the GPU workload of
+///   `scripts/gpu_check.sh`.
 /// - `step-smallcnn`, `step-resnet18-cifar`: `[b, 3, 32, 32]` images, the encoder and heads of
 ///   `../shared/bench/README.md`, SGD as its twin `torch_step.py`.
 /// - `step-text`: `configs/text/vader.toml`'s Transformer, heads and AdamW, token ids
@@ -152,6 +166,7 @@ fn step_workload(
     batch: usize,
     steps: usize,
     replicas: &ssl_framework::replicas::ReplicaGroup,
+    device: &Device,
 ) -> Result<StepFigures> {
     if steps == 0 {
         bail!("--steps must be at least 1 for {name} (its figure is the median timed step)");
@@ -163,7 +178,6 @@ fn step_workload(
         );
     }
     let local = batch / replicas.ranks();
-    let device = crate::common::parse_device("cpu")?;
     let ad = device.clone().autodiff();
     ad.seed(0);
     // Constant learning rate and tau (0.99), no accumulation, as the twins.
@@ -174,9 +188,9 @@ fn step_workload(
     };
     let mut rng = StdRng::seed_from_u64(0);
     match name {
-        "step-smallcnn" | "step-resnet18-cifar" => {
-            let (encoder, byol) = if name == "step-smallcnn" {
-                (
+        "step-smallcnn" | "step-resnet18-cifar" | "step-resnet50-imagenet" => {
+            let (encoder, byol, size) = match name {
+                "step-smallcnn" => (
                     VisionEncoder::SmallCnn(SmallCnn::new(
                         3,
                         &[32, 64, 128, 256],
@@ -184,12 +198,18 @@ fn step_workload(
                         &ad,
                     )),
                     vision_heads(1024, 128),
-                )
-            } else {
-                (
+                    32,
+                ),
+                "step-resnet18-cifar" => (
                     VisionEncoder::ResNet(ResNet::new(18, Stem::Cifar, 64, &ad)),
                     vision_heads(4096, 256),
-                )
+                    32,
+                ),
+                _ => (
+                    VisionEncoder::ResNet(ResNet::new(50, Stem::Imagenet, 64, &ad)),
+                    vision_heads(4096, 256),
+                    224,
+                ),
             };
             // The step of training itself (`byol::update`), configured as the PyTorch twin's
             // step (../shared/bench/README.md): SGD with momentum 0.9 and weight decay 5e-4 on
@@ -206,7 +226,7 @@ fn step_workload(
             );
             let image = || {
                 Tensor::<4>::random(
-                    [local, 3, 32, 32],
+                    [local, 3, size, size],
                     burn::tensor::Distribution::Normal(0.0, 1.0),
                     &ad,
                 )
@@ -332,6 +352,7 @@ where
 {
     let mut step_seconds = Vec::with_capacity(steps);
     let (mut after_warmup, mut at_half) = (None, None);
+    let mut device_peak: Option<u64> = None;
     for i in 0..steps + 2 {
         let start = Instant::now();
         let (next, outcome) = update(
@@ -352,6 +373,9 @@ where
         ad.sync().ok();
         if i >= 2 {
             step_seconds.push(start.elapsed().as_secs_f64());
+        }
+        if let Some(usage) = ad.memory_pool_usage() {
+            device_peak = Some(device_peak.unwrap_or(0).max(usage.bytes_reserved));
         }
         if i == 1 {
             after_warmup = resident_mib();
@@ -400,7 +424,8 @@ where
             ))
         );
     }
-    Ok((batch as f64 / median, memory, all_reduce))
+    let device_mib = device_peak.map(|b| b as f64 / (1024.0 * 1024.0));
+    Ok((batch as f64 / median, memory, all_reduce, device_mib))
 }
 
 /// `; CPU path avx2 (why)` where our CPU kernels are built in ([`ssl_kernels::cpu_path`]).
@@ -610,13 +635,15 @@ struct EpochFigures {
     steps: u64,
     /// (peak resident MiB of the process, resident MiB at the end).
     memory: Option<(f64, f64)>,
+    /// Memory reserved on the device at the end (MiB), where the backend reports it (GPUs).
+    device_mib: Option<f64>,
 }
 
 /// One epoch of the default vision config (`configs/vision/cifar10-quick.toml`: the small CNN,
 /// 10,000 CIFAR-10 training images, batch 128, LARS, worker threads making the views) through
 /// the real trainer, on `data`. The evaluation afterwards is cut down (1,000 test images, one
 /// probe epoch, no random-init baseline): it is not part of the figure.
-fn epoch_workload(data: &std::path::Path) -> Result<EpochFigures> {
+fn epoch_workload(data: &std::path::Path, device: &Device) -> Result<EpochFigures> {
     let overrides = [
         "train.epochs=1",
         "optim.warmup_epochs=0",
@@ -630,7 +657,7 @@ fn epoch_workload(data: &std::path::Path) -> Result<EpochFigures> {
         &overrides,
     )?;
     let out = tempfile::tempdir().context("a temporary folder for the epoch's run")?;
-    let mut opts = RunOptions::new(out.path(), data, crate::common::parse_device("cpu")?);
+    let mut opts = RunOptions::new(out.path(), data, device.clone());
     opts.random_init = false;
     let report = train_and_evaluate(VisionModality, cfg, &opts)?;
     let r = &report.results;
@@ -645,6 +672,9 @@ fn epoch_workload(data: &std::path::Path) -> Result<EpochFigures> {
         images_per_sec: number("train_images_per_sec")?,
         steps: r["steps"].as_u64().unwrap_or(0),
         memory: resident_mib().map(|(now, peak)| (peak, now)),
+        device_mib: device
+            .memory_pool_usage()
+            .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0)),
     })
 }
 
@@ -656,7 +686,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "--config runs a benchmark file; --json, --workloads and --batch belong to the throughput benchmarks (without --config)"
             );
         }
-        let device = crate::common::parse_device(&args.device)?;
+        let device = crate::devices::parse_device(&args.device)?;
         return crate::grid::run(config, args.data.clone(), args.out.clone(), device);
     }
     if cfg!(debug_assertions) {
@@ -680,9 +710,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         && let Some(other) = selected.iter().find(|w| !w.starts_with("step-"))
     {
         bail!(
-            "under mpirun, ssl bench runs the step workloads only (step-smallcnn, step-resnet18-cifar, step-text, step-audio), not {other}"
+            "under mpirun, ssl bench runs the step workloads only (step-smallcnn, step-resnet18-cifar, step-resnet50-imagenet, step-text, step-audio), not {other}"
         );
     }
+    let device = crate::devices::parse_device(&args.device)?;
     let cores = rayon::current_num_threads();
     let mut rows = Vec::new();
     // (op, median milliseconds) of ops-smallcnn.
@@ -690,7 +721,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut ops_batch = 0;
     for w in &selected {
         match w.as_str() {
-            "step-smallcnn" | "step-resnet18-cifar" | "step-text" | "step-audio" => {
+            "step-smallcnn"
+            | "step-resnet18-cifar"
+            | "step-resnet50-imagenet"
+            | "step-text"
+            | "step-audio" => {
                 let batch = args
                     .batch
                     .unwrap_or(if w == "step-smallcnn" { 128 } else { 64 });
@@ -702,7 +737,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 if replicas.writes() {
                     eprintln!("{w}: batch {batch}, {} steps...", args.steps);
                 }
-                let (figure, memory, all_reduce) = step_workload(w, batch, args.steps, &replicas)?;
+                let (figure, memory, all_reduce, device_mib) =
+                    step_workload(w, batch, args.steps, &replicas, &device)?;
                 let ranks = replicas.ranks();
                 let workload = if ranks > 1 {
                     format!("{w} ({ranks} MPI ranks)")
@@ -716,6 +752,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     figure,
                     unit,
                     memory,
+                    device_mib,
                 });
                 if let Some((ms, floats)) = all_reduce {
                     rows.push(Row {
@@ -727,6 +764,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         figure: ms,
                         unit: "ms",
                         memory: None,
+                        device_mib: None,
                     });
                 }
             }
@@ -745,6 +783,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         figure,
                         unit: "image pairs/s",
                         memory: None,
+                        device_mib: None,
                     });
                 }
             }
@@ -771,6 +810,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                             figure,
                             unit: "images/s",
                             memory: None,
+                            device_mib: None,
                         });
                     }
                 }
@@ -778,7 +818,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "epoch-cifar10-quick" => {
                 let data = ssl_vision::locate::locate_data(args.data.clone(), "cifar10")?;
                 eprintln!("epoch-cifar10-quick: one epoch of the default vision config...");
-                let e = epoch_workload(&data)?;
+                let e = epoch_workload(&data, &device)?;
                 println!(
                     "epoch-cifar10-quick: {} steps in {:.1} s ({:.1} images/s), data wait {:.1}% of the epoch",
                     e.steps,
@@ -793,6 +833,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     figure: e.seconds,
                     unit: "seconds",
                     memory: e.memory.map(|(peak, _)| (peak, f64::NAN, f64::NAN)),
+                    device_mib: e.device_mib,
                 });
                 rows.push(Row {
                     workload: "epoch-cifar10-quick (wait)".into(),
@@ -801,6 +842,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     figure: 100.0 * e.data_wait,
                     unit: "% data wait",
                     memory: None,
+                    device_mib: None,
                 });
             }
             "augment-audio" => {
@@ -819,6 +861,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     figure: front_end,
                     unit: "clips/s",
                     memory: None,
+                    device_mib: None,
                 });
                 for (threads, rate) in rates {
                     rows.push(Row {
@@ -828,6 +871,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         figure: rate,
                         unit: "clip pairs/s",
                         memory: None,
+                        device_mib: None,
                     });
                 }
             }
@@ -864,6 +908,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                             figure: t.gflops,
                             unit: "GFLOP/s",
                             memory: None,
+                            device_mib: None,
                         });
                     }
                 }
@@ -871,23 +916,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 bail!("gemm-conv times our CPU kernels: build with the `flex` feature");
             }
             other => bail!(
-                "unknown workload `{other}` (expected one of {}, step-text, step-audio, augment-imagenet, augment-audio, ops-smallcnn, gemm-conv or epoch-cifar10-quick)",
+                "unknown workload `{other}` (expected one of {}, step-resnet50-imagenet, step-text, step-audio, augment-imagenet, augment-audio, ops-smallcnn, gemm-conv or epoch-cifar10-quick)",
                 all.join(", ")
             ),
         }
     }
-    let features = if cfg!(feature = "cuda") {
-        "flex+simd+rayon, cuda"
-    } else {
-        "flex+simd+rayon"
-    };
+    let features = crate::devices::compiled_devices();
     // Every rank has finished its steps; rank 0 reports.
     finish_mpi.now();
     if !replicas.writes() {
         return Ok(());
     }
     println!(
-        "ssl bench ({features}; {} build; {cores} cores{})",
+        "ssl bench (devices {features}; --device {}; {} build; {cores} cores{})",
+        args.device,
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -895,9 +937,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
         },
         cpu_path_note()
     );
+    let any_device_memory = rows.iter().any(|r| r.device_mib.is_some());
     println!(
-        "{:<28} {:>6} {:>8} {:>12}  {:<14} {:>13} {:>16}",
-        "workload", "batch", "threads", "figure", "unit", "peak RSS MiB", "RSS growth MiB"
+        "{:<28} {:>6} {:>8} {:>12}  {:<14} {:>13} {:>16}{}",
+        "workload",
+        "batch",
+        "threads",
+        "figure",
+        "unit",
+        "peak RSS MiB",
+        "RSS growth MiB",
+        if any_device_memory {
+            format!(" {:>16}", "peak device MiB")
+        } else {
+            String::new()
+        }
     );
     for r in &rows {
         let (peak, growth) = match r.memory {
@@ -905,9 +959,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some((p, g, _)) => (format!("{p:.0}"), format!("{g:+.1}")),
             None => ("-".into(), "-".into()),
         };
+        let device_memory = match (any_device_memory, r.device_mib) {
+            (false, _) => String::new(),
+            (true, Some(m)) => format!(" {m:>16.0}"),
+            (true, None) => format!(" {:>16}", "-"),
+        };
         println!(
-            "{:<28} {:>6} {:>8} {:>12.1}  {:<14} {:>13} {:>16}",
+            "{:<28} {:>6} {:>8} {:>12.1}  {:<14} {:>13} {:>16}{device_memory}",
             r.workload, r.batch, r.threads, r.figure, r.unit, peak, growth
+        );
+    }
+    if any_device_memory {
+        println!(
+            "(peak device MiB: the most the device's allocator held after any step; for epoch-cifar10-quick, what it held at the end)"
         );
     }
     if rows
@@ -938,9 +1002,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let json = serde_json::json!({
             "ops": ops.iter().map(|(op, median_ms)| serde_json::json!({"op": op, "batch": ops_batch, "median_ms": median_ms})).collect::<Vec<_>>(),
             "features": features,
+            "device": args.device,
             "release": !cfg!(debug_assertions),
             "cores": cores,
-            "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit, "peak_rss_mib": r.memory.map(|m| m.0), "rss_growth_mib": r.memory.map(|m| m.1), "rss_growth_last_half_mib": r.memory.map(|m| m.2)})).collect::<Vec<_>>(),
+            "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit, "peak_rss_mib": r.memory.map(|m| m.0), "peak_device_mib": r.device_mib, "rss_growth_mib": r.memory.map(|m| m.1), "rss_growth_last_half_mib": r.memory.map(|m| m.2)})).collect::<Vec<_>>(),
         });
         ssl_framework::fsutil::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
             .with_context(|| format!("--json {}", path.display()))?;

@@ -305,7 +305,7 @@ pub fn embed<M: Modality>(modality: M, a: &CheckpointArgs, split: &str, out: &Pa
 /// `ssl export`: the trained encoder's parameters and BatchNorm statistics as safetensors, in
 /// PyTorch's layout, named as the encoder says (torchvision's names for a ResNet).
 fn export<M: Modality>(modality: M, dir: &Path, out: &Path) -> Result<()> {
-    let device = crate::common::cpu_device()?;
+    let device = crate::devices::parse_device("cpu")?;
     let (_, _, encoder) = load_encoder(&modality, dir, &[], &device)?;
     let naming = encoder.export_naming();
     let source = ("source", dir.display().to_string());

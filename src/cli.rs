@@ -2,7 +2,8 @@
 //! `search-augment`.
 
 use crate::checkpoint_cmds::{CheckpointArgs, CheckpointCommand};
-use crate::common::{one_line, parse_device, read_config};
+use crate::common::{one_line, read_config};
+use crate::devices::parse_device;
 use crate::modalities::{self, BuiltIn, Visitor};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -45,7 +46,7 @@ enum Command {
         /// Override a config key, e.g. `--set train.epochs=20` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Device: `cpu`, or `cuda:N` (build with `--features cuda`).
+        /// Device: `cpu`; `vulkan`, `vulkan:N`, `vulkan:cpu`, `wgpu`, `metal`, `cuda:N`, `rocm:N` in a build with that feature (README, "Devices").
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Output folder (config, metrics log, checkpoints, results.json).
@@ -150,7 +151,7 @@ struct CheckpointSource {
     /// Override a key of the run's config, e.g. `--set eval.finetune_epochs=5` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Device: `cpu`, or `cuda:N` (build with `--features cuda`).
+    /// Device: `cpu`; `vulkan`, `vulkan:N`, `vulkan:cpu`, `wgpu`, `metal`, `cuda:N`, `rocm:N` in a build with that feature (README, "Devices").
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -197,6 +198,8 @@ fn checkpoint_args(
     source: CheckpointSource,
     probing: bool,
 ) -> Result<(&'static BuiltIn, CheckpointArgs)> {
+    // A device this binary lacks is refused before anything is read.
+    let device = parse_device(&source.device)?;
     let (dir, modality, config) = open_checkpoint(&source.checkpoint, source.modality)?;
     let dataset = config["data"]["dataset"].as_str().unwrap_or_default();
     let eval_data = config["eval"]["data"]
@@ -227,7 +230,7 @@ fn checkpoint_args(
             dir,
             data,
             overrides: source.overrides,
-            device: parse_device(&source.device)?,
+            device,
         },
     ))
 }

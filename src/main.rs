@@ -5,6 +5,7 @@ mod bench;
 mod checkpoint_cmds;
 mod cli;
 mod common;
+mod devices;
 mod grid;
 mod modalities;
 mod ranks;

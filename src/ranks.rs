@@ -58,8 +58,7 @@ fn local_ranks() -> usize {
 }
 
 /// This process's rank among the job's ranks on this machine (`OMPI_COMM_WORLD_LOCAL_RANK`,
-/// `MPI_LOCALRANKID`), 0 outside a job: the GPU of `--device cuda:local`.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+/// `MPI_LOCALRANKID`), 0 outside a job: the GPU of `--device cuda:local` (or `vulkan:local`, ...).
 pub fn local_rank() -> usize {
     ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]
         .iter()

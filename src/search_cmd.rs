@@ -2,7 +2,7 @@
 //! `ssl-search`), with the search file `configs/search/<modality>.toml` (built in) or
 //! `--config FILE`.
 
-use crate::common::parse_device;
+use crate::devices::parse_device_flag;
 use crate::modalities::{self, BuiltIn, Visitor};
 use anyhow::{Context, Result, bail};
 use ssl_framework::Modality;
@@ -41,7 +41,7 @@ pub struct SearchArgs {
     /// Continue the study in --out after an interruption (same search file and options).
     #[arg(long)]
     resume: bool,
-    /// Devices, comma-separated: `cpu`, or `cuda:0,cuda:1` (one trial per device at once).
+    /// Devices, comma-separated: `cpu`, or GPUs such as `cuda:0,cuda:1` or `vulkan:0,vulkan:1` (one trial per device at once; README, "Devices").
     #[arg(long, default_value = "cpu")]
     devices: String,
     /// No per-run progress bar.
@@ -152,7 +152,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     }
     let devices = names
         .iter()
-        .map(|d| parse_device(d))
+        .map(|d| parse_device_flag("--devices", d))
         .collect::<Result<Vec<_>>>()?;
     let out = a
         .out

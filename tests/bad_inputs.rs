@@ -595,3 +595,83 @@ fn broken_text_lines_are_skipped_counted_and_named_by_line() {
     args.extend_from_slice(&["--set", "data.text_column=\"body\""]);
     assert_one_line_error(&ssl(&args), &["corpus.tsv", "body"]);
 }
+
+#[test]
+fn a_device_not_built_in_or_unknown_is_one_line_naming_it_for_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // Failed before any data is read: the data folder need not exist.
+    let data = tmp.path().join("no-data");
+    let o = ssl(&[
+        "train",
+        "--modality",
+        "vision",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "tpu:0",
+    ]);
+    assert_one_line_error(
+        &o,
+        &["--device tpu:0: unknown device", "this binary has: cpu"],
+    );
+    let o = ssl(&[
+        "bench",
+        "--device",
+        "cuda:x",
+        "--workloads",
+        "step-smallcnn",
+    ]);
+    assert_one_line_error(&o, &["--device cuda:x", "`x` is not a GPU index"]);
+    // Backends left out of this build name the feature that adds them.
+    let wgpu = cfg!(any(feature = "wgpu", feature = "vulkan", feature = "metal"));
+    for (device, feature, built) in [
+        ("cuda:0", "cuda", cfg!(feature = "cuda")),
+        ("rocm:1", "rocm", cfg!(feature = "rocm")),
+        ("metal", "metal", wgpu),
+        ("vulkan:0", "vulkan", wgpu),
+    ] {
+        if built {
+            continue;
+        }
+        let needle = format!("without the `{feature}` feature");
+        let o = ssl(&[
+            "train",
+            "--modality",
+            "audio",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+        ]);
+        assert_one_line_error(&o, &[&format!("--device {device}"), &needle]);
+        let o = ssl(&["bench", "--device", device, "--workloads", "step-smallcnn"]);
+        assert_one_line_error(&o, &[&format!("--device {device}"), &needle]);
+        let o = ssl(&[
+            "search-augment",
+            "--modality",
+            "vision",
+            "--data",
+            data.to_str().unwrap(),
+            "--devices",
+            &format!("cpu,{device}"),
+        ]);
+        assert_one_line_error(&o, &[&format!("--devices {device}:"), &needle]);
+        // Refused before the checkpoint is looked at.
+        let emb = tmp.path().join("e.npz");
+        for cmd in ["eval", "embed"] {
+            let (checkpoint, emb) = (tmp.path().to_str().unwrap(), emb.to_str().unwrap());
+            let mut args = vec![cmd, "--checkpoint", checkpoint, "--device", device];
+            if cmd == "embed" {
+                args.extend(["--out", emb]);
+            }
+            let o = ssl(&args);
+            assert_one_line_error(&o, &[&format!("--device {device}:"), &needle]);
+        }
+    }
+    assert!(!out.exists(), "nothing written");
+}

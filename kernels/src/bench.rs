@@ -82,7 +82,7 @@ fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
 /// `backward()`, with gradients for the input and the weights (gamma and beta for BatchNorm), as
 /// in training; the twin script does exactly the same.
 pub fn time_ops(batch: usize, reps: usize) -> Vec<OpTiming> {
-    let base = Device::default();
+    let base = Device::flex();
     base.seed(0);
     let ad = base.clone().autodiff();
     let normal = Distribution::Normal(0.0, 1.0);

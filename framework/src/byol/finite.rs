@@ -36,18 +36,32 @@ impl AbsSums<'_> {
 
     /// The first entry whose sum is not finite.
     fn first_non_finite(self) -> Option<String> {
-        if self.sums.is_empty() {
-            return None;
+        self.read_after(None).1
+    }
+
+    /// `head`'s values (`[n]`, when given) and the first entry whose sum is not finite, read
+    /// to the host in one transfer. A failed read is a fault, never a pass: NaN values, and
+    /// the entries named as unreadable.
+    fn read_after(self, head: Option<Tensor<1>>) -> (Vec<f32>, Option<String>) {
+        let n = head.as_ref().map_or(0, |h| h.dims()[0]);
+        let checked = !self.names.is_empty();
+        let parts: Vec<Tensor<1>> = head.into_iter().chain(self.sums).collect();
+        if parts.is_empty() {
+            return (Vec::new(), None);
         }
-        let values = Tensor::cat(self.sums, 0)
+        let Ok(values) = Tensor::cat(parts, 0)
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
-            .unwrap_or_default();
-        values
+        else {
+            let unread = "tensors that could not be read back from the device".to_string();
+            return (vec![f32::NAN; n], checked.then_some(unread));
+        };
+        let bad = values[n..]
             .iter()
             .position(|v| !v.is_finite())
-            .map(|i| self.names[i].clone())
+            .map(|i| self.names[i].clone());
+        (values[..n].to_vec(), bad)
     }
 }
 
@@ -81,6 +95,28 @@ pub fn non_finite_gradient<M: Module>(module: &M, grads: &GradientsParams) -> Op
     };
     module.visit(&mut v);
     v.first_non_finite()
+}
+
+/// `values` (`[n]`, e.g. a step's loss terms) read to the host together with the gradient
+/// check of [`non_finite_gradient`] on `module`'s gradients in `grads` (when given), in one
+/// transfer: on a GPU each read waits for the queued work, so the BYOL step reads once.
+/// Returns the `n` values and the name of the first parameter whose gradient holds a NaN or
+/// an infinity. A failed read gives NaN values.
+pub fn read_with_gradient_check<M: Module>(
+    values: Tensor<1>,
+    grads: Option<(&M, &GradientsParams)>,
+) -> (Vec<f32>, Option<String>) {
+    let mut v = AbsSums {
+        grads: None,
+        path: PathStack::default(),
+        names: Vec::new(),
+        sums: Vec::new(),
+    };
+    if let Some((module, grads)) = grads {
+        v.grads = Some(grads);
+        module.visit(&mut v);
+    }
+    v.read_after(Some(values))
 }
 
 /// The name of the first float tensor of `module` (parameters and buffers such as BatchNorm

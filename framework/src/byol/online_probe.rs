@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn the_probe_learns_a_separable_batch_and_skips_unlabelled_rows() {
-        let device = Device::default();
+        let device = Device::flex();
         let mut p = OnlineProbe::new(2, 2, 0.05, &device);
         let (x, y) = batch(&device);
         p.observe(x.clone(), &y);
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn wrong_predictions_are_counted_and_the_record_round_trips() {
-        let device = Device::default();
+        let device = Device::flex();
         let mut p = OnlineProbe::new(2, 2, 0.05, &device);
         let (x, y) = batch(&device);
         for _ in 0..100 {

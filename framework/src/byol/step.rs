@@ -5,7 +5,7 @@
 
 use super::collapse::CollapseMetrics;
 use super::ema::{EmaError, TargetEma};
-use super::finite::non_finite_gradient;
+use super::finite::{non_finite_gradient, read_with_gradient_check};
 use super::loss::{LossTerms, byol_loss};
 use super::network::{OnlineNetwork, TargetNetwork};
 use super::online_probe::OnlineProbe;
@@ -149,9 +149,10 @@ impl StepOutcome {
 /// network `g'(f'(.))` on both views, the symmetric loss [`byol_loss`] (target detached),
 /// backward; then the optimizer step on the mean gradient with the learning rate of step
 /// `state.step`, then `target <- tau * target + (1 - tau) * online` with the tau of that step
-/// ([`TargetEma::update`]). The loss terms are read back once per micro-batch and the gradients
-/// scanned for NaN and infinities before the optimizer runs; a fault drains the step's
-/// remaining micro-batches (so the data stays aligned) and updates nothing.
+/// ([`TargetEma::update`]). The loss terms and the scan of the gradients for NaN and infinities
+/// come back to the host in one read per micro-batch (after backward; on a GPU, where a read
+/// waits for the queued work, one wait per micro-batch), before the optimizer runs; a fault drains the step's remaining
+/// micro-batches (so the data stays aligned) and updates nothing.
 ///
 /// With `state.probe` and labels in the views, the online probe scores and then learns each
 /// micro-batch's view-1 representations, detached ([`OnlineProbe::observe`]), once the step is
@@ -225,7 +226,27 @@ pub fn update<E: Encoder, L>(
                 .map_err(UpdateError::Replicas)?;
             collapse = Some(CollapseMetrics::of(projection));
         }
-        let (mut v12, mut v21) = read_terms(&terms);
+        // Backward before anything is read, so that the loss terms and the gradient check
+        // come to the host in one transfer (on a GPU, one wait for the queued work); with
+        // several ranks the gradients are checked once reduced, below.
+        let both_terms = Tensor::cat(
+            vec![
+                terms.view1_to_view2.clone().detach(),
+                terms.view2_to_view1.clone().detach(),
+            ],
+            0,
+        );
+        let total = terms.total();
+        let total = if accumulation > 1 {
+            total.div_scalar(accumulation as f64)
+        } else {
+            total
+        };
+        let grads =
+            replicas.batch_norm_scope(|| GradientsParams::from_grads(total.backward(), &online));
+        let (read, bad_gradient) =
+            read_with_gradient_check(both_terms, (!data_parallel).then_some((&online, &grads)));
+        let (mut v12, mut v21) = (read[0], read[1]);
         if data_parallel {
             // The global batch's loss: the mean of the ranks' (equal shards).
             let mut both = [v12 as f64, v21 as f64];
@@ -240,6 +261,10 @@ pub fn update<E: Encoder, L>(
         }
         if !v21.is_finite() {
             fault = Some(format!("loss {v21} of online(view 2) -> target(view 1)"));
+            continue;
+        }
+        if let Some(param) = bad_gradient {
+            fault = Some(format!("gradient of {param}"));
             continue;
         }
         if probe.is_some() && !labels.is_empty() {
@@ -270,23 +295,7 @@ pub fn update<E: Encoder, L>(
         loss.total += (v12 + v21) as f64 / accumulation as f64;
         loss.view1_to_view2 += v12 as f64 / accumulation as f64;
         loss.view2_to_view1 += v21 as f64 / accumulation as f64;
-        let total = terms.total();
-        let total = if accumulation > 1 {
-            total.div_scalar(accumulation as f64)
-        } else {
-            total
-        };
-        let grads =
-            replicas.batch_norm_scope(|| GradientsParams::from_grads(total.backward(), &online));
-        if data_parallel {
-            // Checked once the ranks' gradients are reduced, below.
-            accumulator.accumulate(&online, grads);
-            continue;
-        }
-        match non_finite_gradient(&online, &grads) {
-            Some(param) => fault = Some(format!("gradient of {param}")),
-            None => accumulator.accumulate(&online, grads),
-        }
+        accumulator.accumulate(&online, grads);
     }
     let mut grads = accumulator.grads();
     if data_parallel && fault.is_none() {
@@ -374,20 +383,4 @@ fn forward<E: Encoder>(
         o1.projection,
         o1.representation,
     )
-}
-
-/// Both loss terms read back to the host in one transfer (NaN when the read fails).
-fn read_terms(terms: &LossTerms) -> (f32, f32) {
-    let values = Tensor::cat(
-        vec![
-            terms.view1_to_view2.clone().detach(),
-            terms.view2_to_view1.clone().detach(),
-        ],
-        0,
-    )
-    .into_data()
-    .convert::<f32>()
-    .try_into_vec::<f32>()
-    .unwrap_or_else(|_| vec![f32::NAN; 2]);
-    (values[0], values[1])
 }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU check: a short script for a machine with a GPU and no internet, within a 10-minute
+# window. It runs a release binary built elsewhere (cargo build --release --features vulkan,
+# or --features vulkan,cuda where CUDA builds) and prints, for each GPU device of that binary:
+#   - images/s of the BYOL step of ResNet-18 (CIFAR, 32x32) and ResNet-50 (224x224) at batch
+#     256 in f32 (and bf16, once `ssl bench` has `--precision`), with peak device memory;
+#   - the main job (ssl train --modality vision) on the GPU, when the CIFAR-10 archive is given.
+# Every command has a time limit: with one device it ends within about 9 minutes.
+#
+# Usage: scripts/gpu_check.sh [SSL_BINARY] [CIFAR10_TAR_GZ]
+#   SSL_BINARY      default target/release/ssl
+#   CIFAR10_TAR_GZ  default $SSL_TEST_DATA/cifar10-jpeg.tar.gz; the main job is skipped without it
+# Environment: DEVICES (default "vulkan cuda:0": those the binary lacks are skipped, and said;
+#   name one for a 10-minute window), STEPS (timed steps per workload, default 10), BATCH
+#   (default 256).
+set -uo pipefail
+
+bin="${1:-target/release/ssl}"
+data="${2:-${SSL_TEST_DATA:-../shared/data}/cifar10-jpeg.tar.gz}"
+steps="${STEPS:-10}"
+batch="${BATCH:-256}"
+# Mesa and wgpu want a runtime folder.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
+if [ ! -x "$bin" ]; then
+  echo "gpu_check: no ssl binary at $bin (build one: cargo build --release --features vulkan)" >&2
+  exit 1
+fi
+
+echo "== machine"
+date -u
+lscpu | grep -m1 "Model name" || true
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep -E "deviceName|driverName|apiVersion" || true
+"$bin" --version
+
+precisions="f32"
+if "$bin" bench --help 2>/dev/null | grep -q -- "--precision"; then
+  precisions="f32 bf16"
+fi
+
+for device in ${DEVICES:-vulkan cuda:0}; do
+  # One short step proves the device opens (a binary without it says so in one line).
+  if ! probe=$(timeout 90 "$bin" bench --device "$device" --workloads step-smallcnn --batch 8 --steps 1 2>&1); then
+    echo "== $device: skipped: $(echo "$probe" | grep -m1 '^error:' || echo "no answer in 90 s")"
+    continue
+  fi
+  for precision in $precisions; do
+    extra=()
+    [ "$precision" != f32 ] && extra=(--precision "$precision")
+    echo "== $device, $precision: BYOL step, batch $batch, $steps timed steps"
+    timeout 180 "$bin" bench --device "$device" "${extra[@]}" \
+      --workloads step-resnet18-cifar,step-resnet50-imagenet --batch "$batch" --steps "$steps" 2>&1 |
+      grep -v "^step-.*: batch" || echo "(failed or timed out: exit ${PIPESTATUS[0]})"
+  done
+  if [ -f "$data" ]; then
+    echo "== $device: the main job (ssl train --modality vision)"
+    out=$(mktemp -d)
+    start=$(date +%s)
+    timeout 240 "$bin" train --modality vision --data "$data" --device "$device" \
+      --out "$out/run" --no-progress 2>&1 | tail -6
+    echo "(wall $(( $(date +%s) - start )) s)"
+    rm -rf "$out"
+  else
+    echo "== $device: main job skipped: no CIFAR-10 archive at $data"
+  fi
+done
