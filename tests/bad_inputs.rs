@@ -627,16 +627,24 @@ fn a_device_not_built_in_or_unknown_is_one_line_naming_it_for_every_command() {
     assert_one_line_error(&o, &["--device cuda:x", "`x` is not a GPU index"]);
     // Backends left out of this build name the feature that adds them.
     let wgpu = cfg!(any(feature = "wgpu", feature = "vulkan", feature = "metal"));
-    for (device, feature, built) in [
-        ("cuda:0", "cuda", cfg!(feature = "cuda")),
-        ("rocm:1", "rocm", cfg!(feature = "rocm")),
-        ("metal", "metal", wgpu),
-        ("vulkan:0", "vulkan", wgpu),
+    let no_wgpu = "without wgpu: cargo build --release --features wgpu";
+    for (device, needle, built) in [
+        (
+            "cuda:0",
+            "without the `cuda` feature",
+            cfg!(feature = "cuda"),
+        ),
+        (
+            "rocm:1",
+            "without the `rocm` feature",
+            cfg!(feature = "rocm"),
+        ),
+        ("metal", no_wgpu, wgpu),
+        ("vulkan:0", no_wgpu, wgpu),
     ] {
         if built {
             continue;
         }
-        let needle = format!("without the `{feature}` feature");
         let o = ssl(&[
             "train",
             "--modality",
@@ -648,9 +656,9 @@ fn a_device_not_built_in_or_unknown_is_one_line_naming_it_for_every_command() {
             "--device",
             device,
         ]);
-        assert_one_line_error(&o, &[&format!("--device {device}"), &needle]);
+        assert_one_line_error(&o, &[&format!("--device {device}"), needle]);
         let o = ssl(&["bench", "--device", device, "--workloads", "step-smallcnn"]);
-        assert_one_line_error(&o, &[&format!("--device {device}"), &needle]);
+        assert_one_line_error(&o, &[&format!("--device {device}"), needle]);
         let o = ssl(&[
             "search-augment",
             "--modality",
@@ -660,7 +668,7 @@ fn a_device_not_built_in_or_unknown_is_one_line_naming_it_for_every_command() {
             "--devices",
             &format!("cpu,{device}"),
         ]);
-        assert_one_line_error(&o, &[&format!("--devices {device}:"), &needle]);
+        assert_one_line_error(&o, &[&format!("--devices {device}:"), needle]);
         // Refused before the checkpoint is looked at.
         let emb = tmp.path().join("e.npz");
         for cmd in ["eval", "embed"] {
@@ -670,7 +678,7 @@ fn a_device_not_built_in_or_unknown_is_one_line_naming_it_for_every_command() {
                 args.extend(["--out", emb]);
             }
             let o = ssl(&args);
-            assert_one_line_error(&o, &[&format!("--device {device}:"), &needle]);
+            assert_one_line_error(&o, &[&format!("--device {device}:"), needle]);
         }
     }
     assert!(!out.exists(), "nothing written");
