@@ -13,7 +13,7 @@ use ssl_audio::encoder::AudioInput;
 use ssl_framework::byol::{
     ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, Views, update,
 };
-use ssl_framework::config::ByolConfig;
+use ssl_framework::config::{ByolConfig, Precision};
 use ssl_framework::data::loader::{DatasetSamples, sample_seed};
 use ssl_framework::modality::Modality;
 use ssl_framework::optim::{LrSchedule, build_optimizer};
@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// (augmentations, CPU kernels) run on the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The type the step workloads compute in, as `train.precision`: f32, or mixed precision
+    /// in bf16 or f16 (f32 master weights; f16 with dynamic loss scaling). Refused where the
+    /// device lacks the type.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
     /// all); also step-resnet50-imagenet (ResNet-50 on 224x224 images, for GPUs), step-text and step-audio (the BYOL step of `configs/text/vader.toml` and
     /// `configs/audio/fsdd.toml`, batch 64, sentences/s and segments/s), augment-imagenet (read + JPEG decode + the ImageNet config's views on
@@ -79,6 +84,16 @@ pub struct BenchArgs {
     /// Write the table as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// `--precision`: f32, bf16 or f16.
+fn parse_precision(name: &str) -> std::result::Result<Precision, String> {
+    match name {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        "f16" => Ok(Precision::F16),
+        other => Err(format!("`{other}` is not a precision (f32, bf16 or f16)")),
+    }
 }
 
 struct Row {
@@ -167,6 +182,7 @@ fn step_workload(
     steps: usize,
     replicas: &ssl_framework::replicas::ReplicaGroup,
     device: &Device,
+    precision: Precision,
 ) -> Result<StepFigures> {
     if steps == 0 {
         bail!("--steps must be at least 1 for {name} (its figure is the median timed step)");
@@ -185,6 +201,7 @@ fn step_workload(
         lr: LrSchedule::Constant(lr),
         ema: TargetEma::constant(0.99),
         accumulation: 1,
+        precision,
     };
     let mut rng = StdRng::seed_from_u64(0);
     match name {
@@ -714,6 +731,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let device = crate::devices::parse_device(&args.device)?;
+    if selected.iter().any(|w| w.starts_with("step-")) {
+        args.precision
+            .check_device(&device)
+            .map_err(|e| anyhow::anyhow!("--precision {}: {e}", args.precision.name()))?;
+    }
     let cores = rayon::current_num_threads();
     let mut rows = Vec::new();
     // (op, median milliseconds) of ops-smallcnn.
@@ -738,13 +760,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     eprintln!("{w}: batch {batch}, {} steps...", args.steps);
                 }
                 let (figure, memory, all_reduce, device_mib) =
-                    step_workload(w, batch, args.steps, &replicas, &device)?;
+                    step_workload(w, batch, args.steps, &replicas, &device, args.precision)?;
                 let ranks = replicas.ranks();
-                let workload = if ranks > 1 {
-                    format!("{w} ({ranks} MPI ranks)")
-                } else {
-                    w.clone()
-                };
+                let mut workload = w.clone();
+                if args.precision != Precision::F32 {
+                    workload = format!("{workload} ({})", args.precision.name());
+                }
+                if ranks > 1 {
+                    workload = format!("{workload} ({ranks} MPI ranks)");
+                }
                 rows.push(Row {
                     workload,
                     batch,
@@ -928,8 +952,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "ssl bench (devices {features}; --device {}; {} build; {cores} cores{})",
+        "ssl bench (devices {features}; --device {}; --precision {}; {} build; {cores} cores{})",
         args.device,
+        args.precision.name(),
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -1003,6 +1028,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "ops": ops.iter().map(|(op, median_ms)| serde_json::json!({"op": op, "batch": ops_batch, "median_ms": median_ms})).collect::<Vec<_>>(),
             "features": features,
             "device": args.device,
+            "precision": args.precision.name(),
             "release": !cfg!(debug_assertions),
             "cores": cores,
             "rows": rows.iter().map(|r| serde_json::json!({"workload": r.workload, "batch": r.batch, "threads": r.threads, "figure": r.figure, "unit": r.unit, "peak_rss_mib": r.memory.map(|m| m.0), "peak_device_mib": r.device_mib, "rss_growth_mib": r.memory.map(|m| m.1), "rss_growth_last_half_mib": r.memory.map(|m| m.2)})).collect::<Vec<_>>(),

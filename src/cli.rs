@@ -66,6 +66,11 @@ enum Command {
         /// --set train.on_nan=...; may change on --resume).
         #[arg(long, value_name = "stop|skip|rollback", value_parser = ["stop", "skip", "rollback"])]
         on_nan: Option<String>,
+        /// The type of the forward and backward passes: `f32` (default), or mixed precision in
+        /// `bf16` or `f16` (f32 master weights; f16 with dynamic loss scaling); refused where
+        /// the device lacks the type (same as --set train.precision=...).
+        #[arg(long, value_name = "f32|bf16|f16", value_parser = ["f32", "bf16", "f16"])]
+        precision: Option<String>,
     },
     /// Evaluates a checkpoint: kNN, linear probe, and fine-tuning on all labels and on 10% and
     /// 1% of them (the paper's Table 2 protocol), each beside a random-init encoder.
@@ -278,6 +283,8 @@ struct Common {
     eval_data: Option<PathBuf>,
     overrides: Vec<String>,
     device: Device,
+    /// `--device` as given.
+    device_name: String,
     out: Option<PathBuf>,
     resume: bool,
     progress: bool,
@@ -301,6 +308,11 @@ impl Visitor for Train {
             c.overrides.push(format!("eval.data={value}"));
         }
         let cfg = read_config::<M>(c.config.as_deref(), entry.default_config, &c.overrides)?;
+        // A precision the device lacks is refused before any data is read.
+        cfg.train
+            .precision
+            .check_device(&c.device)
+            .map_err(|e| anyhow::anyhow!("--device {}: {e}", c.device_name))?;
         let dataset = modalities::dataset(&cfg);
         let (replicas, finish_mpi) = crate::ranks::replica_group(crate::signals::stop_request())?;
         // Under MPI rank 0 finds (downloads, unpacks) the data first; the others then find it
@@ -378,6 +390,7 @@ pub fn run() -> Result<()> {
             seed,
             no_progress,
             on_nan,
+            precision,
         } => {
             if let Some(s) = seed {
                 overrides.push(format!("seed={s}"));
@@ -385,6 +398,10 @@ pub fn run() -> Result<()> {
             if let Some(mode) = on_nan {
                 overrides.push(format!("train.on_nan=\"{mode}\""));
             }
+            if let Some(p) = precision {
+                overrides.push(format!("train.precision=\"{p}\""));
+            }
+            let device_name = device.clone();
             let device = parse_device(&device)?;
             let common = Common {
                 config,
@@ -392,6 +409,7 @@ pub fn run() -> Result<()> {
                 eval_data,
                 overrides,
                 device,
+                device_name,
                 out,
                 resume,
                 progress: !no_progress,

@@ -41,3 +41,26 @@ fn custom_time_series_modality_trains_and_evaluates() {
     .to_string();
     assert!(e.contains("augment.view1[0].max_warp"), "{e}");
 }
+
+#[test]
+fn mixed_precision_is_refused_for_an_encoder_that_does_not_declare_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    example::write_synthetic(&data, 30, 48, 1).unwrap();
+    // The example's encoder calls burn's Conv1d and BatchNorm directly (no casts), so it keeps
+    // `Encoder::mixed_precision`'s default, false.
+    for precision in ["bf16", "f16"] {
+        let e = example::run(
+            &data,
+            &tmp.path().join(precision),
+            &[format!("train.precision=\"{precision}\"")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("train.precision") && e.contains(precision) && e.contains("f32 only"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}

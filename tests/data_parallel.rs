@@ -11,7 +11,7 @@ use burn::prelude::*;
 use ssl_framework::byol::{
     ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, Views, update,
 };
-use ssl_framework::config::ByolConfig;
+use ssl_framework::config::{ByolConfig, Precision};
 use ssl_framework::optim::LrSchedule;
 use ssl_framework::replicas::{ReplicaGroup, ThreadReplicas, parameter_checksum};
 use ssl_vision::encoders::{SmallCnn, VisionEncoder};
@@ -58,6 +58,7 @@ fn schedules() -> StepSchedules {
         lr: LrSchedule::Constant(0.02),
         ema: TargetEma::constant(0.9),
         accumulation: 1,
+        precision: Precision::F32,
     }
 }
 

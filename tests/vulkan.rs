@@ -8,6 +8,9 @@
 //! - the audio and text encoders, forward and backward, on both devices;
 //! - `ssl train --device vulkan` end to end on a CIFAR-10 slice, and a checkpoint written on one
 //!   device resumed on the other.
+//! - mixed precision: a type the device has (f16 on lavapipe) gives the CPU's step in that type;
+//!   one it lacks (bf16) is refused in one line;
+//! - `ssl bench --device vulkan` with the device's peak memory.
 //!
 //! Without a Vulkan driver the tests say SKIPPED and pass, unless `SSL_REQUIRE_VULKAN=1` (set
 //! by `.ci/run`), where they fail.
@@ -17,20 +20,22 @@
 mod common;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::DeviceKind;
 use burn::tensor::wgpu::WgpuBackend;
+use common::networks::{
+    Named, compare_updates, drawn, float_tensors, largest_difference, sgd, values_of,
+};
 use common::text;
 use ssl_audio::AudioModality;
 use ssl_audio::encoder::AudioInput;
 use ssl_framework::byol::{
     ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, Views, update,
 };
-use ssl_framework::config::{ByolConfig, load_config};
+use ssl_framework::config::{ByolConfig, Precision, load_config};
 use ssl_framework::optim::{LrSchedule, build_optimizer};
-use ssl_framework::replicas::{ReplicaGroup, parameter_checksum};
+use ssl_framework::replicas::ReplicaGroup;
 use ssl_framework::{Encoder, Modality};
 use ssl_text::TextModality;
 use ssl_text::encoder::TextInput;
@@ -38,7 +43,7 @@ use ssl_vision::encoders::{ResNet, SmallCnn, Stem, VisionEncoder};
 use std::convert::Infallible;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 /// Largest relative difference of a step's loss between the devices, `|a - b| / max(|b|, 1)`,
 /// in the step tests and between a run and its resumption on the other device (measured on
@@ -77,93 +82,6 @@ fn vulkan(test: &str) -> Option<Device> {
 }
 
 type OnlineCell = OnceLock<Result<Device, String>>;
-
-/// `build` on the autodiff CPU device seeded with `seed`, every parameter drawn right away
-/// (burn draws them at their first use). Two calls give equal, independent modules: the way to
-/// put the same weights on two devices (`clone()` would share BatchNorm's running statistics,
-/// and `fork` moves those shared cells, BURN.md). The draws hold a lock: burn's random stream is
-/// the process's, and the tests run in parallel.
-fn drawn<M: Module>(seed: u64, build: impl FnOnce(&Device) -> M) -> M {
-    static DRAWING: Mutex<()> = Mutex::new(());
-    let _drawing = DRAWING.lock().unwrap_or_else(|e| e.into_inner());
-    let cpu = Device::flex().autodiff();
-    cpu.seed(seed);
-    let module = build(&cpu);
-    let _ = parameter_checksum(&module, false);
-    module
-}
-
-/// A tensor read to the host, with its module path (`encoder.blocks.0.bn.running_var`).
-type Named = (String, Vec<f32>);
-
-/// Every float tensor of `module` (parameters and BatchNorm statistics) in the module's order,
-/// read to the host, or, with `grads`, the gradient of each parameter that has one.
-fn float_tensors<M: Module>(module: &M, grads: Option<&GradientsParams>) -> Vec<Named> {
-    struct Collect<'a>(Vec<String>, Vec<Named>, Option<&'a GradientsParams>);
-    impl ModuleVisitor for Collect<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let t = match self.2 {
-                Some(grads) => match grads.get::<D>(p.id) {
-                    Some(g) => g,
-                    None => return,
-                },
-                None => p.val(),
-            };
-            let values = t.into_data().convert::<f32>().try_into_vec::<f32>();
-            self.1.push((self.0.join("."), values.unwrap()));
-        }
-    }
-    let mut c = Collect(Vec::new(), Vec::new(), grads);
-    module.visit(&mut c);
-    c.1
-}
-
-/// The largest difference between two lists of tensors, each relative to the largest magnitude
-/// of its tensor in `b`, or to a hundredth of the largest magnitude of all of `b` where that is
-/// more (a tensor that is about zero, such as the gradient of a convolution's bias before
-/// BatchNorm, which is zero but for rounding, is compared at the scale of the others), and where
-/// it is (path, element, value in `a`, in `b`).
-fn largest_difference(a: &[Named], b: &[Named]) -> (f32, String) {
-    assert_eq!(a.len(), b.len(), "the same tensors on both devices");
-    let largest = |t: &[f32]| t.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let floor = b.iter().fold(1e-6f32, |m, (_, y)| m.max(largest(y))) * 1e-2;
-    let mut worst = (0.0f32, String::new());
-    for ((name, x), (_, y)) in a.iter().zip(b) {
-        assert_eq!(x.len(), y.len());
-        let scale = largest(y).max(floor);
-        for (i, (u, v)) in x.iter().zip(y).enumerate() {
-            let d = (u - v).abs() / scale;
-            assert!(d.is_finite(), "{name}[{i}]: {u} against {v}");
-            if d > worst.0 {
-                worst = (
-                    d,
-                    format!("{name}[{i}] {u} against {v} (largest |value| {scale})"),
-                );
-            }
-        }
-    }
-    worst
-}
-
-/// A deterministic batch of `shape` for `(step, view)`: the same values on every device.
-fn values_of(shape: &[usize], step: usize, view: usize) -> TensorData {
-    let n: usize = shape.iter().product();
-    let v = (0..n)
-        .map(|i| {
-            let h = (i as u64 + 1)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(((step * 2 + view) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + (i % 7) as f32 * 0.1
-        })
-        .collect::<Vec<f32>>();
-    TensorData::new(v, shape.to_vec())
-}
 
 /// `STEPS` BYOL steps of `state` on `device` (autodiff): the loss of each step and the online
 /// and target networks' float tensors after the last.
@@ -226,6 +144,7 @@ fn step_agrees(
         lr: LrSchedule::Constant(lr),
         ema: TargetEma::constant(0.9),
         accumulation: 1,
+        precision: Precision::F32,
     };
     let started = std::time::Instant::now();
     let (cpu_losses, cpu_params) =
@@ -254,16 +173,6 @@ fn step_agrees(
     );
     // The comparison is of training, not of constants.
     assert!(cpu_losses[0] != cpu_losses[STEPS - 1]);
-}
-
-fn sgd() -> ModuleOptimizer {
-    ModuleOptimizer::from(
-        SgdConfig::new()
-            .with_momentum(Some(
-                MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-            ))
-            .build(),
-    )
 }
 
 fn heads(hidden: usize, out: usize) -> ByolConfig {
@@ -434,38 +343,7 @@ fn text_encoder_forward_and_backward_agree_on_vulkan_and_cpu() {
 
 /// `ssl train --modality vision` on the slice with checkpoints every 4 steps, on `device`.
 fn train(data: &Path, out: &Path, device: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train",
-        "--modality",
-        "vision",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--device",
-        device,
-        "--no-progress",
-    ];
-    for kv in [
-        "train.epochs=2",
-        "train.batch_size=50",
-        "train.checkpoint_every=4",
-        "train.keep_checkpoints=10",
-        "train.log_every=1",
-        "eval.probe_epochs=2",
-        "byol.projector_hidden=256",
-        "encoder.channels=[16, 32, 64]",
-        "encoder.strides=[1, 2, 2]",
-    ] {
-        args.push("--set");
-        args.push(kv);
-    }
-    args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_ssl"))
-        .args(&args)
-        .env_remove("SSL_DATA_DIR")
-        .output()
-        .expect("run ssl")
+    common::train_small_cifar(data, out, device, extra)
 }
 
 /// The losses of a run's `metrics.jsonl`, by step.
@@ -586,4 +464,156 @@ fn train_on_vulkan_then_resume_across_devices() {
         assert_losses_agree(&format!("resumed on {device}"), &resumed, &losses(from));
         assert!(to.join("results.json").is_file());
     }
+}
+
+/// One step of the small CNN in `precision` from the weights drawn with seed 5 (f16 retries
+/// the batch after an overflow): the loss, the update of every trainable tensor of both
+/// networks (flattened), and whether every float tensor of the networks is still f32.
+fn half_step(precision: Precision, device: &Device) -> (f64, Vec<f32>, bool) {
+    let network = |d: &Device| {
+        OnlineNetwork::new(
+            VisionEncoder::SmallCnn(SmallCnn::new(3, &[8, 16, 32], &[1, 2, 2], d)),
+            &heads(64, 32),
+            d,
+        )
+    };
+    let online = drawn(5, network).fork(device);
+    let trainable = |s: &ByolState<VisionEncoder>| -> Vec<f32> {
+        let mut all = float_tensors(&s.online.valid(), None);
+        all.extend(float_tensors(&s.target.valid(), None));
+        all.into_iter()
+            .filter(|(p, _)| !p.contains("running_"))
+            .flat_map(|(_, t)| t)
+            .collect()
+    };
+    let mut state = ByolState::new(online, sgd());
+    let before = trainable(&state);
+    let schedules = StepSchedules {
+        lr: LrSchedule::Constant(0.05),
+        ema: TargetEma::constant(0.9),
+        accumulation: 1,
+        precision,
+    };
+    let image = [16, 3, 16, 16];
+    loop {
+        let views = Views {
+            view1: Tensor::<4>::from_data(values_of(&image, 0, 0), device),
+            view2: Tensor::<4>::from_data(values_of(&image, 0, 1), device),
+            labels: Vec::new(),
+        };
+        let (next, outcome) = update(
+            state,
+            std::iter::once(Ok::<_, Infallible>(views)),
+            &schedules,
+            false,
+            &ReplicaGroup::single(),
+        )
+        .expect("a step");
+        state = next;
+        match outcome {
+            StepOutcome::Updated { loss, .. } => {
+                let update = trainable(&state)
+                    .iter()
+                    .zip(&before)
+                    .map(|(a, b)| a - b)
+                    .collect();
+                struct AllF32(bool);
+                impl ModuleVisitor for AllF32 {
+                    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                        self.0 &= p.val().dtype() == burn::tensor::DType::F32;
+                    }
+                }
+                let mut f32s = AllF32(true);
+                state.online.visit(&mut f32s);
+                state.target.visit(&mut f32s);
+                return (loss.total, update, f32s.0);
+            }
+            StepOutcome::Overflow { .. } => {}
+            other => panic!("{precision:?}: {other:?}"),
+        }
+    }
+}
+
+/// Mixed precision on the Vulkan device: a precision the device computes in gives the CPU's
+/// step in that precision (f32 master weights, the same loss and update within the type's
+/// rounding); one it lacks is refused by `ssl train` in one line naming `train.precision`.
+#[test]
+fn mixed_precision_on_vulkan_runs_where_the_device_has_the_type_and_is_refused_where_not() {
+    let test =
+        "mixed_precision_on_vulkan_runs_where_the_device_has_the_type_and_is_refused_where_not";
+    let Some(gpu) = vulkan(test) else { return };
+    for precision in [Precision::Bf16, Precision::F16] {
+        let dtype = precision.half_dtype().unwrap();
+        let name = precision.name();
+        if gpu.supports_dtype(dtype) {
+            let (cpu_loss, cpu_update, _) = half_step(precision, &Device::flex().autodiff());
+            let (gpu_loss, gpu_update, all_f32) = half_step(precision, &gpu.clone().autodiff());
+            assert!(all_f32, "{name}: the networks stay f32 on the device");
+            let loss_diff = (gpu_loss - cpu_loss).abs() / cpu_loss;
+            let (cosine, ratio) = compare_updates(&gpu_update, &cpu_update);
+            eprintln!(
+                "{test}: {name} on the device: loss {gpu_loss} against the CPU's {cpu_loss} ({loss_diff:.2e}), update cosine {cosine:.6}, length ratio {ratio:.5}"
+            );
+            assert!(loss_diff <= 1e-2, "{name}: loss {loss_diff:e}");
+            assert!(cosine >= 0.98, "{name}: update cosine {cosine}");
+            assert!((ratio - 1.0).abs() <= 0.05, "{name}: update length {ratio}");
+        } else {
+            let e = precision.check_device(&gpu).unwrap_err().to_string();
+            eprintln!("{test}: {name} refused: {e}");
+            assert!(
+                e.contains("train.precision") && e.contains(&format!("no {name} arithmetic")),
+                "{e}"
+            );
+            let Some(data) = ssl_test_support::cifar_slice(test, 20, 10) else {
+                return;
+            };
+            let out = tempfile::tempdir().unwrap();
+            let o = train(
+                &data,
+                &out.path().join(name),
+                "vulkan",
+                &["--set", &format!("train.precision=\"{name}\"")],
+            );
+            common::assert_one_line_error(
+                &o,
+                &["--device vulkan", "train.precision", name, "arithmetic"],
+            );
+        }
+    }
+}
+
+/// `ssl bench --device vulkan` times a step workload on the device and reports the memory its
+/// allocator holds.
+#[test]
+fn bench_times_a_step_on_vulkan_with_its_device_memory() {
+    let test = "bench_times_a_step_on_vulkan_with_its_device_memory";
+    if vulkan(test).is_none() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("bench.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_ssl"))
+        .args([
+            "bench",
+            "--device",
+            "vulkan",
+            "--workloads",
+            "step-smallcnn",
+        ])
+        .args(["--batch", "4", "--steps", "1", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run ssl");
+    assert!(o.status.success(), "{}", text(&o));
+    eprintln!("{test}: {}", text(&o));
+    assert!(text(&o).contains("peak device MiB"), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["device"], "vulkan");
+    let row = &report["rows"][0];
+    assert_eq!(row["workload"], "step-smallcnn");
+    assert!(row["figure"].as_f64().unwrap() > 0.0, "{row}");
+    let mib = row["peak_device_mib"]
+        .as_f64()
+        .expect("lavapipe reports its memory");
+    assert!(mib > 0.0, "{row}");
 }

@@ -244,6 +244,41 @@ pub struct TrainConfig {
     /// Under data parallelism: compare a checksum of every rank's networks every this many
     /// optimizer steps, and stop with an error naming the step when they differ (0: never).
     pub replica_check_every: usize,
+    /// The float type of the forward and backward passes ([`Precision`]): `"f32"` (the
+    /// default), or mixed precision in `"bf16"` or `"f16"` (f32 master weights, optimizer state,
+    /// EMA target and BatchNorm statistics; f16 with dynamic loss scaling). Refused when the
+    /// run starts if the device lacks the type or the encoder does not declare
+    /// [`crate::Encoder::mixed_precision`].
+    pub precision: Precision,
+}
+
+/// The float type the BYOL step computes in (see [`TrainConfig::precision`] and
+/// [`crate::byol::precision`]). The parameters, their gradients as the optimizer sees them,
+/// the optimizer's state, the target network and BatchNorm's statistics stay f32 whichever
+/// is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision in bfloat16 (f32's 8-bit exponent, so no loss scaling; 8-bit
+    /// mantissa).
+    Bf16,
+    /// Mixed precision in IEEE half (5-bit exponent, largest value 65504; 11-bit mantissa),
+    /// with dynamic loss scaling of the gradients.
+    F16,
+}
+
+impl Precision {
+    /// The name used in configs: `f32`, `bf16` or `f16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
 }
 
 /// The response to a non-finite loss or gradient (see [`TrainConfig::on_nan`]).
@@ -278,6 +313,7 @@ impl Default for TrainConfig {
             max_faults: 10,
             sync_batch_norm: true,
             replica_check_every: 100,
+            precision: Precision::F32,
         }
     }
 }

@@ -9,6 +9,7 @@ use ssl_framework::byol::{
     ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, TargetNetwork, Views,
     byol_loss, ema_update, regression_loss, tau_at, update,
 };
+use ssl_framework::config::Precision;
 use ssl_framework::eval::collapse_std;
 use ssl_framework::optim::{Lars, LrSchedule};
 use ssl_framework::replicas::ReplicaGroup;
@@ -768,6 +769,7 @@ fn update_steps_the_optimizer_then_the_ema_and_a_fault_changes_nothing() {
         lr: LrSchedule::Constant(0.5),
         ema: TargetEma::constant(0.75),
         accumulation: 1,
+        precision: Precision::F32,
     };
     let (target_before, online_before) = (snapshot(&state.target), snapshot(&state.online));
     let views = |a: Tensor<2>, b: Tensor<2>| {

@@ -79,3 +79,45 @@ pub fn events(out: &std::path::Path) -> Vec<serde_json::Value> {
 pub fn of_kind<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
+
+/// `ssl train --modality vision` on a CIFAR-10 slice `data` (ImageFolder, e.g.
+/// `ssl_test_support::cifar_slice(test, 20, 10)`: 200 training images) on `device`, small: the
+/// small CNN with 16-32-64 channels, batch 50 for 2 epochs (8 steps), a checkpoint every 4
+/// steps (all kept), a metrics line every step, 2 probe epochs; then `extra` arguments.
+pub fn train_small_cifar(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    device: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "train",
+        "--modality",
+        "vision",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        device,
+        "--no-progress",
+    ];
+    for kv in [
+        "train.epochs=2",
+        "train.batch_size=50",
+        "train.checkpoint_every=4",
+        "train.keep_checkpoints=10",
+        "train.log_every=1",
+        "eval.probe_epochs=2",
+        "byol.projector_hidden=256",
+        "encoder.channels=[16, 32, 64]",
+        "encoder.strides=[1, 2, 2]",
+    ] {
+        args.push("--set");
+        args.push(kv);
+    }
+    args.extend_from_slice(extra);
+    ssl(&args)
+}
+
+pub mod networks;

@@ -1,7 +1,7 @@
 //! The projector g and predictor q: Linear - BatchNorm - ReLU - Linear (paper, Section 3.3:
 //! Linear(4096) - BN - ReLU - Linear(256)).
 
-use crate::layers::batch_norm_relu;
+use crate::layers::{batch_norm_relu, linear};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
@@ -42,7 +42,7 @@ pub struct Mlp {
 impl Mlp {
     /// `[batch, input]` -> `[batch, output]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = self.fc1.forward(x);
-        self.fc2.forward(batch_norm_relu(&self.bn, x))
+        let x = linear(&self.fc1, x);
+        linear(&self.fc2, batch_norm_relu(&self.bn, x))
     }
 }

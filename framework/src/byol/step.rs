@@ -9,11 +9,15 @@ use super::finite::{non_finite_gradient, read_with_gradient_check};
 use super::loss::{LossTerms, byol_loss};
 use super::network::{OnlineNetwork, TargetNetwork};
 use super::online_probe::OnlineProbe;
+use super::precision::{LossScale, compute_copy, scale_gradients};
+use crate::config::Precision;
 use crate::encoder::Encoder;
+use crate::layers::cast_to;
 use crate::optim::LrSchedule;
 use crate::replicas::{ReplicaError, ReplicaGroup, all_reduce_mean};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 /// Everything a BYOL step changes: the online network (f, g, q), the target network (f, g),
 /// the optimizer's state and the step counter.
@@ -30,6 +34,9 @@ pub struct ByolState<E: Encoder> {
     /// The online linear probe, trained in each step on the labelled rows of view 1
     /// ([`Views::labels`]) when present ([`OnlineProbe`]); it never changes the networks.
     pub probe: Option<OnlineProbe>,
+    /// The dynamic loss scale of an f16 run ([`Precision::F16`]); `None` until its first step,
+    /// which starts it at [`LossScale::default`].
+    pub loss_scale: Option<LossScale>,
 }
 
 impl<E: Encoder> ByolState<E> {
@@ -43,6 +50,7 @@ impl<E: Encoder> ByolState<E> {
             optimizer,
             step: 0,
             probe: None,
+            loss_scale: None,
         }
     }
 
@@ -63,6 +71,8 @@ pub struct StepSchedules {
     /// Micro-batches whose gradients make one optimizer step (gradient accumulation; 1 for
     /// none). The loss of each is divided by this count, so the step's gradient is the mean.
     pub accumulation: usize,
+    /// The type of the forward and backward passes ([`crate::byol::precision`]).
+    pub precision: Precision,
 }
 
 /// The two views of one micro-batch, on the autodiff device: `[batch, ...]` each, the
@@ -103,6 +113,21 @@ pub enum StepOutcome {
         /// ([`CollapseMetrics`]), when asked for.
         collapse: Option<CollapseMetrics>,
     },
+    /// f16 only: the scaled gradients overflowed (an infinity or NaN in some gradient while the
+    /// loss was finite; the step's later micro-batches are only drawn). No optimizer step and
+    /// no EMA, the loss scale was halved (to `scale`) and `state.step` moved on by one, so the
+    /// schedules go on (as PyTorch's `GradScaler` does). Deterministic: a resumed run
+    /// overflows at the same steps.
+    Overflow {
+        /// The learning rate the step would have used.
+        lr: f64,
+        /// The EMA rate the step would have used.
+        tau: f64,
+        /// The loss scale from now on.
+        scale: f64,
+        /// The collapse metrics, when asked for.
+        collapse: Option<CollapseMetrics>,
+    },
     /// A loss term or a gradient was NaN or infinite: no optimizer step and no EMA (the
     /// parameters and `state.step` are unchanged; BatchNorm running statistics may have seen
     /// the faulty batch). The caller decides: stop, [`ByolState::skip_step`], or roll back.
@@ -123,23 +148,27 @@ impl StepOutcome {
     /// The learning rate of the step.
     pub fn lr(&self) -> f64 {
         match self {
-            StepOutcome::Updated { lr, .. } | StepOutcome::Fault { lr, .. } => *lr,
+            StepOutcome::Updated { lr, .. }
+            | StepOutcome::Overflow { lr, .. }
+            | StepOutcome::Fault { lr, .. } => *lr,
         }
     }
 
     /// The EMA rate of the step.
     pub fn tau(&self) -> f64 {
         match self {
-            StepOutcome::Updated { tau, .. } | StepOutcome::Fault { tau, .. } => *tau,
+            StepOutcome::Updated { tau, .. }
+            | StepOutcome::Overflow { tau, .. }
+            | StepOutcome::Fault { tau, .. } => *tau,
         }
     }
 
     /// The collapse metrics, when computed.
     pub fn collapse(&self) -> Option<CollapseMetrics> {
         match self {
-            StepOutcome::Updated { collapse, .. } | StepOutcome::Fault { collapse, .. } => {
-                *collapse
-            }
+            StepOutcome::Updated { collapse, .. }
+            | StepOutcome::Overflow { collapse, .. }
+            | StepOutcome::Fault { collapse, .. } => *collapse,
         }
     }
 }
@@ -162,6 +191,13 @@ impl StepOutcome {
 ///
 /// `collapse_metric`: also compute the [`CollapseMetrics`] of the last micro-batch (host reads;
 /// the trainer asks at its logging interval), over every rank's rows.
+///
+/// `schedules.precision`: in bf16 or f16 each micro-batch's forward and backward passes run on
+/// half-precision copies of the networks ([`compute_copy`]) whose gradients land, in f32, on
+/// the f32 parameters; the loss terms, the collapse metric and the probe's representations are
+/// f32. With f16 the loss is multiplied by `state.loss_scale` before backward and the
+/// gradients divided by it; gradients that overflow give [`StepOutcome::Overflow`] (unless
+/// the scale is already at [`LossScale::MIN`]: then a fault).
 ///
 /// `replicas`: the ranks of a data-parallel run, each calling `update` with its shard of the
 /// global batch ([`crate::replicas`]). With several ranks the loss terms are averaged over them
@@ -189,7 +225,19 @@ pub fn update<E: Encoder, L>(
         mut optimizer,
         step,
         mut probe,
+        mut loss_scale,
     } = state;
+    let half = schedules.precision.half_dtype();
+    let scale = if schedules.precision.scales_loss() {
+        loss_scale.get_or_insert_default().scale
+    } else {
+        1.0
+    };
+    // f16: non-finite gradients are an overflow of the scaled gradients (the scale backs
+    // off), except at the smallest scale.
+    let backs_off = schedules.precision.scales_loss() && scale > LossScale::MIN;
+    // The scaled gradients of this step overflowed.
+    let mut overflow = false;
     let accumulation = schedules.accumulation.max(1);
     let lr = schedules.lr.at(step);
     let tau = schedules.ema.tau(step);
@@ -213,12 +261,12 @@ pub fn update<E: Encoder, L>(
                 got: micro - 1,
             })?
             .map_err(UpdateError::Batch)?;
-        if fault.is_some() {
+        if fault.is_some() || overflow {
             continue;
         }
         let labels = std::mem::take(&mut views.labels);
         let (terms, projection, representation) =
-            replicas.batch_norm_scope(|| forward(&online, &target, views));
+            replicas.batch_norm_scope(|| forward(&online, &target, views, half));
         if collapse_metric && micro == accumulation {
             // Over the global batch: a rank's shard alone would cap the effective rank.
             let projection = replicas
@@ -237,7 +285,10 @@ pub fn update<E: Encoder, L>(
             0,
         );
         let total = terms.total();
-        let total = if accumulation > 1 {
+        let total = if scale != 1.0 {
+            // f16: the loss scale, with the accumulation's mean.
+            total.mul_scalar(scale / accumulation as f64)
+        } else if accumulation > 1 {
             total.div_scalar(accumulation as f64)
         } else {
             total
@@ -264,7 +315,11 @@ pub fn update<E: Encoder, L>(
             continue;
         }
         if let Some(param) = bad_gradient {
-            fault = Some(format!("gradient of {param}"));
+            if backs_off {
+                overflow = true;
+            } else {
+                fault = Some(format!("gradient of {param}"));
+            }
             continue;
         }
         if probe.is_some() && !labels.is_empty() {
@@ -298,22 +353,27 @@ pub fn update<E: Encoder, L>(
         accumulator.accumulate(&online, grads);
     }
     let mut grads = accumulator.grads();
-    if data_parallel && fault.is_none() {
+    if data_parallel && fault.is_none() && !overflow {
         grads = all_reduce_mean(&online, grads, replicas).map_err(UpdateError::Replicas)?;
         if let Some(param) = non_finite_gradient(&online, &grads) {
-            fault = Some(format!("gradient of {param} (the mean over the ranks)"));
+            if backs_off {
+                overflow = true;
+            } else {
+                fault = Some(format!("gradient of {param} (the mean over the ranks)"));
+            }
         }
     }
-    let state = |online, target, optimizer, step, probe| ByolState {
+    let state = |online, target, optimizer, step, probe, loss_scale| ByolState {
         online,
         target,
         optimizer,
         step,
         probe,
+        loss_scale,
     };
     if let Some(what) = fault {
         return Ok((
-            state(online, target, optimizer, step, probe),
+            state(online, target, optimizer, step, probe, loss_scale),
             StepOutcome::Fault {
                 what,
                 lr,
@@ -321,6 +381,29 @@ pub fn update<E: Encoder, L>(
                 collapse,
             },
         ));
+    }
+    if overflow {
+        let scaler = loss_scale.as_mut().expect("an f16 step has a loss scale");
+        scaler.after_overflow();
+        let scale = scaler.scale;
+        return Ok((
+            state(online, target, optimizer, step + 1, probe, loss_scale),
+            StepOutcome::Overflow {
+                lr,
+                tau,
+                scale,
+                collapse,
+            },
+        ));
+    }
+    if let Some(scaler) = loss_scale
+        .as_mut()
+        .filter(|_| schedules.precision.scales_loss())
+    {
+        if scale != 1.0 {
+            grads = scale_gradients(&online, grads, 1.0 / scale);
+        }
+        scaler.after_success();
     }
     if let Some(p) = probe.as_mut() {
         for (rows, labels) in probe_batches {
@@ -333,7 +416,7 @@ pub fn update<E: Encoder, L>(
         .update(target, &online, step)
         .map_err(UpdateError::Ema)?;
     Ok((
-        state(online, target, optimizer, step + 1, probe),
+        state(online, target, optimizer, step + 1, probe, loss_scale),
         StepOutcome::Updated {
             loss,
             lr,
@@ -367,20 +450,32 @@ pub enum UpdateError<L> {
 
 /// The online network on both views and the target network on both views, then the loss
 /// terms; also the online projection of view 1, `[batch, projection_dim]` (for the collapse
-/// metric), and its representation, `[batch, encoder dim]` (for the online probe).
+/// metric), and its representation, `[batch, encoder dim]` (for the online probe). With
+/// `half`, the networks run as half-precision copies ([`compute_copy`]); the loss and both
+/// outputs are f32 either way.
 fn forward<E: Encoder>(
     online: &OnlineNetwork<E>,
     target: &TargetNetwork<E>,
     views: Views<E::Input>,
+    half: Option<burn::tensor::FloatDType>,
 ) -> (LossTerms, Tensor<2>, Tensor<2>) {
+    let copies;
+    let (online, target) = match half {
+        None => (online, target),
+        Some(dtype) => {
+            copies = (compute_copy(online, dtype), compute_copy(target, dtype));
+            (&copies.0, &copies.1)
+        }
+    };
+    let f32 = |x: Tensor<2>| cast_to(x, DType::F32);
     let Views { view1, view2, .. } = views;
     let o1 = online.forward(view1.clone());
     let o2 = online.forward(view2.clone());
     let z1 = target.forward(view1);
     let z2 = target.forward(view2);
     (
-        byol_loss(o1.prediction, o2.prediction, z1, z2),
-        o1.projection,
-        o1.representation,
+        byol_loss(f32(o1.prediction), f32(o2.prediction), f32(z1), f32(z2)),
+        f32(o1.projection),
+        f32(o1.representation),
     )
 }

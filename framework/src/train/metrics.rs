@@ -38,6 +38,14 @@ pub struct MetricsRecord {
     /// (`byol::online_probe`); absent without labels or with `eval.online_probe = false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online_probe_top1: Option<f64>,
+    /// `train.precision = "f16"` only: the dynamic loss scale after this step
+    /// (`byol::precision::LossScale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// `train.precision = "f16"` only: optimizer steps skipped so far in the run because their
+    /// scaled gradients overflowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow_steps: Option<usize>,
 }
 
 fn not_recorded() -> f64 {
@@ -150,6 +158,8 @@ mod tests {
             data_wait_fraction: 0.0,
             collapsed: false,
             online_probe_top1: step.is_multiple_of(2).then_some(0.5),
+            loss_scale: None,
+            overflow_steps: None,
         }
     }
 

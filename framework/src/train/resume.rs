@@ -3,7 +3,7 @@
 //! and loading one back (resume, rollback).
 
 use super::results::RunReport;
-use crate::byol::{ByolState, OnlineNetwork, OnlineProbeRecord, TargetNetwork};
+use crate::byol::{ByolState, LossScale, OnlineNetwork, OnlineProbeRecord, TargetNetwork};
 use crate::checkpoint::{self, CheckpointError, CheckpointState};
 use crate::encoder::Encoder;
 use crate::error::{TrainError, io_err};
@@ -120,7 +120,8 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Writes the checkpoint of `state` (at `state.step`) atomically: `online.bpk`,
     /// `target.bpk`, `optimizer.bpk`, and `state.json` with `train_seconds`, `skipped_steps`
-    /// and the modality's data-derived `modality_state`.
+    /// and the modality's data-derived `modality_state`; the online probe's state and f16's
+    /// loss scale ([`LOSS_SCALE_FILE`]) when the run has them.
     ///
     /// # Errors
     /// [`CheckpointError`] naming the file that could not be written.
@@ -168,6 +169,11 @@ impl Checkpointer {
                 std::fs::write(dir.join(ONLINE_PROBE_FILE), json)
                     .map_err(|e| format!("{ONLINE_PROBE_FILE}: {e}"))?;
             }
+            if let Some(scale) = &state.loss_scale {
+                let json = serde_json::to_vec(scale).expect("loss scale serializes");
+                std::fs::write(dir.join(LOSS_SCALE_FILE), json)
+                    .map_err(|e| format!("{LOSS_SCALE_FILE}: {e}"))?;
+            }
             Ok(())
         })
         .map(|_| ())
@@ -179,8 +185,8 @@ impl Checkpointer {
     }
 }
 
-/// Loads the online and target networks and the optimizer state of the checkpoint in `dir`
-/// into `state` (its step set to `step`).
+/// Loads the online and target networks, the optimizer state, the online probe and the loss
+/// scale of the checkpoint in `dir` into `state` (its step set to `step`).
 ///
 /// # Errors
 /// [`CheckpointError`] naming the file that fails to load and why.
@@ -206,14 +212,30 @@ pub fn load_state<E: Encoder>(
             *p = p.fresh();
         }
     }
+    // f16's loss scale; a checkpoint without one (of an f32 or bf16 run, or of step 0) starts
+    // the scale afresh at the first f16 step.
+    let path = dir.join(LOSS_SCALE_FILE);
+    let loss_scale = if path.is_file() {
+        let bytes = std::fs::read(&path).map_err(|e| CheckpointError::new(&path, e))?;
+        Some(
+            serde_json::from_slice::<LossScale>(&bytes)
+                .map_err(|e| CheckpointError::new(&path, format!("malformed: {e}")))?,
+        )
+    } else {
+        None
+    };
     Ok(ByolState {
         online,
         target,
         optimizer,
         step,
         probe,
+        loss_scale,
     })
 }
+
+/// The loss scale's file in a checkpoint folder (f16 runs: [`LossScale`]).
+pub const LOSS_SCALE_FILE: &str = "loss_scale.json";
 
 /// The online probe's file in a checkpoint folder.
 pub const ONLINE_PROBE_FILE: &str = "online_probe.json";

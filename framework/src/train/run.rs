@@ -12,7 +12,7 @@ use super::stop::StopRequest;
 use super::train_loop::{LoopSetup, draw_initial_parameters, run_steps};
 use crate::byol::{ByolState, OnlineNetwork, OnlineProbe, StepSchedules, TargetEma};
 use crate::checkpoint;
-use crate::config::{ConfigError, ExperimentConfig, OnNan};
+use crate::config::{ConfigError, ExperimentConfig, OnNan, Precision};
 use crate::data::loader::{StreamSkips, resolve_workers};
 use crate::data::{DataError, Datasets, EvalData, LabelSet};
 use crate::encoder::Encoder;
@@ -116,6 +116,7 @@ pub fn train_and_evaluate<M: Modality>(
 ) -> Result<RunReport, TrainError> {
     let wall = Instant::now();
     cfg.validate()?;
+    cfg.train.precision.check_device(&opts.device)?;
     #[cfg(feature = "cpu-kernels")]
     let sync_runs_here = ssl_kernels::is_flex(&opts.device);
     #[cfg(not(feature = "cpu-kernels"))]
@@ -133,6 +134,12 @@ pub fn train_and_evaluate<M: Modality>(
     let (ranks, writes) = (group.ranks(), group.writes());
     check_shards(&cfg, ranks)?;
     let mut warnings = config_warnings(&cfg);
+    if cfg.train.precision != Precision::F32 && sync_runs_here && writes {
+        eprintln!(
+            "note: train.precision = \"{}\" on the CPU: the step runs in burn's half-precision ops instead of our f32 kernels, several times slower than f32 (BENCHMARKS.md); mixed precision is for GPUs",
+            cfg.train.precision.name()
+        );
+    }
     if writes {
         for w in &warnings {
             eprintln!("warning: {w}");
@@ -211,6 +218,7 @@ pub fn train_and_evaluate<M: Modality>(
         },
         ema: TargetEma::new(&cfg.byol, total_steps),
         accumulation: accum,
+        precision: cfg.train.precision,
     };
     if ranks > 1 && cfg.train.sync_batch_norm && !sync_runs_here && writes {
         eprintln!(
@@ -239,6 +247,18 @@ pub fn train_and_evaluate<M: Modality>(
     base.seed(cfg.seed);
     ad.seed(cfg.seed);
     let encoder = modality.init_encoder(&cfg.encoder, &cfg.data, &ad)?;
+    let precision = cfg.train.precision;
+    if precision != Precision::F32 && !encoder.mixed_precision() {
+        return Err(ConfigError::value(
+            "train.precision",
+            precision.name(),
+            format!(
+                "the {} encoder computes in f32 only (it does not declare Encoder::mixed_precision)",
+                modality.name()
+            ),
+        )
+        .into());
+    }
     let representation_dim = encoder.dim();
     let mut state = ByolState::new(
         OnlineNetwork::new(encoder, &cfg.byol, &ad),

@@ -165,6 +165,8 @@ pub(super) fn run_steps<M: Modality>(
                 }
                 match outcome {
                     StepOutcome::Updated { loss, .. } => end.last_loss = loss.total,
+                    // f16's loss scale backed off; the step moved on without an update.
+                    StepOutcome::Overflow { .. } => {}
                     StepOutcome::Fault { what, .. } => {
                         let rolled_back;
                         (state, rolled_back) = on_fault(
@@ -200,6 +202,7 @@ pub(super) fn run_steps<M: Modality>(
                     epoch,
                     (lr, tau),
                     probe,
+                    state.loss_scale,
                     &mut end,
                 )?;
             }
@@ -322,6 +325,7 @@ fn log_step<M: Modality>(
     epoch: usize,
     (lr, tau): (f64, f64),
     online_probe_top1: Option<f64>,
+    loss_scale: Option<crate::byol::LossScale>,
     end: &mut LoopEnd,
 ) -> Result<(), TrainError> {
     let (images_per_sec, data_wait_fraction) = progress.take_window();
@@ -337,6 +341,8 @@ fn log_step<M: Modality>(
         data_wait_fraction,
         collapsed: end.last_collapse.is_some_and(|c| end.watch.collapsed(&c)),
         online_probe_top1,
+        loss_scale: loss_scale.map(|s| s.scale),
+        overflow_steps: loss_scale.map(|s| s.overflows),
     };
     metrics.write(&record).map_err(io_err(setup.out))?;
     if let Some(c) = end.last_collapse {

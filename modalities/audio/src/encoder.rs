@@ -8,8 +8,9 @@ use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
 };
 use burn::prelude::*;
+use burn::tensor::DType;
 use ssl_framework::Encoder;
-use ssl_framework::layers::{conv_batch_norm_relu, max_pool2d};
+use ssl_framework::layers::{cast_to, conv_batch_norm_relu, linear, max_pool2d};
 
 /// One conv3x3 - BatchNorm - ReLU - maxpool2x2 block.
 #[derive(Module, Debug)]
@@ -96,8 +97,12 @@ impl Encoder for AudioEncoder {
         let x = x
             .permute([0, 3, 2, 1])
             .reshape([batch, time, freq * channels]);
-        let x = self.relu.forward(self.fc1.forward(x));
-        let x = self.relu.forward(self.fc2.forward(self.dropout.forward(x)));
+        let x = self.relu.forward(linear(&self.fc1, x));
+        let x = self
+            .relu
+            .forward(linear(&self.fc2, self.dropout.forward(x)));
+        // Pooled in f32 under mixed precision (the representation is f32).
+        let x = cast_to(x, DType::F32);
         // Mean and max over the clip's own time steps only, so that a clip's representation
         // does not depend on how long the other clips of its batch are. `x >= 0` after the
         // ReLU, so zeroing the padding leaves the max of the real steps.
@@ -107,6 +112,10 @@ impl Encoder for AudioEncoder {
         let max = x.clone().max_dim(1).reshape([batch, self.out_dim]);
         let mean = x.sum_dim(1).reshape([batch, self.out_dim]) / count;
         max + mean
+    }
+
+    fn mixed_precision(&self) -> bool {
+        true
     }
 
     fn dim(&self) -> usize {

@@ -8,8 +8,9 @@ use burn::nn::transformer::{
 };
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use ssl_framework::Encoder;
-use ssl_framework::layers::dropout;
+use ssl_framework::layers::{cast_to, dropout, in_f32, layer_norm, linear};
 
 /// A batch of token sequences on a device.
 #[derive(Debug, Clone)]
@@ -101,12 +102,14 @@ impl Encoder for TextEncoder {
             );
             let keep = uniform.greater_equal(rates.clone()).float();
             let scale = rates.neg().add_scalar(1.0).recip();
-            x = x * keep * scale;
+            let dtype = x.dtype();
+            x = x * cast_to(keep * scale, dtype);
         }
         let positions = Tensor::<1, Int>::arange(0..len as i64, &device).reshape([1, len]);
         x = x + self.positions.forward(positions);
         let h = transformer(&self.layers, x, &padding);
-        let h = self.norm.forward(h);
+        // The final norm and the mean in f32 under mixed precision (the representation is f32).
+        let h = cast_to(layer_norm(&self.norm, h), DType::F32);
         // Mean over the real tokens.
         let valid = padding.bool_not().float().reshape([batch, len, 1]);
         let sum = (h * valid.clone())
@@ -114,6 +117,10 @@ impl Encoder for TextEncoder {
             .reshape([batch, self.d_model]);
         let count = valid.sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
         sum / count
+    }
+
+    fn mixed_precision(&self) -> bool {
+        true
     }
 
     fn dim(&self) -> usize {
@@ -141,16 +148,16 @@ fn encoder_layer(
     padding: &Tensor<2, Bool>,
 ) -> Tensor<3> {
     let residual = if layer.norm_first {
-        layer.norm_2.forward(x.clone())
+        layer_norm(&layer.norm_2, x.clone())
     } else {
         x.clone()
     };
     let residual = self_attention(&layer.mha, residual, padding);
     let mut x = x + dropout(&layer.dropout, residual);
     let residual = if layer.norm_first {
-        layer.norm_1.forward(x.clone())
+        layer_norm(&layer.norm_1, x.clone())
     } else {
-        x = layer.norm_1.forward(x);
+        x = layer_norm(&layer.norm_1, x);
         x.clone()
     };
     let residual = feed_forward(&layer.pwff, residual);
@@ -158,7 +165,7 @@ fn encoder_layer(
     if layer.norm_first {
         x
     } else {
-        layer.norm_2.forward(x)
+        layer_norm(&layer.norm_2, x)
     }
 }
 
@@ -166,9 +173,8 @@ fn encoder_layer(
 /// `padding`: the context `[batch, len, d_model]` (Vaswani et al. 2017, section 3.2.2).
 fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>, padding: &Tensor<2, Bool>) -> Tensor<3> {
     let [batch, len, d_model] = x.dims();
-    let heads = |linear: &burn::nn::Linear| {
-        linear
-            .forward(x.clone())
+    let heads = |l: &burn::nn::Linear| {
+        linear(l, x.clone())
             .reshape([batch, len, mha.n_heads, mha.d_k])
             .swap_dims(1, 2)
     };
@@ -177,24 +183,27 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>, padding: &Tensor<2, Bo
         .matmul(key.transpose())
         .div_scalar((mha.d_k as f32).sqrt())
         .mask_fill(padding.clone().reshape([batch, 1, 1, len]), mha.min_float);
-    let weights = if mha.quiet_softmax {
-        burn::tensor::activation::quiet_softmax(scores, 3)
-    } else {
-        burn::tensor::activation::softmax(scores, 3)
-    };
+    // In f32 under mixed precision: a sum of exponentials.
+    let weights = in_f32(scores, |scores| {
+        if mha.quiet_softmax {
+            burn::tensor::activation::quiet_softmax(scores, 3)
+        } else {
+            burn::tensor::activation::softmax(scores, 3)
+        }
+    });
     let weights = dropout(&mha.dropout, weights);
     let context = weights
         .matmul(value)
         .swap_dims(1, 2)
         .reshape([batch, len, d_model]);
-    mha.output.forward(context)
+    linear(&mha.output, context)
 }
 
 /// `PositionWiseFeedForward::forward`: `[batch, len, d_model]` through the inner layer, its
 /// activation, dropout and the outer layer.
 fn feed_forward(pwff: &PositionWiseFeedForward, x: Tensor<3>) -> Tensor<3> {
-    let x = pwff.activation.forward(pwff.linear_inner.forward(x));
-    pwff.linear_outer.forward(dropout(&pwff.dropout, x))
+    let x = pwff.activation.forward(linear(&pwff.linear_inner, x));
+    linear(&pwff.linear_outer, dropout(&pwff.dropout, x))
 }
 
 #[cfg(test)]

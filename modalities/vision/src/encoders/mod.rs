@@ -8,15 +8,21 @@ pub use resnet::{ResNet, Stem};
 pub use small_cnn::SmallCnn;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use ssl_framework::Encoder;
 use ssl_framework::export::ExportNaming;
+use ssl_framework::layers::cast_to;
 
 /// `[batch, channels, height, width]` -> `[batch, channels]` by averaging over space.
 pub(crate) fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
     // One reduction over each map's `h * w` contiguous values (two over 4-value rows cost
     // twice as much on `flex`).
-    x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+    // In f32 under mixed precision (the representation is f32).
+    cast_to(x, DType::F32)
+        .reshape([b, c, h * w])
+        .mean_dim(2)
+        .reshape([b, c])
 }
 
 /// The vision encoder f: one of the supported architectures.
@@ -37,6 +43,10 @@ impl Encoder for VisionEncoder {
             VisionEncoder::SmallCnn(m) => m.forward(x),
             VisionEncoder::ResNet(m) => m.forward(x),
         }
+    }
+
+    fn mixed_precision(&self) -> bool {
+        true
     }
 
     fn dim(&self) -> usize {
