@@ -370,7 +370,10 @@ where
     let mut step_seconds = Vec::with_capacity(steps);
     let (mut after_warmup, mut at_half) = (None, None);
     let mut device_peak: Option<u64> = None;
-    for i in 0..steps + 2 {
+    // f16: steps whose scaled gradients overflowed (no update) are run again, not timed.
+    let mut overflows = 0usize;
+    let mut i = 0;
+    while i < steps + 2 {
         let start = Instant::now();
         let (next, outcome) = update(
             state,
@@ -384,8 +387,20 @@ where
             replicas,
         )?;
         state = next;
-        if let StepOutcome::Fault { what, .. } = outcome {
-            bail!("{name}: non-finite {what} at step {}", i + 1);
+        match outcome {
+            StepOutcome::Fault { what, .. } => {
+                bail!("{name}: non-finite {what} at step {}", i + 1)
+            }
+            StepOutcome::Overflow { scale, .. } => {
+                overflows += 1;
+                if overflows > 64 {
+                    bail!(
+                        "{name}: the f16 gradients overflowed {overflows} times (loss scale now {scale:e})"
+                    );
+                }
+                continue;
+            }
+            StepOutcome::Updated { .. } => {}
         }
         ad.sync().ok();
         if i >= 2 {
@@ -400,6 +415,7 @@ where
         if i == 1 + steps / 2 {
             at_half = resident_mib();
         }
+        i += 1;
     }
     let memory = match (after_warmup, at_half, resident_mib()) {
         (Some((warm, _)), Some((half, _)), Some((end, peak))) => {
@@ -428,6 +444,12 @@ where
     } else {
         None
     };
+    if overflows > 0 && replicas.writes() {
+        eprintln!(
+            "{name}: {overflows} f16 step(s) overflowed (loss scale backed off to {:e}); run again, not timed",
+            state.loss_scale.map_or(f64::NAN, |s| s.scale)
+        );
+    }
     if replicas.writes() {
         eprintln!(
             "{name}: median step {:.1} ms ({:.1} samples/s), mean {:.1} ms ({:.1} samples/s){}",

@@ -37,16 +37,19 @@ pub trait Encoder: Module + ModuleDisplay + 'static {
 
     /// Whether [`Encoder::forward`] runs on a copy whose float parameters are in a half type
     /// (`train.precision = "bf16"` or `"f16"`, [`crate::byol::precision`]): the parameters of
-    /// normalization layers stay f32, the others are bf16 or f16, and the input comes as the
+    /// BatchNorm and LayerNorm stay f32, the others are bf16 or f16, and the input comes as the
     /// modality makes it (f32). An encoder that says so casts where types meet: it calls
     /// [`crate::layers`]' convolutions, [`crate::layers::linear`], BatchNorm and
     /// [`crate::layers::layer_norm`] (which cast), casts float tensors it makes itself (masks)
     /// to the activations' type, and returns f32 representations (pooling in f32,
-    /// [`crate::layers::cast_to`]). The default, `false`, makes the trainer refuse
+    /// [`crate::layers::cast_to`]). Buffers (`RunningState`) outside BatchNorm and LayerNorm
+    /// are cast in place, so such an encoder keeps them in those layers or says `false`. The
+    /// default, `false`, makes the trainer (and [`crate::byol::update()`]) refuse
     /// mixed precision for this encoder with an error naming `train.precision`.
     fn mixed_precision(&self) -> bool {
         false
     }
+
     /// The representation size (output width).
     fn dim(&self) -> usize;
     /// How `ssl export` names this encoder's tensors (e.g. torchvision's names for a ResNet).

@@ -5,7 +5,14 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use ssl_framework::replicas::parameter_checksum;
+use ssl_framework::byol::{
+    ByolState, OnlineNetwork, StepOutcome, StepSchedules, TargetEma, Views, update,
+};
+use ssl_framework::config::Precision;
+use ssl_framework::optim::LrSchedule;
+use ssl_framework::replicas::{ReplicaGroup, parameter_checksum};
+use ssl_vision::encoders::VisionEncoder;
+use std::convert::Infallible;
 use std::sync::Mutex;
 
 /// `build` on the autodiff CPU device seeded with `seed`, every parameter drawn right away
@@ -111,4 +118,66 @@ pub fn sgd() -> ModuleOptimizer {
             ))
             .build(),
     )
+}
+
+/// The trainable tensors (no BatchNorm statistics) of a state's online and target networks,
+/// flattened.
+pub fn trainable(state: &ByolState<VisionEncoder>) -> Vec<f32> {
+    let mut all = float_tensors(&state.online.valid(), None);
+    all.extend(float_tensors(&state.target.valid(), None));
+    all.into_iter()
+        .filter(|(p, _)| !p.contains("running_"))
+        .flat_map(|(_, t)| t)
+        .collect()
+}
+
+/// The first update of `network` (drawn with seed 5 on the CPU, then forked to `device`, an
+/// autodiff device) in `precision` from `accumulation` micro-batches of `image` ([`values_of`]),
+/// SGD ([`sgd`]) at lr 0.05 and tau 0.9, the step retried after an f16 overflow: the step's loss,
+/// the update of every trainable tensor of both networks ([`trainable`]), and the state after.
+pub fn first_update(
+    network: impl Fn(&Device) -> OnlineNetwork<VisionEncoder>,
+    device: &Device,
+    precision: Precision,
+    image: [usize; 4],
+    accumulation: usize,
+) -> (f64, Vec<f32>, ByolState<VisionEncoder>) {
+    let mut state = ByolState::new(drawn(5, network).fork(device), sgd());
+    let start = trainable(&state);
+    let schedules = StepSchedules {
+        lr: LrSchedule::Constant(0.05),
+        ema: TargetEma::constant(0.9),
+        accumulation,
+        precision,
+    };
+    loop {
+        let micro_batches = (0..accumulation).map(|m| {
+            Ok::<_, Infallible>(Views {
+                view1: Tensor::<4>::from_data(values_of(&image, m, 0), device),
+                view2: Tensor::<4>::from_data(values_of(&image, m, 1), device),
+                labels: Vec::new(),
+            })
+        });
+        let (next, outcome) = update(
+            state,
+            micro_batches,
+            &schedules,
+            false,
+            &ReplicaGroup::single(),
+        )
+        .expect("a step");
+        state = next;
+        match outcome {
+            StepOutcome::Updated { loss, .. } => {
+                let update = trainable(&state)
+                    .iter()
+                    .zip(&start)
+                    .map(|(a, b)| a - b)
+                    .collect();
+                return (loss.total, update, state);
+            }
+            StepOutcome::Overflow { .. } if precision == Precision::F16 => {}
+            other => panic!("{precision:?}: {other:?}"),
+        }
+    }
 }

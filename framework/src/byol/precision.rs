@@ -70,15 +70,11 @@ impl Precision {
     }
 }
 
-/// The containers whose float parameters stay f32 under mixed precision: the normalization
-/// layers (their statistics need f32's mantissa, and [`crate::layers`] runs them in f32).
-const F32_CONTAINERS: [&str; 5] = [
-    "Struct:BatchNorm",
-    "Struct:LayerNorm",
-    "Struct:GroupNorm",
-    "Struct:InstanceNorm",
-    "Struct:RmsNorm",
-];
+/// The containers whose float parameters stay f32 under mixed precision: BatchNorm and
+/// LayerNorm, which [`crate::layers`] runs in f32 (their statistics need f32's mantissa; their
+/// running statistics are buffers shared with the f32 network). Other normalization layers
+/// (GroupNorm, RmsNorm, ...) are cast with the rest and compute in the half type.
+const F32_CONTAINERS: [&str; 2] = ["Struct:BatchNorm", "Struct:LayerNorm"];
 
 /// Casts a module's float parameters to a half type, except those of [`F32_CONTAINERS`].
 struct ToHalf {
@@ -157,7 +153,8 @@ impl LossScale {
     pub const INITIAL: f64 = 65536.0;
     /// Steps without overflow after which the scale doubles.
     pub const GROWTH_INTERVAL: usize = 2000;
-    /// The scale never grows past 2^24 (gradients of f16 activations near 1 would overflow).
+    /// The scale never grows past 2^24, so that a long run without overflows cannot grow it
+    /// without bound (an f64 would reach infinity after 2000 x 1024 good steps).
     pub const MAX: f64 = 16_777_216.0;
     /// The scale never falls below 1 / 2^24 (a run that overflows that far has non-finite
     /// activations, not small gradients; it keeps failing and the fault policy decides).

@@ -119,6 +119,8 @@ pub enum StepOutcome {
     /// schedules go on (as PyTorch's `GradScaler` does). Deterministic: a resumed run
     /// overflows at the same steps.
     Overflow {
+        /// The loss of the micro-batches computed (finite).
+        loss: StepLoss,
         /// The learning rate the step would have used.
         lr: f64,
         /// The EMA rate the step would have used.
@@ -210,7 +212,9 @@ impl StepOutcome {
 /// The first error `micro_batches` yields (`Err(L)`), `Ok` otherwise; an iterator that ends
 /// before `schedules.accumulation` micro-batches is an [`UpdateError::MissingBatches`]; an
 /// [`UpdateError::Ema`] when the networks do not correspond; an [`UpdateError::Replicas`] when
-/// a collective fails. On an error the state is lost: each is fatal to a run.
+/// a collective fails; an [`UpdateError::MixedPrecision`] for a half precision and an encoder
+/// that does not declare [`Encoder::mixed_precision`]. On an error the state is lost: each is
+/// fatal to a run.
 pub fn update<E: Encoder, L>(
     state: ByolState<E>,
     micro_batches: impl Iterator<Item = Result<Views<E::Input>, L>>,
@@ -228,6 +232,9 @@ pub fn update<E: Encoder, L>(
         mut loss_scale,
     } = state;
     let half = schedules.precision.half_dtype();
+    if half.is_some() && !online.encoder.mixed_precision() {
+        return Err(UpdateError::MixedPrecision(schedules.precision));
+    }
     let scale = if schedules.precision.scales_loss() {
         loss_scale.get_or_insert_default().scale
     } else {
@@ -315,11 +322,18 @@ pub fn update<E: Encoder, L>(
             continue;
         }
         if let Some(param) = bad_gradient {
-            if backs_off {
-                overflow = true;
-            } else {
+            if !backs_off {
                 fault = Some(format!("gradient of {param}"));
+                continue;
             }
+            // The loss of the micro-batches computed, for the log.
+            overflow = true;
+            let done = micro as f64;
+            loss = StepLoss {
+                total: (loss.total * accumulation as f64 + (v12 + v21) as f64) / done,
+                view1_to_view2: (loss.view1_to_view2 * accumulation as f64 + v12 as f64) / done,
+                view2_to_view1: (loss.view2_to_view1 * accumulation as f64 + v21 as f64) / done,
+            };
             continue;
         }
         if probe.is_some() && !labels.is_empty() {
@@ -389,6 +403,7 @@ pub fn update<E: Encoder, L>(
         return Ok((
             state(online, target, optimizer, step + 1, probe, loss_scale),
             StepOutcome::Overflow {
+                loss,
                 lr,
                 tau,
                 scale,
@@ -446,6 +461,12 @@ pub enum UpdateError<L> {
     /// A collective between the ranks failed.
     #[error(transparent)]
     Replicas(ReplicaError),
+    /// Mixed precision for an encoder that does not declare [`Encoder::mixed_precision`].
+    #[error(
+        "train.precision = \"{}\": the encoder computes in f32 only (it does not declare Encoder::mixed_precision)",
+        .0.name()
+    )]
+    MixedPrecision(Precision),
 }
 
 /// The online network on both views and the target network on both views, then the loss

@@ -38,7 +38,8 @@ pub fn resume_point(
 }
 
 /// The part of a resolved config that a resumed run must share with its checkpoint: all of it
-/// but the keys that only say how to react to faults (`train.on_nan`, `train.max_faults`) and
+/// (a missing `train.precision` counting as `"f32"`, its default) but the keys that only say
+/// how to react to faults (`train.on_nan`, `train.max_faults`) and
 /// how to evaluate the encoder afterwards (every `eval` key but `split` and
 /// `validation_fraction`, which decide what pre-training sees), and the fine-tuning ops.
 pub fn resume_identity(config: &serde_json::Value) -> serde_json::Value {
@@ -47,6 +48,10 @@ pub fn resume_identity(config: &serde_json::Value) -> serde_json::Value {
         train.remove("on_nan");
         train.remove("max_faults");
         train.remove("replica_check_every");
+        // Configs written before `train.precision` existed ran in f32.
+        if train.get("precision").and_then(|p| p.as_str()) == Some("f32") {
+            train.remove("precision");
+        }
     }
     if let Some(eval) = c.get_mut("eval").and_then(|t| t.as_object_mut()) {
         eval.retain(|k, _| k == "split" || k == "validation_fraction");
@@ -257,4 +262,20 @@ fn load_networks<E: Encoder>(
         .load(file("optimizer.bpk"))
         .map_err(|e| CheckpointError::new(&file("optimizer.bpk"), e.to_string()))?;
     Ok((online, target, optim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_identity;
+    use serde_json::json;
+
+    #[test]
+    fn a_config_without_precision_resumes_as_f32_and_only_as_f32() {
+        let old = json!({"train": {"epochs": 4, "on_nan": "stop"}});
+        let f32_now = json!({"train": {"epochs": 4, "on_nan": "skip", "precision": "f32"}});
+        let bf16_now = json!({"train": {"epochs": 4, "on_nan": "stop", "precision": "bf16"}});
+        assert_eq!(resume_identity(&old), resume_identity(&f32_now));
+        assert_ne!(resume_identity(&old), resume_identity(&bf16_now));
+        assert_ne!(resume_identity(&f32_now), resume_identity(&bf16_now));
+    }
 }

@@ -166,7 +166,13 @@ pub(super) fn run_steps<M: Modality>(
                 match outcome {
                     StepOutcome::Updated { loss, .. } => end.last_loss = loss.total,
                     // f16's loss scale backed off; the step moved on without an update.
-                    StepOutcome::Overflow { .. } => {}
+                    StepOutcome::Overflow { loss, scale, .. } => {
+                        end.last_loss = loss.total;
+                        progress.say(format!(
+                            "note: the f16 gradients of optimizer step {} overflowed: its update is skipped, the loss scale halved to {scale}",
+                            step + 1
+                        ));
+                    }
                     StepOutcome::Fault { what, .. } => {
                         let rolled_back;
                         (state, rolled_back) = on_fault(
@@ -360,6 +366,12 @@ fn update_error(e: UpdateError<crate::data::loader::WorkerError>, step: usize) -
         UpdateError::Batch(e) => e.into(),
         UpdateError::Ema(e) => e.into(),
         UpdateError::Replicas(e) => e.into(),
+        UpdateError::MixedPrecision(p) => crate::config::ConfigError::value(
+            "train.precision",
+            p.name(),
+            "the encoder computes in f32 only (it does not declare Encoder::mixed_precision)",
+        )
+        .into(),
         e @ UpdateError::MissingBatches { .. } => {
             DataError::Unusable(format!("optimizer step {}: {e}", step + 1)).into()
         }

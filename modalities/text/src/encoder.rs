@@ -109,7 +109,7 @@ impl Encoder for TextEncoder {
         x = x + self.positions.forward(positions);
         let h = transformer(&self.layers, x, &padding);
         // The final norm and the mean in f32 under mixed precision (the representation is f32).
-        let h = cast_to(layer_norm(&self.norm, h), DType::F32);
+        let h = self.norm.forward(cast_to(h, DType::F32));
         // Mean over the real tokens.
         let valid = padding.bool_not().float().reshape([batch, len, 1]);
         let sum = (h * valid.clone())
@@ -179,10 +179,15 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>, padding: &Tensor<2, Bo
             .swap_dims(1, 2)
     };
     let (query, key, value) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
-    let scores = query
-        .matmul(key.transpose())
-        .div_scalar((mha.d_k as f32).sqrt())
-        .mask_fill(padding.clone().reshape([batch, 1, 1, len]), mha.min_float);
+    let scale = (mha.d_k as f32).sqrt();
+    let scores = if query.dtype() == DType::F32 {
+        query.matmul(key.transpose()).div_scalar(scale)
+    } else {
+        // In a half type the query is scaled before the product, whose unscaled values could
+        // pass f16's largest, 65504.
+        query.div_scalar(scale).matmul(key.transpose())
+    };
+    let scores = scores.mask_fill(padding.clone().reshape([batch, 1, 1, len]), mha.min_float);
     // In f32 under mixed precision: a sum of exponentials.
     let weights = in_f32(scores, |scores| {
         if mha.quiet_softmax {
