@@ -44,10 +44,10 @@ pub struct BenchArgs {
     /// (augmentations, CPU kernels) run on the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// The type the step workloads compute in, as `train.precision`: f32, or mixed precision
-    /// in bf16 or f16 (f32 master weights; f16 with dynamic loss scaling). Refused where the
-    /// device lacks the type.
-    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    /// The type the step workloads compute in (the step workloads only; a --config benchmark
+    /// takes `train.precision` from its config): f32, or mixed precision in bf16 or f16 (f32
+    /// master weights; f16 with dynamic loss scaling). Refused where the device lacks the type.
+    #[arg(long, default_value = "f32", value_name = "f32|bf16|f16", value_parser = parse_precision)]
     precision: Precision,
     /// Which workloads: step-smallcnn, step-resnet18-cifar, augment-cifar (comma-separated; default
     /// all); also step-resnet50-imagenet (ResNet-50 on 224x224 images, for GPUs), step-text and step-audio (the BYOL step of `configs/text/vader.toml` and
@@ -754,9 +754,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let device = crate::devices::parse_device(&args.device)?;
     if selected.iter().any(|w| w.starts_with("step-")) {
-        args.precision
-            .check_device(&device)
-            .map_err(|e| anyhow::anyhow!("--precision {}: {e}", args.precision.name()))?;
+        args.precision.check_device(&device).map_err(|e| {
+            anyhow::anyhow!(
+                "--device {} --precision {}: {e}",
+                args.device,
+                args.precision.name()
+            )
+        })?;
     }
     let cores = rayon::current_num_threads();
     let mut rows = Vec::new();
